@@ -1,0 +1,28 @@
+# kuth-resource-agents: run every target as root on a Debian 12 node or test machine.
+PYTHON := /usr/bin/python3
+# What the agents need at run time, and what the tests and benchmarks drive.
+RUNTIME_PACKAGES := python3 iproute2
+TEST_PACKAGES := $(RUNTIME_PACKAGES) python3-pytest iputils-ping resource-agents libxml2-utils
+BENCH_PACKAGES := $(TEST_PACKAGES) hyperfine
+
+.PHONY: check deps bench metadata clean
+
+## check: install what the tests need, then run the whole test suite
+check: deps
+	$(PYTHON) -m pytest -p no:cacheprovider tests
+
+deps:
+	tools/install-packages $(TEST_PACKAGES)
+
+## bench: start-up and action times of our agents against the reference agents
+bench:
+	tools/install-packages $(BENCH_PACKAGES)
+	$(PYTHON) bench/agent_speed.py
+
+## metadata: regenerate heartbeat_metadata/ from the agents' declarations
+metadata:
+	for agent in agents/*; do $$agent meta-data > heartbeat_metadata/$$(basename $$agent).xml; done
+
+clean:
+	rm -rf build dist .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +

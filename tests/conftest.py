@@ -1,0 +1,38 @@
+"""Fixtures shared by the tests: namespaces that are always cleaned up."""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from netns import Netns, NetnsPool  # noqa: E402
+
+
+@pytest.fixture
+def netns_pool() -> Iterator[NetnsPool]:
+    """A factory of network namespaces, all deleted after the test, pass or fail."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    pool = NetnsPool()
+    try:
+        yield pool
+    finally:
+        pool.cleanup()
+
+
+@pytest.fixture
+def lan(netns_pool: NetnsPool) -> tuple[Netns, Netns]:
+    """Two hosts on one link: `node` (lan0, 198.18.0.1/24, 2001:2::1/64) and `peer`
+    (lan0, 198.18.0.2/24, 2001:2::2/64). IPv6 DAD is off on the fixed addresses so they are
+    usable at once."""
+    node, peer = netns_pool.new(), netns_pool.new()
+    netns_pool.link(node, "lan0", peer, "lan0")
+    for ns, host in ((node, 1), (peer, 2)):
+        ns.ip("addr", "add", f"198.18.0.{host}/24", "dev", "lan0")
+        ns.ip("addr", "add", f"2001:2::{host}/64", "dev", "lan0", "nodad")
+    return node, peer

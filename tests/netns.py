@@ -1,0 +1,93 @@
+"""Network namespaces for tests: real iproute2, nothing on the root namespace.
+
+Every namespace is named ``kuth-t<pid>-<n>`` so that a run only ever deletes its own,
+and ``cleanup()`` kills whatever still runs inside before deleting it, so a failed test
+leaves no process, interface or address behind. Addresses come from 198.18.0.0/15
+(IPv4) and 2001:2::/48 (IPv6), the ranges set aside for benchmarking.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import time
+
+_counter = itertools.count()
+
+
+class Netns:
+    """One network namespace; `run` executes a command inside it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def run(self, *argv: str, check: bool = True, env: dict[str, str] | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run argv inside the namespace and capture its output as text."""
+        return subprocess.run(["ip", "netns", "exec", self.name, *argv], capture_output=True,
+                              text=True, check=check, env=env, timeout=timeout)
+
+    def ip(self, *args: str, check: bool = True) -> str:
+        """Run `ip -n NAME ARGS...` and return its standard output."""
+        return subprocess.run(["ip", "-n", self.name, *args], capture_output=True, text=True,
+                              check=check).stdout
+
+    def popen(self, *argv: str, **kwargs: object) -> subprocess.Popen[bytes]:
+        """Start argv inside the namespace in the background."""
+        return subprocess.Popen(["ip", "netns", "exec", self.name, *argv], **kwargs)  # type: ignore[call-overload]
+
+    def addresses(self, dev: str) -> list[str]:
+        """The addresses on dev as 'addr/prefix' strings (empty when dev is gone)."""
+        import json
+        out = self.ip("-j", "addr", "show", "dev", dev, check=False)
+        if not out.strip():
+            return []
+        return [f"{a['local']}/{a['prefixlen']}" for link in json.loads(out)
+                for a in link.get("addr_info", [])]
+
+    def pids(self) -> list[int]:
+        out = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True,
+                             text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def delete(self) -> None:
+        """Kill every process inside, then delete the namespace."""
+        for _ in range(50):
+            pids = self.pids()
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.02)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+
+class NetnsPool:
+    """Creates namespaces and veth links; `cleanup()` removes all it made."""
+
+    def __init__(self) -> None:
+        self.made: list[Netns] = []
+
+    def new(self) -> Netns:
+        ns = Netns(f"kuth-t{os.getpid()}-{next(_counter)}")
+        subprocess.run(["ip", "netns", "add", ns.name], check=True)
+        self.made.append(ns)
+        ns.ip("link", "set", "lo", "up")
+        return ns
+
+    @staticmethod
+    def link(a: Netns, a_dev: str, b: Netns, b_dev: str) -> None:
+        """Connect a and b with a veth pair named a_dev/b_dev, both up."""
+        subprocess.run(["ip", "-n", a.name, "link", "add", a_dev, "type", "veth", "peer", "name",
+                        b_dev, "netns", b.name], check=True)
+        a.ip("link", "set", a_dev, "up")
+        b.ip("link", "set", b_dev, "up")
+
+    def cleanup(self) -> None:
+        for ns in reversed(self.made):
+            ns.delete()
+        self.made.clear()
