@@ -1,0 +1,217 @@
+"""An OCF resource agent: parameter and action declarations, then dispatch.
+
+    agent = Agent("Dummy", version="1.0", shortdesc="...", longdesc="...")
+    state = agent.param("state", STRING, default="...", shortdesc="...")
+
+    @agent.action("start", timeout=20)
+    def start(cfg: Config) -> int: ...
+
+    agent.run()
+
+`run()` reads the action from argv and the parameters from the environment, answers
+`meta-data` and `usage` itself, and turns every outcome into an exit code Pacemaker can act
+on: an `OcfError` leaves with its code and a one-line exit reason on stderr; any other
+exception leaves with OCF_ERR_GENERIC and a one-line reason, its traceback going to the debug
+log only.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from ocf_lib.log import Logger
+from ocf_lib.ocf import OCF, OcfError
+from ocf_lib.params import BOOLEAN, INTEGER, STRING, TIME, Param, ParamError
+
+__all__ = ["Agent", "Config", "OCF", "OcfError", "STRING", "INTEGER", "BOOLEAN", "TIME"]
+
+# Actions answered without parameters, and the ones that must not demand required
+# parameters: stop must succeed on a resource that could never have started.
+_LENIENT_ACTIONS = ("stop", "meta-data", "usage", "help")
+# A safety margin kept before Pacemaker's own timeout kills the agent.
+_DEADLINE_MARGIN = 0.2
+
+
+class Config:
+    """The parsed parameters of one run (as attributes) and its OCF environment."""
+
+    def __init__(self, values: dict[str, object], env: "OcfEnv", log: Logger) -> None:
+        self.__dict__.update(values)
+        self.env = env
+        self.log = log
+
+
+class OcfEnv:
+    """What Pacemaker tells the agent about this run besides the parameters."""
+
+    def __init__(self, agent: str, action: str, depths: tuple[int, ...]) -> None:
+        environ = os.environ
+        self.action = action
+        self.started = time.monotonic()
+        self.instance = environ.get("OCF_RESOURCE_INSTANCE", "")
+        self.interval_ms = _int_env("OCF_RESKEY_CRM_meta_interval", 0)
+        self.timeout_ms = _int_env("OCF_RESKEY_CRM_meta_timeout", 20000)
+        self.is_probe = action == "monitor" and environ.get("OCF_RESKEY_CRM_meta_interval") == "0"
+        self.check_level = _supported_depth(_int_env("OCF_CHECK_LEVEL", 0), depths)
+        self.clone = environ.get("OCF_RESKEY_CRM_meta_clone")
+        self.clone_max = _int_env("OCF_RESKEY_CRM_meta_clone_max", 1)
+        self.agent = agent
+
+    @property
+    def deadline(self) -> float:
+        """time.monotonic() by which the action must be done to beat Pacemaker's timeout."""
+        return self.started + max(self.timeout_ms / 1000 - _DEADLINE_MARGIN, 0.5)
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (never negative)."""
+        return max(self.deadline - time.monotonic(), 0.0)
+
+    def state(self) -> "StateDir":
+        from ocf_lib.state import StateDir
+        return StateDir(self.agent, self.instance)
+
+
+def _int_env(key: str, default: int) -> int:
+    text = os.environ.get(key, "")
+    return int(text) if text.isascii() and text.isdigit() else default
+
+
+def _supported_depth(requested: int, depths: tuple[int, ...]) -> int:
+    """OCF_CHECK_LEVEL falls back to the deepest implemented level not above the request."""
+    return max((d for d in depths if d <= requested), default=0)
+
+
+class Agent:
+    """The declarations of one resource agent and the dispatch of its actions."""
+
+    def __init__(self, name: str, *, version: str, shortdesc: str, longdesc: str) -> None:
+        self.name = name
+        self.version = version
+        self.shortdesc = shortdesc
+        self.longdesc = longdesc
+        self.params: list[Param] = []
+        self.handlers: dict[str, object] = {}
+        self.specs: list[tuple[str, dict[str, int]]] = []
+        self.log = Logger(name)
+
+    def param(self, name: str, kind: str, **kwargs: object) -> Param:
+        """Declare a parameter (see `Param`); the order of declaration is the meta-data's."""
+        if name in ("env", "log") or any(p.name == name for p in self.params):
+            raise ValueError(f"parameter name {name!r} is reserved or already declared")
+        param = Param(name, kind, **kwargs)  # type: ignore[arg-type]
+        self.params.append(param)
+        return param
+
+    def action(self, name: str, *, timeout: int, aliases: tuple[str, ...] = (),
+               **advertised: int):
+        """Register the decorated function as the handler of `name` (and its aliases), and
+        advertise it in the meta-data with its default timeout (seconds) and any `interval`
+        or `depth`. Call `advertise` for more meta-data entries of the same action."""
+        def register(func):
+            for action_name in (name, *aliases):
+                self.handlers[action_name] = func
+            self.specs.append((name, {"timeout": timeout, **advertised}))
+            return func
+        return register
+
+    def advertise(self, name: str, *, timeout: int, **advertised: int) -> None:
+        """Another meta-data entry for an action: a second monitor depth, say."""
+        self.specs.append((name, {"timeout": timeout, **advertised}))
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run(self, argv: list[str] | None = None) -> None:
+        """Run the action named on the command line and exit with its OCF code."""
+        argv = sys.argv if argv is None else argv
+        action = argv[1] if len(argv) == 2 else ""
+        sys.exit(self.dispatch(action))
+
+    def dispatch(self, action: str) -> int:
+        if action == "meta-data":
+            sys.stdout.write(self.metadata())
+            return OCF.SUCCESS
+        if action in ("usage", "help"):
+            sys.stdout.write(self.usage())
+            return OCF.SUCCESS
+        handler = self.handlers.get(action)
+        if handler is None:
+            sys.stderr.write(self.usage())
+            return self.exit_reason(OCF.ERR_UNIMPLEMENTED,
+                                    f"unknown action {action!r}" if action else "no action given")
+        env = OcfEnv(self.name, action, self._monitor_depths())
+        try:
+            cfg = self._config(env)
+            if cfg is None:
+                return self._without_required(env)
+            code = handler(cfg)  # type: ignore[operator]
+        except OcfError as err:
+            return self.exit_reason(err.code, err.reason)
+        except Exception as err:  # noqa: BLE001 - an agent must never die with a traceback
+            import traceback
+            self.log.debug_text(traceback.format_exc())
+            return self.exit_reason(OCF.ERR_GENERIC, f"{action} failed unexpectedly: "
+                                                     f"{type(err).__name__}: {err}")
+        self.log.debug(f"{action} -> {code}")
+        return int(code)
+
+    def _config(self, env: OcfEnv) -> Config | None:
+        """The parsed parameters, None when a required one is missing (the caller decides
+        what that means for the action). A bad value is ERR_CONFIGURED, except on stop and
+        probes, which fall back to the default so that they can still tell the truth."""
+        values: dict[str, object] = {}
+        lenient = env.action in _LENIENT_ACTIONS or env.is_probe
+        missing = False
+        for param in self.params:
+            raw = param.raw(os.environ)
+            try:
+                values[param.name] = param.parse(raw)
+            except ParamError as err:
+                if not lenient:
+                    raise OcfError(OCF.ERR_CONFIGURED, str(err)) from None
+                self.log.warning(f"{err}; {env.action} uses the default")
+                values[param.name] = param.default
+            if param.required and values[param.name] is None:
+                missing = True
+        if missing and env.action not in ("stop",) and not env.is_probe:
+            names = [p.name for p in self.params if p.required and values[p.name] is None]
+            raise OcfError(OCF.ERR_CONFIGURED,
+                           f"required parameter {', '.join(names)} is not set")
+        return None if missing else Config(values, env, self.log)
+
+    def _without_required(self, env: OcfEnv) -> int:
+        """A stop or a probe without the required parameters: nothing of this resource can be
+        running, since it could never have started."""
+        self.log.info(f"{env.action}: required parameters are not set; nothing can be running")
+        return OCF.SUCCESS if env.action == "stop" else OCF.NOT_RUNNING
+
+    def exit_reason(self, code: int, reason: str) -> int:
+        """Print the one-line exit reason Pacemaker shows in crm_mon, log it, return code."""
+        line = " ".join(reason.split())
+        prefix = os.environ.get("OCF_EXIT_REASON_PREFIX") or "ocf-exit-reason:"
+        try:
+            sys.stderr.write(f"{prefix}{line}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        self.log.log("error" if code not in (OCF.SUCCESS, OCF.NOT_RUNNING) else "info", line,
+                     to_stderr=False)
+        return code
+
+    # -- documents ---------------------------------------------------------------------------
+
+    def _monitor_depths(self) -> tuple[int, ...]:
+        return tuple(spec.get("depth", 0) for name, spec in self.specs if name == "monitor")
+
+    def metadata(self) -> str:
+        from ocf_lib.metadata import ActionSpec, render
+        actions = [ActionSpec(name, **spec) for name, spec in self.specs]
+        shown = {name for name, _ in self.specs}
+        actions += [ActionSpec(name, timeout=5) for name in ("meta-data", "usage")
+                    if name not in shown]
+        return render(self.name, self.version, self.shortdesc, self.longdesc, self.params,
+                      actions)
+
+    def usage(self) -> str:
+        names = sorted({*self.handlers, "meta-data", "usage"})
+        return f"usage: {self.name} {{{'|'.join(names)}}}\n"

@@ -1,0 +1,66 @@
+"""The OCF testing shim: run an agent the way pacemaker-execd does, and read what it said.
+
+`run_agent` sets the environment Pacemaker sets (OCF_ROOT, OCF_RESOURCE_INSTANCE,
+OCF_RESKEY_* parameters, CRM_meta_timeout and _interval), optionally inside a test network
+namespace, and returns the exit code, the output and the exit reason. stderr is not a
+terminal, as under Pacemaker.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+
+from netns import Netns
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+AGENTS = os.path.join(REPO, "agents")
+REASON_PREFIX = "ocf-exit-reason:"
+
+
+class Outcome:
+    """What one agent run did."""
+
+    def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
+        self.rc = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+        reasons = [line[len(REASON_PREFIX):] for line in proc.stderr.splitlines()
+                   if line.startswith(REASON_PREFIX)]
+        self.reason = reasons[-1] if reasons else None
+
+    def __repr__(self) -> str:
+        return f"Outcome(rc={self.rc}, reason={self.reason!r}, stderr={self.stderr[-500:]!r})"
+
+
+def agent_env(params: dict[str, str], *, instance: str = "test-rsc", interval_ms: int | None = None,
+              timeout_ms: int = 20000, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment pacemaker-execd would give the agent."""
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "OCF_ROOT": "/usr/lib/ocf",
+           "OCF_RESOURCE_INSTANCE": instance, "OCF_RESOURCE_TYPE": "IPaddr2",
+           "OCF_RESOURCE_PROVIDER": "kuth", "OCF_RESKEY_CRM_meta_timeout": str(timeout_ms)}
+    if interval_ms is not None:
+        env["OCF_RESKEY_CRM_meta_interval"] = str(interval_ms)
+    env.update({f"OCF_RESKEY_{k}": v for k, v in params.items()})
+    env.update(extra or {})
+    return env
+
+
+def run_agent(agent: str, action: str, params: dict[str, str] | None = None, *,
+              ns: Netns | None = None, interval_ms: int | None = None, timeout: float = 60,
+              **kwargs: object) -> Outcome:
+    """Run agents/<agent> ACTION (inside ns when given) and return its Outcome."""
+    env = agent_env(params or {}, interval_ms=interval_ms, **kwargs)  # type: ignore[arg-type]
+    argv = [os.path.join(AGENTS, agent), action]
+    if ns is not None:
+        argv = ["ip", "netns", "exec", ns.name, *argv]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+    return Outcome(proc)
+
+
+def assert_clean_failure(outcome: Outcome, code: int) -> None:
+    """The run failed the way an operator wants: the right code, one exit reason, no
+    traceback."""
+    assert outcome.rc == code, outcome
+    assert outcome.reason, outcome
+    assert "Traceback" not in outcome.stderr, outcome

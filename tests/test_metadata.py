@@ -1,0 +1,65 @@
+"""Meta-data: generated from the declarations, escaped, DTD-valid, and committed equal."""
+import os
+import subprocess
+
+import pytest
+
+from ocfshim import AGENTS, REPO
+
+DTD_DIR = "/usr/share/resource-agents"
+SAMPLE = os.path.join(os.path.dirname(__file__), "data", "sample_agent")
+AGENT_NAMES = sorted(os.listdir(AGENTS))
+
+
+def metadata_of(path):
+    proc = subprocess.run([path, "meta-data"], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin"}, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def dtd_valid(xml):
+    return subprocess.run(["xmllint", "--noout", "--valid", "-"], input=xml, text=True,
+                          capture_output=True, cwd=DTD_DIR)
+
+
+@pytest.mark.parametrize("name", AGENT_NAMES)
+def test_agent_metadata_is_valid_against_ra_api_dtd(name):
+    proc = dtd_valid(metadata_of(os.path.join(AGENTS, name)))
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("name", AGENT_NAMES)
+def test_committed_metadata_equals_what_the_agent_prints(name):
+    with open(os.path.join(REPO, "heartbeat_metadata", f"{name}.xml")) as committed:
+        assert committed.read() == metadata_of(os.path.join(AGENTS, name)), \
+            "run `make metadata` and commit heartbeat_metadata/"
+
+
+def test_special_characters_are_escaped_and_still_valid():
+    xml = metadata_of(SAMPLE)
+    assert "Sample &lt;agent&gt; &amp; co" in xml
+    assert "&quot;escaping&quot;" in xml
+    assert dtd_valid(xml).returncode == 0
+
+
+def test_declarations_appear_with_types_defaults_and_actions():
+    from lxml import etree
+    root = etree.fromstring(metadata_of(SAMPLE).encode())
+    params = {p.get("name"): p for p in root.iter("parameter")}
+    assert params["name"].get("required") == "1" and params["name"].get("unique") == "1"
+    assert params["count"].find("content").get("type") == "integer"
+    assert params["count"].find("content").get("default") == "3"
+    assert params["flag"].find("content").get("default") == "false"
+    assert params["delay"].find("content").get("default") == "1500ms"
+    monitors = [a for a in root.iter("action") if a.get("name") == "monitor"]
+    assert [(m.get("interval"), m.get("depth")) for m in monitors] == [("10s", "0"), ("60s", "10")]
+    assert {a.get("name") for a in root.iter("action")} >= {"meta-data", "usage", "start", "stop"}
+
+
+def test_metadata_runs_as_nobody():
+    proc = subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c",
+                           f"{os.path.join(AGENTS, 'IPaddr2')} meta-data"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert "<resource-agent" in proc.stdout
