@@ -1,0 +1,96 @@
+"""IPv4/IPv6 address helpers built on `_socket.inet_pton`/`inet_ntop`.
+
+The `ipaddress` module would do all of this, but importing it costs about 6 ms on every
+agent run; the few operations a floating-IP agent needs fit in a page of integer
+arithmetic on packed addresses.
+"""
+from __future__ import annotations
+
+import _socket
+
+AF_INET = _socket.AF_INET
+AF_INET6 = _socket.AF_INET6
+
+_BITS = {AF_INET: 32, AF_INET6: 128}
+
+
+def parse_ip(text: str) -> tuple[int, bytes]:
+    """Return (family, packed) for a plain IPv4 or IPv6 address.
+
+    Anything else -- a prefix ("/24"), a zone id ("%eth0"), surrounding spaces -- is
+    refused: the value ends up in `ip` arguments and in comparisons with kernel output,
+    where such decorations would silently mean something else.
+    """
+    if not text:
+        raise ValueError("empty IP address")
+    for decoration, what in (("/", "a prefix length"), ("%", "a zone id")):
+        if decoration in text:
+            raise ValueError(f"{text!r} is not a plain IP address: it has {what}")
+    family = AF_INET6 if ":" in text else AF_INET
+    try:
+        return family, _socket.inet_pton(family, text)
+    except (OSError, ValueError):
+        raise ValueError(f"{text!r} is not a valid IP address") from None
+
+
+def canonical(family: int, packed: bytes) -> str:
+    """The address in the form `ip` prints (RFC 5952 for IPv6)."""
+    return _socket.inet_ntop(family, packed)
+
+
+def is_link_local(family: int, packed: bytes) -> bool:
+    """True for 169.254.0.0/16 and fe80::/10, which are only unique on one link."""
+    if family == AF_INET:
+        return packed[:2] == b"\xa9\xfe"
+    return packed[0] == 0xFE and packed[1] & 0xC0 == 0x80
+
+
+def _mask(family: int, prefixlen: int) -> int:
+    bits = _BITS[family]
+    return ((1 << bits) - 1) ^ ((1 << (bits - prefixlen)) - 1)
+
+
+def network_contains(family: int, packed_net: bytes, prefixlen: int, packed_ip: bytes) -> bool:
+    """True when packed_ip lies inside packed_net/prefixlen (host bits of net ignored)."""
+    mask = _mask(family, prefixlen)
+    return (int.from_bytes(packed_net, "big") & mask) == (int.from_bytes(packed_ip, "big") & mask)
+
+
+def broadcast_of(packed_ipv4: bytes, prefixlen: int) -> str:
+    """The directed broadcast address of the IPv4 network packed_ipv4/prefixlen."""
+    value = int.from_bytes(packed_ipv4, "big") | ((1 << (32 - prefixlen)) - 1)
+    return _socket.inet_ntop(AF_INET, value.to_bytes(4, "big"))
+
+
+def parse_prefix(text: str, family: int) -> int:
+    """Return the prefix length that text names: "27", or for IPv4 also "255.255.255.224".
+
+    Dotted netmasks are still accepted because older IPaddr2 configurations use them.
+    A length of 0 is refused: a floating address covering the whole address space
+    would claim every destination as on-link.
+    """
+    bits = _BITS[family]
+    if text.isdigit() and text.isascii():
+        length = int(text)
+    elif family == AF_INET and "." in text:
+        length = _netmask_length(text)
+    else:
+        raise ValueError(f"netmask {text!r} is neither a prefix length nor a dotted IPv4 netmask"
+                         if family == AF_INET else f"prefix length {text!r} is not a number")
+    if length == 0:
+        raise ValueError(f"netmask {text!r} covers every address; use a prefix length 1..{bits}")
+    if length > bits:
+        raise ValueError(f"prefix length {text!r} is out of range 1..{bits}")
+    return length
+
+
+def _netmask_length(text: str) -> int:
+    """The prefix length of a contiguous dotted IPv4 netmask."""
+    try:
+        value = int.from_bytes(_socket.inet_pton(AF_INET, text), "big")
+    except OSError:
+        raise ValueError(f"netmask {text!r} is not a dotted IPv4 netmask") from None
+    length = 32 - ((~value & 0xFFFFFFFF) + 1).bit_length() + 1
+    if value != _mask(AF_INET, length):
+        raise ValueError(f"netmask {text!r} is not contiguous (ones then zeros)")
+    return length
