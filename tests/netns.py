@@ -87,6 +87,17 @@ class NetnsPool:
         a.ip("link", "set", a_dev, "up")
         b.ip("link", "set", b_dev, "up")
 
+    def switch(self, hosts: list[Netns], dev: str = "lan0") -> Netns:
+        """An Ethernet switch: a bridge in a namespace of its own, with a port for each host,
+        whose end in the host is called dev."""
+        sw = self.new()
+        sw.ip("link", "add", "br0", "type", "bridge")
+        sw.ip("link", "set", "br0", "up")
+        for number, host in enumerate(hosts):
+            self.link(sw, f"port{number}", host, dev)
+            sw.ip("link", "set", f"port{number}", "master", "br0")
+        return sw
+
     def cleanup(self) -> None:
         for ns in reversed(self.made):
             ns.delete()

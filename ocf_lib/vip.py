@@ -1,0 +1,177 @@
+"""A floating IP address: what the parameters mean, whether it is served, and DAD.
+
+This is the IPaddr2 agent's logic that is not about OCF. Two kinds of error tell Pacemaker
+different things, so they are separate classes: `ConfigInvalid` is wrong everywhere (a bad
+address or prefix), `NotOnThisNode` is fine elsewhere but impossible here (the nic is missing
+on this node, no interface has a route to the address).
+"""
+from __future__ import annotations
+
+import time
+
+from ocf_lib import inet, netlink
+
+MAX_IFNAME = 15  # IFNAMSIZ - 1: the kernel's limit for interface names and address labels
+
+
+class ConfigInvalid(ValueError):
+    """The configuration cannot work on any node."""
+
+
+class NotOnThisNode(Exception):
+    """The configuration may work elsewhere, but this node lacks what it needs."""
+
+
+class DadFailed(Exception):
+    """IPv6 duplicate address detection found another host with the address."""
+
+
+class Vip:
+    """A floating address as configured; `nic` and `prefixlen` are None until known."""
+
+    def __init__(self, family: int, packed: bytes, nic: str | None, prefixlen: int | None,
+                 broadcast: str | None, iflabel: str | None) -> None:
+        self.family = family
+        self.packed = packed
+        self.ip = inet.canonical(family, packed)
+        self.nic = nic
+        self.prefixlen = prefixlen
+        self.broadcast = broadcast
+        self.iflabel = iflabel
+
+    @property
+    def is_ipv6(self) -> bool:
+        return self.family == inet.AF_INET6
+
+    @property
+    def label(self) -> str | None:
+        """The address label `ip` sets: 'nic:iflabel' (IPv4 only)."""
+        return f"{self.nic}:{self.iflabel}" if self.iflabel and self.nic else None
+
+    def __str__(self) -> str:
+        return f"{self.ip}/{self.prefixlen if self.prefixlen is not None else '?'}" \
+               f" on {self.nic or '?'}"
+
+
+def parse(ip: str, nic: str, netmask: str, broadcast: str, iflabel: str) -> Vip:
+    """Check the parameters' syntax and consistency; ConfigInvalid says what is wrong.
+    Nothing on this host is looked at."""
+    try:
+        family, packed = inet.parse_ip(ip)
+    except ValueError as err:
+        raise ConfigInvalid(f"ip: {err}") from None
+    if nic:
+        check_ifname("nic", nic)
+    elif inet.is_link_local(family, packed):
+        raise ConfigInvalid(f"ip {ip} is link-local: set nic= to the interface it belongs to")
+    prefixlen = None
+    if netmask:
+        try:
+            prefixlen = inet.parse_prefix(netmask, family)
+        except ValueError as err:
+            raise ConfigInvalid(f"cidr_netmask: {err}") from None
+    if broadcast and family == inet.AF_INET6:
+        raise ConfigInvalid("broadcast is for IPv4 addresses only; leave it empty for IPv6")
+    if broadcast and broadcast not in ("+", "-"):
+        try:
+            if inet.parse_ip(broadcast)[0] != inet.AF_INET:
+                raise ValueError(f"{broadcast!r} is not an IPv4 address")
+        except ValueError as err:
+            raise ConfigInvalid(f"broadcast: {err}") from None
+    if iflabel:
+        if family == inet.AF_INET6:
+            raise ConfigInvalid("iflabel is for IPv4 addresses only (IPv6 has no labels)")
+        if not all(c.isascii() and (c.isalnum() or c in "-_.") for c in iflabel):
+            raise ConfigInvalid(f"iflabel {iflabel!r} may hold only letters, digits, '-', '_' "
+                                f"and '.'")
+        if nic and len(nic) + 1 + len(iflabel) > MAX_IFNAME:
+            raise ConfigInvalid(f"label '{nic}:{iflabel}' is longer than {MAX_IFNAME} "
+                                f"characters; shorten iflabel")
+    return Vip(family, packed, nic or None, prefixlen, broadcast or None, iflabel or None)
+
+
+def check_ifname(what: str, name: str) -> None:
+    """An interface name the kernel could have; also keeps option-like values out of `ip`."""
+    if (not name or len(name) > MAX_IFNAME or name in (".", "..") or name.startswith("-")
+            or any(c in "/:" or c.isspace() or not c.isprintable() for c in name)):
+        raise ConfigInvalid(f"{what} {name!r} is not a valid interface name")
+
+
+def complete(vip: Vip) -> Vip:
+    """Fill in nic and prefix length from the routing table when they are not configured, the
+    way the heartbeat agent's findif does. NotOnThisNode when that is impossible here."""
+    from ocf_lib import iproute
+    if vip.nic and netlink.link_by_name(vip.nic) is None:
+        raise NotOnThisNode(f"nic {vip.nic!r} does not exist on this node; set nic= to an "
+                            f"interface present on every node")
+    if vip.nic and vip.prefixlen is not None:
+        return vip
+    try:
+        found = iproute.find_interface(vip.ip, vip.prefixlen)
+    except iproute.FindifError as err:
+        raise NotOnThisNode(str(err)) from None
+    if vip.nic and found.nic != vip.nic:
+        raise NotOnThisNode(f"the route to {vip.ip} is on {found.nic}, not on nic {vip.nic}; "
+                            f"set cidr_netmask= to use {vip.nic}")
+    vip.nic = found.nic
+    if vip.prefixlen is None:
+        vip.prefixlen = found.prefixlen
+    if vip.iflabel and len(vip.label or "") > MAX_IFNAME:
+        raise ConfigInvalid(f"label '{vip.label}' is longer than {MAX_IFNAME} characters; "
+                            f"shorten iflabel")
+    return vip
+
+
+def broadcast_for(vip: Vip) -> str | None:
+    """The broadcast to configure: the given one, else the directed broadcast of the
+    network for IPv4 prefixes that have one (none for /31 and /32, nor for IPv6)."""
+    if vip.is_ipv6 or vip.broadcast == "-":
+        return None
+    if vip.broadcast and vip.broadcast != "+":
+        return vip.broadcast
+    if vip.prefixlen is None or vip.prefixlen >= 31:
+        return None
+    return inet.broadcast_of(vip.packed, vip.prefixlen)
+
+
+def served(vip: Vip) -> tuple[netlink.Address, netlink.Link] | None:
+    """The address and its link when vip is configured here: on its nic (any nic when not
+    configured) with its prefix length (any when not configured). None otherwise, also
+    when the nic has vanished."""
+    index = 0
+    if vip.nic:
+        link = netlink.link_by_name(vip.nic)
+        if link is None:
+            return None
+        index = link.index
+    for address in netlink.addresses(vip.family, index):
+        if address.address == vip.ip and vip.prefixlen in (None, address.prefixlen):
+            return address, (link if index else _link_of(address.index))
+    return None
+
+
+def _link_of(index: int) -> netlink.Link:
+    for link in netlink.links():
+        if link.index == index:
+            return link
+    raise NotOnThisNode(f"interface number {index} vanished")
+
+
+def wait_for_dad(vip: Vip, deadline: float) -> None:
+    """Wait until the kernel's duplicate address detection is done with the address. Raises
+    DadFailed when another host has it, TimeoutError when DAD outlasts the deadline."""
+    while True:
+        found = served(vip)
+        if found is None:
+            raise DadFailed(f"{vip.ip} vanished from {vip.nic} during duplicate address "
+                            f"detection")
+        address = found[0]
+        if address.dadfailed:
+            raise DadFailed(f"duplicate address detection failed: another host on {vip.nic} "
+                            f"already uses {vip.ip}")
+        if not address.tentative:
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"duplicate address detection of {vip.ip} did not finish "
+                               f"before the start timeout")
+        time.sleep(0.05)

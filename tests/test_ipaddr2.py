@@ -1,0 +1,236 @@
+"""ocf:kuth:IPaddr2 driven for real: iproute2 inside network namespaces.
+
+`lan` gives two hosts on one link: node (lan0: 198.18.0.1/24, 2001:2::1/64) and peer
+(lan0: 198.18.0.2/24, 2001:2::2/64). The agent runs inside node's namespace.
+"""
+import json
+import time
+
+import pytest
+
+from ocfshim import assert_clean_failure, run_agent
+
+V4 = {"ip": "198.18.0.10", "nic": "lan0", "cidr_netmask": "24"}
+V6 = {"ip": "2001:2::10", "nic": "lan0", "cidr_netmask": "64"}
+
+
+def agent(action, params, ns, **kw):
+    return run_agent("IPaddr2", action, params, ns=ns, **kw)
+
+
+def mac_of(ns, dev="lan0"):
+    return json.loads(ns.ip("-j", "link", "show", "dev", dev))[0]["address"]
+
+
+def neighbour_mac(ns, ip, dev="lan0"):
+    entries = json.loads(ns.ip("-j", "neigh", "show", "to", ip, "dev", dev) or "[]")
+    return entries[0].get("lladdr") if entries else None
+
+
+@pytest.mark.parametrize("params,expected", [(V4, "198.18.0.10/24"), (V6, "2001:2::10/64")],
+                         ids=["ipv4", "ipv6"])
+def test_start_monitor_stop_cycle(lan, params, expected):
+    node, _ = lan
+    assert agent("monitor", params, node, interval_ms=0).rc == 7
+    out = agent("start", params, node)
+    assert out.rc == 0, out
+    assert expected in node.addresses("lan0")
+    assert agent("monitor", params, node, interval_ms=10000).rc == 0
+    assert agent("start", params, node).rc == 0, "start is idempotent"
+    assert node.addresses("lan0").count(expected) == 1
+    assert agent("stop", params, node).rc == 0
+    assert expected not in node.addresses("lan0")
+    assert agent("monitor", params, node, interval_ms=10000).rc == 7
+    assert agent("stop", params, node).rc == 0, "stop is idempotent"
+
+
+def test_nic_and_prefix_found_from_routes_like_findif(lan):
+    node, _ = lan
+    out = agent("start", {"ip": "198.18.0.11"}, node)
+    assert out.rc == 0, out
+    assert "198.18.0.11/24" in node.addresses("lan0")
+    detail = json.loads(node.ip("-j", "addr", "show", "dev", "lan0"))[0]["addr_info"]
+    vip = [a for a in detail if a["local"] == "198.18.0.11"][0]
+    assert vip.get("broadcast") == "198.18.0.255"
+    assert agent("monitor", {"ip": "198.18.0.11"}, node).rc == 0
+    assert agent("stop", {"ip": "198.18.0.11"}, node).rc == 0
+    assert "198.18.0.11/24" not in node.addresses("lan0")
+
+
+def test_guide_style_configuration_with_label_and_broadcast(lan):
+    node, _ = lan
+    params = {"ip": "198.18.0.20", "broadcast": "198.18.0.31", "nic": "lan0",
+              "cidr_netmask": "27", "iflabel": "vip"}
+    assert agent("start", params, node).rc == 0
+    detail = json.loads(node.ip("-j", "addr", "show", "dev", "lan0"))[0]["addr_info"]
+    vip = [a for a in detail if a["local"] == "198.18.0.20"][0]
+    assert (vip["prefixlen"], vip["broadcast"], vip["label"]) == (27, "198.18.0.31", "lan0:vip")
+    assert agent("stop", params, node).rc == 0
+
+
+def test_takeover_is_announced_to_the_peer(netns_pool):
+    """Three hosts on a switch; the VIP moves from `old` to `new`: the client's neighbour
+    table follows at once, without waiting for its entry to expire."""
+    old, new, client = netns_pool.new(), netns_pool.new(), netns_pool.new()
+    netns_pool.switch([old, new, client])
+    for number, host in enumerate((old, new, client), start=1):
+        host.ip("addr", "add", f"198.18.0.{number}/24", "dev", "lan0")
+    assert agent("start", {**V4, "arp_bg": "false"}, old).rc == 0
+    client.run("ping", "-c1", "-W2", "198.18.0.10")
+    assert neighbour_mac(client, "198.18.0.10") == mac_of(old)
+    assert agent("stop", V4, old).rc == 0
+    out = agent("start", {**V4, "arp_count": "2", "arp_interval": "50"}, new)
+    assert out.rc == 0, out
+    for _ in range(50):  # the announcer runs in the background (arp_bg defaults to true)
+        if neighbour_mac(client, "198.18.0.10") == mac_of(new):
+            break
+        time.sleep(0.02)
+    assert neighbour_mac(client, "198.18.0.10") == mac_of(new)
+    client.run("ping", "-c1", "-W2", "198.18.0.10")
+
+
+@pytest.mark.parametrize("opts", ["", "-A"], ids=["request", "reply"])
+def test_gratuitous_arp_modes_update_a_stale_neighbour(lan, opts):
+    node, peer = lan
+    peer.ip("neigh", "replace", "198.18.0.10", "lladdr", "02:00:00:00:00:99", "dev", "lan0",
+            "nud", "stale")
+    out = agent("start", {**V4, "arp_bg": "false", "arp_count": "2", "arp_interval": "50",
+                          "send_arp_opts": opts}, node)
+    assert out.rc == 0, out
+    assert neighbour_mac(peer, "198.18.0.10") == mac_of(node)
+
+
+def test_unsolicited_na_updates_a_stale_ipv6_neighbour(lan):
+    node, peer = lan
+    peer.ip("-6", "neigh", "replace", "2001:2::10", "lladdr", "02:00:00:00:00:99", "dev",
+            "lan0", "nud", "stale")
+    out = agent("start", {**V6, "arp_count": "2", "arp_interval": "50"}, node)
+    assert out.rc == 0, out
+    assert neighbour_mac(peer, "2001:2::10") == mac_of(node)
+
+
+def test_ipv6_dad_failure_fails_start_and_removes_the_address(lan):
+    node, peer = lan
+    peer.ip("addr", "add", "2001:2::10/64", "dev", "lan0", "nodad")
+    out = agent("start", V6, node)
+    assert_clean_failure(out, 1)
+    assert "duplicate address detection" in out.reason
+    assert "2001:2::10/64" not in node.addresses("lan0")
+
+
+def test_ipv6_nodad_is_usable_at_once(lan):
+    node, _ = lan
+    assert agent("start", {**V6, "nodad": "true"}, node).rc == 0
+    detail = json.loads(node.ip("-j", "addr", "show", "dev", "lan0"))[0]["addr_info"]
+    vip = [a for a in detail if a["local"] == "2001:2::10"][0]
+    assert not vip.get("tentative")
+    assert agent("stop", V6, node).rc == 0
+
+
+def test_run_arping_refuses_an_address_in_use(lan):
+    node, peer = lan
+    peer.ip("addr", "add", "198.18.0.10/24", "dev", "lan0")
+    out = agent("start", {**V4, "run_arping": "true"}, node)
+    assert_clean_failure(out, 1)
+    assert "already in use" in out.reason
+    assert "198.18.0.10/24" not in node.addresses("lan0")
+
+
+def test_run_arping_allows_a_free_address(lan):
+    node, _ = lan
+    assert agent("start", {**V4, "run_arping": "true"}, node).rc == 0
+    assert agent("stop", V4, node).rc == 0
+
+
+def test_link_down_fails_monitor_with_reason(lan):
+    node, peer = lan
+    assert agent("start", V4, node).rc == 0
+    peer.ip("link", "set", "lan0", "down")
+    out = agent("monitor", V4, node, interval_ms=10000)
+    assert_clean_failure(out, 1)
+    assert "no carrier" in out.reason
+    assert agent("monitor", {**V4, "check_link_status": "false"}, node,
+                 interval_ms=10000).rc == 0
+    assert agent("stop", V4, node).rc == 0
+
+
+def test_address_removed_by_hand_is_not_running(lan):
+    node, _ = lan
+    assert agent("start", V4, node).rc == 0
+    node.ip("addr", "del", "198.18.0.10/24", "dev", "lan0")
+    assert agent("monitor", V4, node, interval_ms=10000).rc == 7
+    assert agent("stop", V4, node).rc == 0
+
+
+def test_vanished_nic_is_not_running_and_stop_succeeds(lan):
+    node, _ = lan
+    assert agent("start", V4, node).rc == 0
+    node.ip("link", "del", "lan0")
+    assert agent("monitor", V4, node, interval_ms=10000).rc == 7
+    assert agent("monitor", V4, node, interval_ms=0).rc == 7
+    assert agent("stop", V4, node).rc == 0
+
+
+def test_missing_nic_on_this_node(lan):
+    node, _ = lan
+    params = {**V4, "nic": "eth9"}
+    out = agent("start", params, node)
+    assert_clean_failure(out, 2)
+    assert "eth9" in out.reason and "does not exist" in out.reason
+    assert agent("monitor", params, node, interval_ms=0).rc == 7
+    assert agent("stop", params, node).rc == 0
+    assert_clean_failure(agent("validate-all", params, node), 2)
+
+
+def test_no_route_to_the_address_without_nic(lan):
+    node, _ = lan
+    out = agent("start", {"ip": "198.19.5.5"}, node)
+    assert_clean_failure(out, 2)
+    assert "198.19.5.5" in out.reason
+
+
+def test_arp_count_refresh_announces_on_monitor(lan):
+    node, peer = lan
+    assert agent("start", {**V4, "arp_bg": "false", "arp_count": "1"}, node).rc == 0
+    peer.ip("neigh", "replace", "198.18.0.10", "lladdr", "02:00:00:00:00:99", "dev", "lan0",
+            "nud", "stale")
+    assert agent("monitor", {**V4, "arp_count_refresh": "1"}, node, interval_ms=10000).rc == 0
+    assert neighbour_mac(peer, "198.18.0.10") == mac_of(node)
+    assert agent("stop", V4, node).rc == 0
+
+
+def test_stop_ends_a_background_announcer(lan):
+    node, _ = lan
+    params = {**V4, "arp_bg": "true", "arp_count": "100", "arp_interval": "100"}
+    assert agent("start", params, node).rc == 0
+    before = set(node.pids())
+    assert before, "the background announcer runs in the node's namespace"
+    assert agent("stop", params, node).rc == 0
+    assert not set(node.pids()), "no announcer left after stop"
+
+
+def test_network_namespace_parameter(netns_pool):
+    ns = netns_pool.new()
+    ns.ip("link", "add", "lan0", "type", "veth", "peer", "name", "lan1")
+    ns.ip("link", "set", "lan0", "up")
+    ns.ip("link", "set", "lan1", "up")
+    params = {**V4, "network_namespace": ns.name}
+    out = run_agent("IPaddr2", "start", params)
+    assert out.rc == 0, out
+    assert "198.18.0.10/24" in ns.addresses("lan0")
+    assert run_agent("IPaddr2", "monitor", params, interval_ms=10000).rc == 0
+    assert run_agent("IPaddr2", "stop", params).rc == 0
+    assert "198.18.0.10/24" not in ns.addresses("lan0")
+    missing = {**V4, "network_namespace": "kuth-no-such-ns"}
+    assert run_agent("IPaddr2", "monitor", missing, interval_ms=0).rc == 7
+    assert run_agent("IPaddr2", "stop", missing).rc == 0
+    assert_clean_failure(run_agent("IPaddr2", "start", missing), 2)
+
+
+def test_clusterip_clone_is_refused(lan):
+    node, _ = lan
+    out = agent("start", V4, node, extra={"OCF_RESKEY_CRM_meta_clone": "0",
+                                          "OCF_RESKEY_CRM_meta_clone_max": "2"})
+    assert_clean_failure(out, 6)
+    assert "CLUSTERIP" in out.reason
+    assert "198.18.0.10/24" not in node.addresses("lan0")
