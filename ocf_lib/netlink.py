@@ -1,0 +1,237 @@
+"""Read-only rtnetlink: the kernel's own view of links and addresses, without `ip`.
+
+Monitor runs every few seconds on every node; asking the kernel directly over an
+AF_NETLINK socket costs well under a millisecond, where spawning `ip -j addr` and parsing
+JSON costs several. Only dumps are sent (no changes): changes go through `ip` in
+`ocf_lib.iproute`, where the exact command shows up in logs.
+"""
+from __future__ import annotations
+
+import _socket
+import struct
+
+_NETLINK_ROUTE = 0
+_RECV_SIZE = 65536  # the kernel sizes dump batches to the reader's buffer, up to 32 KiB
+
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
+_RTM_NEWLINK, _RTM_GETLINK, _RTM_NEWADDR, _RTM_GETADDR = 16, 18, 20, 22
+
+_NLMSGHDR = struct.Struct("=IHHII")     # len, type, flags, seq, pid
+_IFINFOMSG = struct.Struct("=BxHiII")   # family, type, index, flags, change
+_IFADDRMSG = struct.Struct("=BBBBI")    # family, prefixlen, flags, scope, index
+_RTATTR = struct.Struct("=HH")          # len, type
+_U32 = struct.Struct("=I")
+_ERRNO = struct.Struct("=i")
+
+_IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU, _IFLA_OPERSTATE, _IFLA_EXT_MASK = 1, 3, 4, 16, 29
+_RTEXT_FILTER_SKIP_STATS = 1 << 3  # leave out counters: they are most of a link's dump
+_IFA_ADDRESS, _IFA_LOCAL, _IFA_LABEL, _IFA_BROADCAST, _IFA_FLAGS = 1, 2, 3, 4, 8
+
+IFF_UP = 0x1
+IFF_LOWER_UP = 0x10000
+IFA_F_DADFAILED = 0x08
+IFA_F_TENTATIVE = 0x40
+IFA_F_PERMANENT = 0x80
+
+# RFC 2863 operational states, named as `ip link` prints them.
+_OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
+_ENODEV = 19
+_IFNAMSIZ = 16
+
+
+class NetlinkError(OSError):
+    """The kernel refused a request; errno is the kernel's error number."""
+
+
+class Link:
+    """One network interface as the kernel reports it."""
+
+    __slots__ = ("index", "name", "flags", "operstate", "mac", "mtu")
+
+    def __init__(self, index: int, name: str, flags: int, operstate: str, mac: bytes,
+                 mtu: int) -> None:
+        self.index = index
+        self.name = name
+        self.flags = flags
+        self.operstate = operstate
+        self.mac = mac
+        self.mtu = mtu
+
+    @property
+    def up(self) -> bool:
+        """Administratively up (`ip link set DEV up`)."""
+        return bool(self.flags & IFF_UP)
+
+    @property
+    def lower_up(self) -> bool:
+        """Carrier present: the cable (or veth peer) is there and up."""
+        return bool(self.flags & IFF_LOWER_UP)
+
+    def __repr__(self) -> str:
+        return (f"Link(index={self.index}, name={self.name!r}, flags={self.flags:#x}, "
+                f"operstate={self.operstate!r}, mac={self.mac.hex(':')!r}, mtu={self.mtu})")
+
+
+class Address:
+    """One address on an interface. `address` is the local address (IFA_LOCAL, which
+    differs from IFA_ADDRESS only on point-to-point links, where that is the peer)."""
+
+    __slots__ = ("family", "index", "address", "prefixlen", "scope", "flags", "label",
+                 "broadcast")
+
+    def __init__(self, family: int, index: int, address: str, prefixlen: int, scope: int,
+                 flags: int, label: str | None, broadcast: str | None) -> None:
+        self.family = family
+        self.index = index
+        self.address = address
+        self.prefixlen = prefixlen
+        self.scope = scope
+        self.flags = flags
+        self.label = label
+        self.broadcast = broadcast
+
+    @property
+    def tentative(self) -> bool:
+        """IPv6 duplicate address detection still running: not yet usable."""
+        return bool(self.flags & IFA_F_TENTATIVE)
+
+    @property
+    def dadfailed(self) -> bool:
+        """IPv6 duplicate address detection found another host using this address."""
+        return bool(self.flags & IFA_F_DADFAILED)
+
+    @property
+    def permanent(self) -> bool:
+        """Configured by hand (not learned from router advertisements)."""
+        return bool(self.flags & IFA_F_PERMANENT)
+
+    def __repr__(self) -> str:
+        return (f"Address(family={self.family}, index={self.index}, address={self.address!r}, "
+                f"prefixlen={self.prefixlen}, scope={self.scope}, flags={self.flags:#x}, "
+                f"label={self.label!r}, broadcast={self.broadcast!r})")
+
+
+def links() -> list[Link]:
+    """Every interface in this network namespace."""
+    request = _IFINFOMSG.pack(0, 0, 0, 0, 0) + _attr(_IFLA_EXT_MASK,
+                                                     _U32.pack(_RTEXT_FILTER_SKIP_STATS))
+    return [_link(body) for body in _exchange(_RTM_GETLINK, _NLM_F_DUMP, request, _RTM_NEWLINK)]
+
+
+def link_by_name(name: str) -> Link | None:
+    """The interface called name, or None when there is none (asks for that one only)."""
+    encoded = name.encode()
+    if not encoded or len(encoded) >= _IFNAMSIZ or b"\0" in encoded:
+        return None
+    request = (_IFINFOMSG.pack(0, 0, 0, 0, 0) + _attr(_IFLA_IFNAME, encoded + b"\0")
+               + _attr(_IFLA_EXT_MASK, _U32.pack(_RTEXT_FILTER_SKIP_STATS)))
+    try:
+        bodies = _exchange(_RTM_GETLINK, 0, request, _RTM_NEWLINK)
+    except NetlinkError as err:
+        if err.errno == _ENODEV:
+            return None
+        raise
+    return _link(bodies[0])
+
+
+def addresses(family: int = 0, index: int = 0) -> list[Address]:
+    """Addresses of one family (0 = all) on interface number index (0 = all)."""
+    request = _IFADDRMSG.pack(family, 0, 0, 0, 0)
+    found = [_address(body) for body in _exchange(_RTM_GETADDR, _NLM_F_DUMP, request,
+                                                  _RTM_NEWADDR)]
+    return [a for a in found if (not family or a.family == family)
+            and (not index or a.index == index)]
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    """One rtattr, padded to the 4-byte alignment netlink requires."""
+    length = _RTATTR.size + len(payload)
+    return _RTATTR.pack(length, kind) + payload + b"\0" * (-length % 4)
+
+
+def _attrs(body: bytes, offset: int) -> dict[int, bytes]:
+    """The rtattrs of a message body from offset on, by type (nesting flags stripped)."""
+    found = {}
+    end = len(body)
+    while offset + _RTATTR.size <= end:
+        length, kind = _RTATTR.unpack_from(body, offset)
+        if length < _RTATTR.size:
+            break
+        found[kind & 0x3FFF] = body[offset + _RTATTR.size:offset + length]
+        offset += (length + 3) & ~3
+    return found
+
+
+def _exchange(msg_type: int, flags: int, payload: bytes, reply_type: int) -> list[bytes]:
+    """Send one request and return the bodies of its replies of reply_type, reading a
+    multi-part dump until NLMSG_DONE."""
+    sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC,
+                          _NETLINK_ROUTE)
+    try:
+        seq = 1
+        sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(payload), msg_type,
+                                 _NLM_F_REQUEST | flags, seq, 0) + payload)
+        bodies: list[bytes] = []
+        while True:
+            if _collect(sock.recv(_RECV_SIZE), seq, reply_type, bodies) or (bodies and not flags):
+                return bodies
+    finally:
+        sock.close()
+
+
+def _collect(data: bytes, seq: int, reply_type: int, bodies: list[bytes]) -> bool:
+    """Append the replies in one datagram to bodies; True when the dump is complete."""
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length, kind, _, msg_seq, _ = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size:
+            raise NetlinkError(0, "malformed netlink message")
+        body = data[offset + _NLMSGHDR.size:offset + length]
+        offset += (length + 3) & ~3
+        if msg_seq != seq:
+            continue
+        if kind == _NLMSG_DONE:
+            return True
+        if kind == _NLMSG_ERROR:
+            code = -_ERRNO.unpack_from(body)[0]
+            if code:
+                raise _error(code)
+            return True
+        if kind == reply_type:
+            bodies.append(body)
+    return False
+
+
+def _error(code: int) -> NetlinkError:
+    """The kernel's refusal with its errno text. `os` is imported only here: with python
+    -S nothing else loads it, and it would cost the monitor path a millisecond."""
+    import os
+    return NetlinkError(code, f"rtnetlink request failed: {os.strerror(code)}")
+
+
+def _link(body: bytes) -> Link:
+    _, _, index, flags, _ = _IFINFOMSG.unpack_from(body)
+    attrs = _attrs(body, _IFINFOMSG.size)
+    operstate = attrs.get(_IFLA_OPERSTATE, b"\0")[0]
+    mtu = attrs.get(_IFLA_MTU)
+    return Link(index, _cstring(attrs.get(_IFLA_IFNAME, b"")), flags,
+                _OPERSTATES[operstate] if operstate < len(_OPERSTATES) else str(operstate),
+                attrs.get(_IFLA_ADDRESS, b""), _U32.unpack(mtu)[0] if mtu else 0)
+
+
+def _address(body: bytes) -> Address:
+    family, prefixlen, flags, scope, index = _IFADDRMSG.unpack_from(body)
+    attrs = _attrs(body, _IFADDRMSG.size)
+    packed = attrs.get(_IFA_LOCAL) or attrs[_IFA_ADDRESS]
+    if _IFA_FLAGS in attrs:
+        flags = _U32.unpack(attrs[_IFA_FLAGS])[0]
+    label = attrs.get(_IFA_LABEL)
+    broadcast = attrs.get(_IFA_BROADCAST)
+    return Address(family, index, _socket.inet_ntop(family, packed), prefixlen, scope, flags,
+                   None if label is None else _cstring(label),
+                   None if broadcast is None else _socket.inet_ntop(family, broadcast))
+
+
+def _cstring(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
