@@ -4,11 +4,12 @@
 (lan0: 198.18.0.2/24, 2001:2::2/64). The agent runs inside node's namespace.
 """
 import json
+import os
 import time
 
 import pytest
 
-from ocfshim import assert_clean_failure, run_agent
+from ocfshim import AGENTS, agent_env, assert_clean_failure, run_agent
 
 V4 = {"ip": "198.18.0.10", "nic": "lan0", "cidr_netmask": "24"}
 V6 = {"ip": "2001:2::10", "nic": "lan0", "cidr_netmask": "64"}
@@ -234,3 +235,20 @@ def test_clusterip_clone_is_refused(lan):
     assert_clean_failure(out, 6)
     assert "CLUSTERIP" in out.reason
     assert "198.18.0.10/24" not in node.addresses("lan0")
+
+
+def test_monitor_imports_only_cheap_modules(lan):
+    """Monitor runs every few seconds on every node: it must not pay for heavy imports."""
+    node, _ = lan
+    assert agent("start", V4, node).rc == 0
+    env = agent_env(V4, interval_ms=10000)
+    proc = node.run("/usr/bin/python3", "-IS", "-X", "importtime",
+                    os.path.join(AGENTS, "IPaddr2"), "monitor", env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:") and "|" in line}
+    heavy = {"re", "enum", "json", "socket", "subprocess", "logging", "typing", "ipaddress",
+             "dataclasses", "traceback", "signal", "lxml", "psutil", "requests", "collections"}
+    assert imported, proc.stderr
+    assert not imported & heavy, sorted(imported & heavy)
+    assert agent("stop", V4, node).rc == 0

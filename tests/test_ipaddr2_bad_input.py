@@ -1,0 +1,100 @@
+"""Bad input to ocf:kuth:IPaddr2: the right OCF code, a one-line exit reason, no traceback,
+and nothing changed on any interface."""
+import pytest
+
+from ocfshim import assert_clean_failure, run_agent
+
+GOOD = {"ip": "198.18.0.10", "nic": "lan0", "cidr_netmask": "24"}
+METACHARACTERS = ["$(touch /tmp/kuth-pwned)", "`touch /tmp/kuth-pwned`", "; touch /tmp/kuth-pwned",
+                  "a|b", "a&&b", "-f", "--help", "x\ny", "x\ty", "' \"", "../../etc/passwd",
+                  "\u00e9\u4e2d", "a" * 5000, "*"]
+
+INVALID = [  # (parameter overrides, code, words expected in the reason)
+    ({"ip": "198.18.0.300"}, 6, "not a valid IP address"),
+    ({"ip": "198.18.0.10/24"}, 6, "prefix"),
+    ({"ip": "fe80::10", "nic": ""}, 6, "link-local"),
+    ({"cidr_netmask": "33"}, 6, "out of range"),
+    ({"cidr_netmask": "0"}, 6, "every address"),
+    ({"cidr_netmask": "255.0.255.0"}, 6, "contiguous"),
+    ({"cidr_netmask": "abc"}, 6, "netmask"),
+    ({"broadcast": "198.18.0.999"}, 6, "broadcast"),
+    ({"ip": "2001:2::10", "cidr_netmask": "64", "broadcast": "198.18.0.255"}, 6, "IPv4"),
+    ({"iflabel": "averyverylonglabel"}, 6, "15 characters"),
+    ({"iflabel": "bad label"}, 6, "iflabel"),
+    ({"arp_count": "0"}, 6, "arp_count"),
+    ({"arp_count": "many"}, 6, "not an integer"),
+    ({"arp_interval": "-5"}, 6, "arp_interval"),
+    ({"arp_bg": "perhaps"}, 6, "not a boolean"),
+    ({"nodad": "2"}, 6, "not a boolean"),
+    ({"arp_sender": "my_arp"}, 6, "arp_sender"),
+    ({"preferred_lft": "soon"}, 6, "preferred_lft"),
+    ({"nic": "eth0/../x"}, 6, "not a valid interface name"),
+    ({"nic": "-d"}, 6, "not a valid interface name"),
+    ({"nic": "eth9"}, 2, "does not exist"),
+    ({"network_namespace": "../x"}, 6, "network_namespace"),
+]
+
+
+def snapshot(ns):
+    return ns.ip("-o", "addr", "show") + ns.ip("-o", "link", "show") + ns.ip("-o", "route", "show")
+
+
+@pytest.mark.parametrize("overrides,code,words", INVALID,
+                         ids=[f"{k}={v!r}" for o, _, _ in INVALID for k, v in list(o.items())[-1:]])
+@pytest.mark.parametrize("action", ["start", "validate-all"])
+def test_invalid_configuration(lan, overrides, code, words, action):
+    node, _ = lan
+    before = snapshot(node)
+    out = run_agent("IPaddr2", action, {**GOOD, **overrides}, ns=node)
+    assert_clean_failure(out, code)
+    assert words in out.reason
+    assert snapshot(node) == before
+
+
+@pytest.mark.parametrize("overrides", [o for o, _, _ in INVALID])
+def test_stop_and_probe_of_invalid_configuration_tell_not_running(lan, overrides):
+    node, _ = lan
+    before = snapshot(node)
+    params = {**GOOD, **overrides}
+    assert run_agent("IPaddr2", "stop", params, ns=node).rc == 0
+    probe = run_agent("IPaddr2", "monitor", params, ns=node, interval_ms=0)
+    assert probe.rc == 7, probe
+    assert "Traceback" not in probe.stderr
+    assert snapshot(node) == before
+
+
+@pytest.mark.parametrize("name", ["ip", "nic", "cidr_netmask", "netmask", "broadcast", "iflabel",
+                                  "arp_count", "arp_interval", "arp_count_refresh", "arp_bg",
+                                  "arp_sender", "send_arp_opts", "flush_routes", "run_arping",
+                                  "nodad", "noprefixroute", "preferred_lft", "network_namespace",
+                                  "check_link_status"])
+def test_shell_metacharacters_in_every_parameter(lan, name, tmp_path):
+    """Whatever the value, nothing runs through a shell, no traceback, and the interfaces only
+    change when the value is acceptable (then start really adds the VIP)."""
+    node, _ = lan
+    for value in METACHARACTERS:
+        before = snapshot(node)
+        out = run_agent("IPaddr2", "start", {**GOOD, name: value}, ns=node)
+        assert out.rc in (0, 2, 6), (value, out)
+        assert "Traceback" not in out.stderr
+        if out.rc != 0:
+            assert out.reason and "\n" not in out.reason
+            assert snapshot(node) == before
+        stop = run_agent("IPaddr2", "stop", {**GOOD, name: value}, ns=node)
+        assert stop.rc == 0, (value, stop)
+        run_agent("IPaddr2", "stop", GOOD, ns=node)
+    import os
+    assert not os.path.exists("/tmp/kuth-pwned")
+
+
+def test_unknown_action(lan):
+    node, _ = lan
+    out = run_agent("IPaddr2", "reboot-everything", GOOD, ns=node)
+    assert_clean_failure(out, 3)
+
+
+def test_missing_ip_is_not_configured_but_stop_succeeds(lan):
+    node, _ = lan
+    assert_clean_failure(run_agent("IPaddr2", "start", {"nic": "lan0"}, ns=node), 6)
+    assert run_agent("IPaddr2", "stop", {"nic": "lan0"}, ns=node).rc == 0
+    assert run_agent("IPaddr2", "monitor", {"nic": "lan0"}, ns=node, interval_ms=0).rc == 7
