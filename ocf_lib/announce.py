@@ -1,0 +1,390 @@
+"""Telling the link that a floating address has moved, and asking whether it is taken.
+
+IPv4 neighbours learn the new owner from gratuitous ARP, IPv6 neighbours from unsolicited
+Neighbor Advertisements; before adding an IPv4 address an RFC 5227 ARP probe asks whether
+another host already answers for it.
+
+The frames are built here with `struct` and sent over an AF_PACKET socket instead of running
+`arping` or heartbeat's `send_arp`: one process less per start, and the same frames on every
+node whichever arping variant happens to be installed.
+"""
+from __future__ import annotations
+
+import _socket
+import errno
+import os
+import select
+import struct
+import syslog
+import time
+
+from ocf_lib import inet
+
+DEFAULT_COUNT = 5
+DEFAULT_INTERVAL_MS = 200
+ARP_MODES = ("request", "reply")
+
+ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
+_ARPHRD_ETHER = 1
+_PACKET_OUTGOING = 4
+_ARP_REQUEST, _ARP_REPLY = 1, 2
+_BROADCAST_MAC = b"\xff" * 6
+_ALL_NODES_MAC = b"\x33\x33\x00\x00\x00\x01"
+_ALL_NODES = _socket.inet_pton(_socket.AF_INET6, "ff02::1")
+_ICMPV6 = 58
+_NEIGHBOR_ADVERTISEMENT = 136
+_NA_OVERRIDE = 0x20000000
+_TARGET_LLADDR_OPTION = 2
+_MIN_ETHERNET_FRAME = 60
+_ETHERNET = struct.Struct("!6s6sH")
+_ARP = struct.Struct("!HHBBH6s4s6s4s")
+
+
+class AnnounceError(Exception):
+    """Announcing or probing failed; str() is one line an operator can act on."""
+
+
+def gratuitous_arp(ifname: str, ip: str, *, count: int = DEFAULT_COUNT,
+                   interval_ms: int = DEFAULT_INTERVAL_MS, mode: str = "request",
+                   mac: bytes | None = None) -> None:
+    """Broadcast `count` gratuitous ARPs for IPv4 address ip out of ifname.
+
+    mode "request" sends ARP requests (what `arping -U` sends); mode "reply" sends ARP
+    replies (`arping -A`), which some switches and old hosts only learn from. mac, when
+    given, replaces the interface's own address as the announced hardware address.
+    """
+    _announce(ifname, ip, _socket.AF_INET, count, interval_ms, mode, mac)
+
+
+def unsolicited_na(ifname: str, ip6: str, *, count: int = DEFAULT_COUNT,
+                   interval_ms: int = DEFAULT_INTERVAL_MS, mac: bytes | None = None) -> None:
+    """Send `count` unsolicited Neighbor Advertisements for IPv6 address ip6 to all nodes.
+
+    The Override flag makes receivers replace the link-layer address they have cached.
+    """
+    _announce(ifname, ip6, _socket.AF_INET6, count, interval_ms, "request", mac)
+
+
+def announce(ifname: str, ip: str, *, count: int = DEFAULT_COUNT,
+             interval_ms: int = DEFAULT_INTERVAL_MS, mode: str = "request",
+             mac: bytes | None = None) -> None:
+    """gratuitous_arp for an IPv4 address, unsolicited_na for an IPv6 one.
+
+    mode is checked in both cases, so that a misspelt value is reported whatever the
+    address, but only IPv4 uses it: Neighbor Advertisements have no request form.
+    """
+    _announce(ifname, ip, None, count, interval_ms, mode, mac)
+
+
+def spawn_background(ifname: str, ip: str, *, count: int = DEFAULT_COUNT,
+                     interval_ms: int = DEFAULT_INTERVAL_MS, mode: str = "request",
+                     mac: bytes | None = None) -> int:
+    """Start announce() in a detached process and return that process's pid at once.
+
+    Every check that does not depend on time (arguments, interface, permission) runs
+    here, before the fork, so that such errors raise AnnounceError in the caller. The
+    announcer is a grandchild: the intermediate child exits as soon as it has forked, so
+    the announcer is adopted by init (or a subreaper) and never lingers as the caller's
+    zombie. A send failure in the background is reported to syslog.
+    """
+    import _signal  # loaded by the interpreter at start-up; `signal` would add enum
+    sock, frame = _open_announcement(ifname, ip, None, count, interval_ms, mode, mac)
+    read_end, write_end = os.pipe()
+    with open(read_end, "rb", buffering=0) as pid_pipe:
+        # Signals stay blocked across the forks until the announcer has dropped the
+        # caller's handlers, so that none of them can run in a copy of the caller.
+        mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
+        try:
+            child = _fork()
+            if child == 0:
+                _run_detached(write_end, sock, ifname, ip, frame, count, interval_ms)
+        finally:
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
+            os.close(write_end)
+            sock.close()
+        packed_pid = pid_pipe.read(4)
+    if not _exited_cleanly(child) or len(packed_pid) != 4:
+        raise AnnounceError(f"could not start the background announcer for {ip} on {ifname}")
+    return struct.unpack("=i", packed_pid)[0]
+
+
+def arp_probe(ifname: str, ip: str, *, timeout_ms: int = 1000, tries: int = 3) -> bytes | None:
+    """Return the MAC address of another host that answers for IPv4 address ip, or None.
+
+    Each try sends one RFC 5227 probe (sender IP 0.0.0.0, so that no neighbour caches
+    anything from it) and listens up to timeout_ms for a reply, or for any ARP frame
+    from another MAC that gives ip as its sender address; the worst case therefore takes
+    tries * timeout_ms. Another host's own probe for ip (sender 0.0.0.0) does not count:
+    it claims nothing yet.
+    """
+    packed = _address(ip, _socket.AF_INET)
+    if tries < 1 or timeout_ms < 0:
+        raise AnnounceError(f"ARP probe needs tries >= 1 and timeout_ms >= 0, not {tries} and "
+                            f"{timeout_ms}")
+    sock, own_mac = _open_link(ifname, ETH_P_ARP)
+    probe = arp_frame(_ARP_REQUEST, own_mac, bytes(4), bytes(6), packed)
+    try:
+        for _ in range(tries):
+            _send(sock, ifname, probe)
+            claimant = _await_claim(sock, own_mac, packed, time.monotonic() + timeout_ms / 1000)
+            if claimant is not None:
+                return claimant
+        return None
+    finally:
+        sock.close()
+
+
+def format_mac(mac: bytes) -> str:
+    """The MAC address as `ip` prints it, e.g. 02:00:00:00:00:01."""
+    return mac.hex(":")
+
+
+def arp_frame(op: int, sender_mac: bytes, sender_ip: bytes, target_mac: bytes,
+              target_ip: bytes) -> bytes:
+    """A broadcast Ethernet frame carrying one IPv4-over-Ethernet ARP packet.
+
+    It is padded to the 60-byte Ethernet minimum here because not every driver pads
+    frames handed to it by a packet socket.
+    """
+    header = _ETHERNET.pack(_BROADCAST_MAC, sender_mac, ETH_P_ARP)
+    body = _ARP.pack(1, 0x0800, 6, 4, op, sender_mac, sender_ip, target_mac, target_ip)
+    return (header + body).ljust(_MIN_ETHERNET_FRAME, b"\0")
+
+
+def na_frame(mac: bytes, ip6: bytes) -> bytes:
+    """An Ethernet frame with an unsolicited Neighbor Advertisement for ip6, from ip6 to
+    ff02::1: Override set, Solicited and Router clear, mac as the target link-layer address.
+
+    Receivers drop Neighbor Discovery packets whose hop limit is not 255 (RFC 4861 7.1.2),
+    proof that they came from the link itself.
+    """
+    icmp = struct.pack("!BBHI16sBB6s", _NEIGHBOR_ADVERTISEMENT, 0, 0, _NA_OVERRIDE, ip6,
+                       _TARGET_LLADDR_OPTION, 1, mac)
+    checksum = icmpv6_checksum(ip6, _ALL_NODES, icmp)
+    icmp = icmp[:2] + struct.pack("!H", checksum) + icmp[4:]
+    ipv6 = struct.pack("!IHBB16s16s", 6 << 28, len(icmp), _ICMPV6, 255, ip6, _ALL_NODES)
+    return _ETHERNET.pack(_ALL_NODES_MAC, mac, ETH_P_IPV6) + ipv6 + icmp
+
+
+def icmpv6_checksum(source: bytes, destination: bytes, message: bytes) -> int:
+    """The Internet checksum of an ICMPv6 message over the IPv6 pseudo-header (RFC 8200 8.1)."""
+    data = source + destination + struct.pack("!I3xB", len(message), _ICMPV6) + message
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def arp_claimant(frame: bytes, ip: bytes) -> bytes | None:
+    """The sender MAC of an IPv4 ARP request or reply whose sender address is ip, else None."""
+    if len(frame) < _ETHERNET.size + _ARP.size:
+        return None
+    ethertype = _ETHERNET.unpack_from(frame)[2]
+    htype, ptype, hlen, plen, op, sha, spa, _, _ = _ARP.unpack_from(frame, _ETHERNET.size)
+    if ethertype != ETH_P_ARP or (htype, ptype, hlen, plen) != (1, 0x0800, 6, 4):
+        return None
+    return sha if op in (_ARP_REQUEST, _ARP_REPLY) and spa == ip else None
+
+
+def check_ifname(ifname: str) -> None:
+    """Refuse a name the kernel could never have given an interface.
+
+    The rules are the kernel's own (dev_valid_name): 1 to 15 bytes, not "." or "..",
+    no "/", ":" or whitespace. They keep a hostile value from walking out of a
+    /sys/class/net/<name> path, and they reject an alias label such as "eth0:1".
+    """
+    size = len(ifname.encode("utf-8", "surrogateescape"))
+    if (not 1 <= size <= 15 or ifname in (".", "..")
+            or any(c in "/:\0" or c.isspace() for c in ifname)):
+        raise AnnounceError(f"{ifname!r} is not a valid interface name (1-15 bytes, not '.' "
+                            "or '..', no '/', ':' or whitespace)")
+
+
+def _announce(ifname: str, ip: str, family: int | None, count: int, interval_ms: int,
+              mode: str, mac: bytes | None) -> None:
+    sock, frame = _open_announcement(ifname, ip, family, count, interval_ms, mode, mac)
+    try:
+        _send_repeatedly(sock, ifname, frame, count, interval_ms)
+    finally:
+        sock.close()
+
+
+def _open_announcement(ifname: str, ip: str, family: int | None, count: int,
+                       interval_ms: int, mode: str, mac: bytes | None
+                       ) -> tuple[_socket.socket, bytes]:
+    """Check every argument, open the socket and build the frame to repeat.
+
+    All of it happens before the first frame goes out, so that a bad argument never
+    leaves a half-sent announcement behind.
+    """
+    packed = _address(ip, family)
+    if mode not in ARP_MODES:
+        raise AnnounceError(f"ARP mode {mode!r} is neither 'request' nor 'reply'")
+    if count < 0 or interval_ms < 0:
+        raise AnnounceError(f"announcement needs count >= 0 and interval_ms >= 0, not {count} "
+                            f"and {interval_ms}")
+    if mac is not None and len(mac) != 6:
+        raise AnnounceError(f"MAC address {mac.hex(':')!r} does not have 6 bytes")
+    sock, own_mac = _open_link(ifname, 0)
+    source = mac or own_mac
+    if len(packed) == 16:
+        return sock, na_frame(source, packed)
+    if mode == "reply":
+        # Linux treats an ARP reply as gratuitous only when its target hardware address
+        # repeats the sender's (as `arping -A` sends it); otherwise it may keep its entry.
+        return sock, arp_frame(_ARP_REPLY, source, packed, source, packed)
+    return sock, arp_frame(_ARP_REQUEST, source, packed, bytes(6), packed)
+
+
+def _address(ip: str, family: int | None) -> bytes:
+    """The packed form of ip, which must be of family unless family is None."""
+    try:
+        found, packed = inet.parse_ip(ip)
+    except ValueError as err:
+        raise AnnounceError(str(err)) from None
+    if family is not None and found != family:
+        wanted = "IPv4" if family == _socket.AF_INET else "IPv6"
+        raise AnnounceError(f"{ip!r} is not an {wanted} address")
+    return packed
+
+
+def _open_link(ifname: str, ethertype: int) -> tuple[_socket.socket, bytes]:
+    """A packet socket bound to ifname and receiving ethertype (0: nothing), and the
+    interface's MAC address.
+
+    The MAC comes from the bound socket rather than /sys/class/net/<ifname>/address:
+    sysfs shows the network namespace it was mounted in, which after a bare setns() is
+    not the caller's.
+    """
+    check_ifname(ifname)
+    try:
+        sock = _socket.socket(_socket.AF_PACKET, _socket.SOCK_RAW, _socket.htons(ethertype))
+    except PermissionError:
+        raise AnnounceError("opening a raw packet socket was refused: sending ARP or Neighbor "
+                            "Advertisements needs root or CAP_NET_RAW") from None
+    except OSError as err:
+        raise AnnounceError(f"cannot open a raw packet socket: {err.strerror}") from None
+    try:
+        sock.bind((ifname, ethertype))
+        hatype, mac = sock.getsockname()[3:5]
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.ENODEV:
+            raise AnnounceError(f"interface {ifname!r} does not exist") from None
+        raise AnnounceError(f"cannot bind to interface {ifname!r}: {err.strerror}") from None
+    if hatype != _ARPHRD_ETHER or len(mac) != 6:
+        sock.close()
+        raise AnnounceError(f"interface {ifname!r} is not Ethernet (hardware type {hatype}): "
+                            "ARP and Neighbor Advertisements are sent on Ethernet links only")
+    return sock, mac
+
+
+def _send_repeatedly(sock: _socket.socket, ifname: str, frame: bytes, count: int,
+                     interval_ms: int) -> None:
+    """Send frame count times, interval_ms apart, with no sleep after the last.
+
+    The schedule is fixed from the start so that slow sends do not stretch it.
+    """
+    start = time.monotonic()
+    for n in range(count):
+        delay = start + n * interval_ms / 1000 - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        _send(sock, ifname, frame)
+
+
+def _send(sock: _socket.socket, ifname: str, frame: bytes) -> None:
+    try:
+        sock.send(frame)
+    except OSError as err:
+        if err.errno == errno.ENETDOWN:
+            raise AnnounceError(f"interface {ifname!r} is down; nothing can be sent on it") from None
+        raise AnnounceError(f"sending on interface {ifname!r} failed: {err.strerror}") from None
+
+
+def _await_claim(sock: _socket.socket, own_mac: bytes, ip: bytes, deadline: float
+                 ) -> bytes | None:
+    """The MAC of the first other host that claims ip before deadline, else None."""
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([sock], [], [], left)[0]:
+            return None
+        frame, address = sock.recvfrom(256)
+        if address[2] == _PACKET_OUTGOING:
+            continue
+        claimant = arp_claimant(frame, ip)
+        if claimant is not None and claimant != own_mac:
+            return claimant
+    return None
+
+
+def _fork() -> int:
+    try:
+        return os.fork()
+    except OSError as err:
+        raise AnnounceError(f"cannot fork the background announcer: {err.strerror}") from None
+
+
+def _exited_cleanly(pid: int) -> bool:
+    """Reap the intermediate child; True when it exited with status 0.
+
+    With SIGCHLD ignored the kernel reaps it instead and there is no status to read; the
+    pid that arrived (or not) through the pipe then tells alone.
+    """
+    try:
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    except ChildProcessError:
+        return True
+
+
+def _run_detached(pid_pipe: int, sock: _socket.socket, ifname: str, ip: str, frame: bytes,
+                  count: int, interval_ms: int) -> None:
+    """In the first child: fork the announcer, report its pid, and exit.
+
+    Never returns: whatever happens, this process and the announcer end in os._exit so
+    that no exception unwinds into the caller's copy of the stack.
+    """
+    status = 1
+    try:
+        os.setsid()
+        announcer = os.fork()
+        if announcer:
+            os.write(pid_pipe, struct.pack("=i", announcer))
+            status = 0
+        else:
+            _default_signal_handling()
+            _detach_descriptors(keep=sock.fileno())
+            _send_repeatedly(sock, ifname, frame, count, interval_ms)
+            status = 0
+    except AnnounceError as err:
+        syslog.syslog(syslog.LOG_ERR, f"background announcement of {ip} on {ifname} failed: {err}")
+    finally:
+        os._exit(status)
+
+
+def _default_signal_handling() -> None:
+    """Give the announcer default signal handling, then unblock every signal.
+
+    The announcer is a copy of the agent: without this, a `kill PID` from the stop
+    action would run the agent's own Python handlers in it instead of ending it.
+    """
+    import _signal
+    for signum in (_signal.SIGHUP, _signal.SIGINT, _signal.SIGTERM, _signal.SIGALRM,
+                   _signal.SIGUSR1, _signal.SIGUSR2):
+        _signal.signal(signum, _signal.SIG_DFL)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
+
+
+def _detach_descriptors(keep: int) -> None:
+    """Point stdio at /dev/null and close every other descriptor but keep.
+
+    Pacemaker reads an agent's stdout and stderr until they close; an announcer still
+    holding them would keep the start action waiting for the last frame.
+    """
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.closerange(3, keep)
+    os.closerange(keep + 1, max(os.sysconf("SC_OPEN_MAX"), keep + 1))
