@@ -114,9 +114,8 @@ class Address:
 
 def links() -> list[Link]:
     """Every interface in this network namespace."""
-    request = _IFINFOMSG.pack(0, 0, 0, 0, 0) + _attr(_IFLA_EXT_MASK,
-                                                     _U32.pack(_RTEXT_FILTER_SKIP_STATS))
-    return [_link(body) for body in _exchange(_RTM_GETLINK, _NLM_F_DUMP, request, _RTM_NEWLINK)]
+    return [_link(body) for body in _exchange(_RTM_GETLINK, _link_request(), _RTM_NEWLINK,
+                                              dump=True)]
 
 
 def link_by_name(name: str) -> Link | None:
@@ -124,10 +123,9 @@ def link_by_name(name: str) -> Link | None:
     encoded = name.encode()
     if not encoded or len(encoded) >= _IFNAMSIZ or b"\0" in encoded:
         return None
-    request = (_IFINFOMSG.pack(0, 0, 0, 0, 0) + _attr(_IFLA_IFNAME, encoded + b"\0")
-               + _attr(_IFLA_EXT_MASK, _U32.pack(_RTEXT_FILTER_SKIP_STATS)))
+    request = _link_request(_attr(_IFLA_IFNAME, encoded + b"\0"))
     try:
-        bodies = _exchange(_RTM_GETLINK, 0, request, _RTM_NEWLINK)
+        bodies = _exchange(_RTM_GETLINK, request, _RTM_NEWLINK, dump=False)
     except NetlinkError as err:
         if err.errno == _ENODEV:
             return None
@@ -136,12 +134,18 @@ def link_by_name(name: str) -> Link | None:
 
 
 def addresses(family: int = 0, index: int = 0) -> list[Address]:
-    """Addresses of one family (0 = all) on interface number index (0 = all)."""
+    """Addresses of one family (0 = all; the kernel filters) on interface number index
+    (0 = all)."""
     request = _IFADDRMSG.pack(family, 0, 0, 0, 0)
-    found = [_address(body) for body in _exchange(_RTM_GETADDR, _NLM_F_DUMP, request,
-                                                  _RTM_NEWADDR)]
-    return [a for a in found if (not family or a.family == family)
-            and (not index or a.index == index)]
+    found = [_address(body) for body in _exchange(_RTM_GETADDR, request, _RTM_NEWADDR,
+                                                  dump=True)]
+    return [a for a in found if not index or a.index == index]
+
+
+def _link_request(*attrs: bytes) -> bytes:
+    """An RTM_GETLINK body: any ifinfomsg, plus a request to leave out the counters."""
+    return b"".join((_IFINFOMSG.pack(0, 0, 0, 0, 0), *attrs,
+                     _attr(_IFLA_EXT_MASK, _U32.pack(_RTEXT_FILTER_SKIP_STATS))))
 
 
 def _attr(kind: int, payload: bytes) -> bytes:
@@ -163,19 +167,21 @@ def _attrs(body: bytes, offset: int) -> dict[int, bytes]:
     return found
 
 
-def _exchange(msg_type: int, flags: int, payload: bytes, reply_type: int) -> list[bytes]:
-    """Send one request and return the bodies of its replies of reply_type, reading a
-    multi-part dump until NLMSG_DONE."""
+def _exchange(msg_type: int, payload: bytes, reply_type: int, *, dump: bool) -> list[bytes]:
+    """Send one request and return the bodies of its replies of reply_type: for a dump,
+    every part until NLMSG_DONE; otherwise the single answer."""
     sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC,
                           _NETLINK_ROUTE)
     try:
         seq = 1
-        sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(payload), msg_type,
-                                 _NLM_F_REQUEST | flags, seq, 0) + payload)
+        flags = _NLM_F_REQUEST | (_NLM_F_DUMP if dump else 0)
+        sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(payload), msg_type, flags, seq, 0)
+                  + payload)
         bodies: list[bytes] = []
-        while True:
-            if _collect(sock.recv(_RECV_SIZE), seq, reply_type, bodies) or (bodies and not flags):
-                return bodies
+        while not _collect(sock.recv(_RECV_SIZE), seq, reply_type, bodies):
+            if bodies and not dump:
+                break
+        return bodies
     finally:
         sock.close()
 
