@@ -36,7 +36,7 @@ IFA_F_PERMANENT = 0x80
 
 # RFC 2863 operational states, named as `ip link` prints them.
 _OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
-_ENODEV = 19
+_ENODEV, _EPROTO = 19, 71
 _IFNAMSIZ = 16
 
 
@@ -192,7 +192,7 @@ def _collect(data: bytes, seq: int, reply_type: int, bodies: list[bytes]) -> boo
     while offset + _NLMSGHDR.size <= len(data):
         length, kind, _, msg_seq, _ = _NLMSGHDR.unpack_from(data, offset)
         if length < _NLMSGHDR.size:
-            raise NetlinkError(0, "malformed netlink message")
+            raise NetlinkError(_EPROTO, "malformed netlink message")
         body = data[offset + _NLMSGHDR.size:offset + length]
         offset += (length + 3) & ~3
         if msg_seq != seq:
