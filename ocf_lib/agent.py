@@ -93,6 +93,7 @@ class Agent:
         self.params: list[Param] = []
         self.handlers: dict[str, object] = {}
         self.specs: list[tuple[str, dict[str, int]]] = []
+        self.locked: set[str] = set()
         self.log = Logger(name)
 
     def param(self, name: str, kind: str, **kwargs: object) -> Param:
@@ -104,13 +105,16 @@ class Agent:
         return param
 
     def action(self, name: str, *, timeout: int, aliases: tuple[str, ...] = (),
-               **advertised: int):
+               locked: bool = False, **advertised: int):
         """Register the decorated function as the handler of `name` (and its aliases), and
         advertise it in the meta-data with its default timeout (seconds) and any `interval`
-        or `depth`. Call `advertise` for more meta-data entries of the same action."""
+        or `depth`. Call `advertise` for more meta-data entries of the same action.
+        `locked` runs the handler under the resource's lock (see `StateDir.lock`)."""
         def register(func):
             for action_name in (name, *aliases):
                 self.handlers[action_name] = func
+                if locked:
+                    self.locked.add(action_name)
             self.specs.append((name, {"timeout": timeout, **advertised}))
             return func
         return register
@@ -144,7 +148,10 @@ class Agent:
             cfg = self._config(env)
             if cfg is None:
                 return self._without_required(env)
-            code = handler(cfg)  # type: ignore[operator]
+            if action in self.locked:
+                code = self._run_locked(handler, cfg)
+            else:
+                code = handler(cfg)  # type: ignore[operator]
         except OcfError as err:
             return self.exit_reason(err.code, err.reason)
         except Exception as err:  # noqa: BLE001 - an agent must never die with a traceback
@@ -178,6 +185,23 @@ class Agent:
             raise OcfError(OCF.ERR_CONFIGURED,
                            f"required parameter {', '.join(names)} is not set")
         return None if missing else Config(values, env, self.log)
+
+    def _run_locked(self, handler: object, cfg: Config) -> int:
+        """Run handler holding the resource lock. A stop that cannot take the lock (state
+        directory unusable) goes on without it: a failed stop would fence the node."""
+        from ocf_lib.state import StateError
+        try:
+            lock = cfg.env.state().lock(cfg.env.deadline)
+            lock.__enter__()
+        except StateError as err:
+            if cfg.env.action != "stop":
+                raise OcfError(OCF.ERR_GENERIC, str(err)) from None
+            self.log.warning(f"{err}; stopping without the lock")
+            return handler(cfg)  # type: ignore[operator]
+        try:
+            return handler(cfg)  # type: ignore[operator]
+        finally:
+            lock.__exit__()
 
     def _without_required(self, env: OcfEnv) -> int:
         """A stop or a probe without the required parameters: nothing of this resource can be

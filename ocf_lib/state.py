@@ -14,7 +14,7 @@ import time
 DEFAULT_RSCTMP = "/run/resource-agents"
 
 
-class StateError(OSError):
+class StateError(Exception):
     """The state directory cannot be used; the message says why and where."""
 
 
@@ -39,7 +39,7 @@ class StateDir:
         try:
             os.makedirs(self.directory, mode=0o755, exist_ok=True)
         except OSError as err:
-            raise StateError(err.errno, f"cannot create state directory {self.directory}: "
+            raise StateError(f"cannot create state directory {self.directory}: "
                                         f"{err.strerror}") from None
 
     def read(self, suffix: str) -> str | None:
@@ -72,7 +72,7 @@ class StateDir:
             os.replace(tmp, final)
         except OSError as err:
             _unlink(tmp)
-            raise StateError(err.errno, f"cannot write {final}: {err.strerror}") from None
+            raise StateError(f"cannot write {final}: {err.strerror}") from None
 
     def remove(self, suffix: str) -> None:
         _unlink(self.path(suffix))
@@ -98,7 +98,7 @@ class ResourceLock:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                               0o600)
         except OSError as err:
-            raise StateError(err.errno, f"cannot open lock {self.path}: {err.strerror}") from None
+            raise StateError(f"cannot open lock {self.path}: {err.strerror}") from None
         while True:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -106,7 +106,7 @@ class ResourceLock:
             except BlockingIOError:
                 if time.monotonic() >= self.deadline:
                     os.close(self.fd)
-                    raise StateError(errno.EAGAIN, f"another action of this resource holds "
+                    raise StateError(f"another action of this resource holds "
                                                    f"{self.path}") from None
                 time.sleep(0.05)
 

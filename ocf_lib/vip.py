@@ -107,12 +107,9 @@ def complete(vip: Vip) -> Vip:
     if vip.nic and vip.prefixlen is not None:
         return vip
     try:
-        found = iproute.find_interface(vip.ip, vip.prefixlen)
+        found = iproute.find_interface(vip.ip, vip.prefixlen, nic=vip.nic)
     except iproute.FindifError as err:
         raise NotOnThisNode(str(err)) from None
-    if vip.nic and found.nic != vip.nic:
-        raise NotOnThisNode(f"the route to {vip.ip} is on {found.nic}, not on nic {vip.nic}; "
-                            f"set cidr_netmask= to use {vip.nic}")
     vip.nic = found.nic
     if vip.prefixlen is None:
         vip.prefixlen = found.prefixlen

@@ -7,14 +7,20 @@ terminal, as under Pacemaker.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
+import tempfile
 
 from netns import Netns
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AGENTS = os.path.join(REPO, "agents")
 REASON_PREFIX = "ocf-exit-reason:"
+# The agents' state directory (HA_RSCTMP) for this test run, removed when it ends.
+STATE_DIR = tempfile.mkdtemp(prefix="kuth-test-rsctmp-")
+atexit.register(shutil.rmtree, STATE_DIR, ignore_errors=True)
 
 
 class Outcome:
@@ -37,7 +43,8 @@ def agent_env(params: dict[str, str], *, instance: str = "test-rsc", interval_ms
     """The environment pacemaker-execd would give the agent."""
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "OCF_ROOT": "/usr/lib/ocf",
            "OCF_RESOURCE_INSTANCE": instance, "OCF_RESOURCE_TYPE": "IPaddr2",
-           "OCF_RESOURCE_PROVIDER": "kuth", "OCF_RESKEY_CRM_meta_timeout": str(timeout_ms)}
+           "OCF_RESOURCE_PROVIDER": "kuth", "OCF_RESKEY_CRM_meta_timeout": str(timeout_ms),
+           "HA_RSCTMP": STATE_DIR}
     if interval_ms is not None:
         env["OCF_RESKEY_CRM_meta_interval"] = str(interval_ms)
     env.update({f"OCF_RESKEY_{k}": v for k, v in params.items()})

@@ -58,6 +58,14 @@ def test_nic_and_prefix_found_from_routes_like_findif(lan):
     assert "198.18.0.11/24" not in node.addresses("lan0")
 
 
+def test_prefix_found_for_a_given_nic(lan):
+    node, _ = lan
+    params = {"ip": "198.18.0.13", "nic": "lan0"}
+    assert agent("start", params, node).rc == 0
+    assert "198.18.0.13/24" in node.addresses("lan0")
+    assert agent("stop", params, node).rc == 0
+
+
 def test_guide_style_configuration_with_label_and_broadcast(lan):
     node, _ = lan
     params = {"ip": "198.18.0.20", "broadcast": "198.18.0.31", "nic": "lan0",
