@@ -155,6 +155,10 @@ class Agent:
         except OcfError as err:
             return self.exit_reason(err.code, err.reason)
         except Exception as err:  # noqa: BLE001 - an agent must never die with a traceback
+            from ocf_lib.command import CommandNotFound
+            if isinstance(err, CommandNotFound):
+                return self.exit_reason(OCF.ERR_INSTALLED,
+                                        f"{err.program} is not installed on this node")
             import traceback
             self.log.debug_text(traceback.format_exc())
             return self.exit_reason(OCF.ERR_GENERIC, f"{action} failed unexpectedly: "

@@ -49,6 +49,14 @@ class CommandTimeout(Exception):
         self.timeout = timeout
 
 
+def installed(program: str) -> bool:
+    """True when program (a name searched on PATH, or a path) exists and is executable."""
+    if "/" in program:
+        return os.access(program, os.X_OK)
+    return any(os.access(os.path.join(directory, program), os.X_OK)
+               for directory in os.get_exec_path())
+
+
 def run(argv: list[str], timeout: float | None = None) -> CommandResult:
     """Run argv (PATH is searched when argv[0] has no slash) with stdin from /dev/null.
 

@@ -101,3 +101,9 @@ def test_no_children_are_left_after_normal_runs() -> None:
     for _ in range(20):
         command.run(["true"])
     assert _children_left() == []
+
+
+def test_installed_searches_path_and_accepts_paths():
+    from ocf_lib.command import installed
+    assert installed("ip") and installed("/bin/sh")
+    assert not installed("kuth-no-such-program") and not installed("/nonexistent/ip")

@@ -260,3 +260,16 @@ def test_monitor_imports_only_cheap_modules(lan):
     assert imported, proc.stderr
     assert not imported & heavy, sorted(imported & heavy)
     assert agent("stop", V4, node).rc == 0
+
+
+def test_missing_ip_binary_is_not_installed(lan, tmp_path):
+    """A node without iproute2's `ip`: start says ERR_INSTALLED with the program's name."""
+    node, _ = lan
+    out = agent("start", {**V4, "nic": "lan0", "cidr_netmask": ""}, node,
+                extra={"PATH": str(tmp_path)})
+    assert_clean_failure(out, 5)
+    assert "ip is not installed" in out.reason
+    out = agent("validate-all", V4, node, extra={"PATH": str(tmp_path)})
+    assert_clean_failure(out, 5)
+    assert "iproute2" in out.reason
+    assert "198.18.0.10/24" not in node.addresses("lan0")
