@@ -2,7 +2,7 @@
 PYTHON := /usr/bin/python3
 # What the agents need at run time, and what the tests and benchmarks drive.
 RUNTIME_PACKAGES := python3 iproute2
-TEST_PACKAGES := $(RUNTIME_PACKAGES) python3-pytest python3-lxml iputils-ping resource-agents libxml2-utils tcpdump
+TEST_PACKAGES := $(RUNTIME_PACKAGES) python3-pytest python3-lxml iputils-ping resource-agents libxml2-utils tcpdump haproxy
 BENCH_PACKAGES := $(TEST_PACKAGES) hyperfine
 
 .PHONY: check deps bench metadata clean
