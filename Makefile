@@ -4,6 +4,8 @@ PYTHON := /usr/bin/python3
 RUNTIME_PACKAGES := python3 iproute2
 TEST_PACKAGES := $(RUNTIME_PACKAGES) python3-pytest python3-lxml iputils-ping resource-agents libxml2-utils tcpdump haproxy
 BENCH_PACKAGES := $(TEST_PACKAGES) hyperfine
+# The one-machine Pacemaker cluster of the end-to-end tests (tests/cluster.py).
+CLUSTER_PACKAGES := pacemaker corosync crmsh
 
 .PHONY: check deps bench metadata clean
 
@@ -12,7 +14,7 @@ check: deps
 	$(PYTHON) -m pytest -p no:cacheprovider tests
 
 deps:
-	tools/install-packages $(TEST_PACKAGES)
+	tools/install-packages $(TEST_PACKAGES) $(CLUSTER_PACKAGES)
 
 ## bench: start-up and action times of our agents against the reference agents
 bench:
