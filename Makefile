@@ -6,15 +6,23 @@ TEST_PACKAGES := $(RUNTIME_PACKAGES) python3-pytest python3-lxml iputils-ping re
 BENCH_PACKAGES := $(TEST_PACKAGES) hyperfine
 # The one-machine Pacemaker cluster of the end-to-end tests (tests/cluster.py).
 CLUSTER_PACKAGES := pacemaker corosync crmsh
+# Building the Debian package (its Build-Depends), checking it, and its install tests.
+DEB_PACKAGES := debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-wheel \
+	lintian debootstrap dpkg-dev zstd
 
-.PHONY: check deps bench metadata clean
+.PHONY: check deps deb bench metadata clean
 
 ## check: install what the tests need, then run the whole test suite
 check: deps
 	$(PYTHON) -m pytest -p no:cacheprovider tests
 
 deps:
-	tools/install-packages $(TEST_PACKAGES) $(CLUSTER_PACKAGES)
+	tools/install-packages $(TEST_PACKAGES) $(CLUSTER_PACKAGES) $(DEB_PACKAGES)
+
+## deb: build dist/kuth-resource-agents_<version>_all.deb (and the source package) from a clean copy
+deb:
+	tools/install-packages $(DEB_PACKAGES)
+	tools/build-deb
 
 ## bench: start-up and action times of our agents against the reference agents
 bench:
