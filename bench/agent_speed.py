@@ -472,20 +472,23 @@ def announcement_mismatch(agents: list[Agent], cases: list[Case]) -> list[str]:
     return notes
 
 
-def machine_lines(runs: int) -> list[str]:
+def machine_lines(runs: int, load_before: float) -> list[str]:
+    """Where and when the figures were taken; the load average shows whether other work
+    competed for the CPUs (the spread of the ratios shows how much it mattered)."""
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), platform.machine())
     return [f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-            f"- Machine: {len(os.sched_getaffinity(0))} CPUs ({cpu}), kernel {platform.release()},"
-            f" Python {platform.python_version()}",
+            f"- Machine: {len(os.sched_getaffinity(0))} CPUs ({cpu}),"
+            f" kernel {platform.release()}, Python {platform.python_version()}",
+            f"- Load average (1 min): {load_before:.2f} before, {os.getloadavg()[0]:.2f} after",
             f"- Runs: {runs} per action and agent, alternating ours/reference, medians shown"]
 
 
 def report(agents: list[Agent], cases: list[Case], note: str, floors: list[str],
-           runs: int) -> str:
+           runs: int, load_before: float) -> str:
     ours, ref = agents
     lines = ["# IPaddr2: ours against ocf:heartbeat:IPaddr2", "",
-             *machine_lines(runs), *floors,
+             *machine_lines(runs, load_before), *floors,
              f"- Ours: `{ours.path}` ({ours.version})",
              f"- Reference: `{ref.path}` ({ref.version})", "",
              "| action | ours (ms) | reference (ms) | ours/ref | per-round ratio, middle half |"
@@ -532,6 +535,7 @@ def run(args: argparse.Namespace) -> str:
     for agent in agents:
         check_executable(agent.path)
         agent.version = describe_version(agent.path)
+    load_before = os.getloadavg()[0]
     pool = NetnsPool()
     lanes: list[Lane] = []
     try:
@@ -546,7 +550,7 @@ def run(args: argparse.Namespace) -> str:
         for lane in lanes:
             lane.close()
         pool.cleanup()
-    return report(agents, cases, note, floors, args.runs)
+    return report(agents, cases, note, floors, args.runs, load_before)
 
 
 def exit_on_sigterm(signum: int, frame: object) -> None:
