@@ -61,9 +61,18 @@ def process_info(pid: int) -> ProcessInfo | None:
 
 
 def alive(pid: int) -> bool:
-    """True while pid names a process that has not exited (a zombie has)."""
+    """True while pid names a process that has not exited. A zombie has -- unless only
+    its main thread has: haproxy runs several threads, a killed one's main thread may
+    turn Z a moment before the others end and its sockets close."""
     info = process_info(pid)
-    return info is not None and info.state != "Z"
+    if info is None:
+        return False
+    if info.state != "Z":
+        return True
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
+    except FileNotFoundError:
+        return False
 
 
 def read_pidfile(path: str) -> list[int]:
