@@ -1,0 +1,206 @@
+"""The Debian package: built from a clean copy, lintian-clean, complete, installable with apt
+on a clean Debian 12, removable without a trace, and upgradable under a running resource."""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+import ocf_lib
+import package_chroot as chroot
+from ocfshim import AGENTS, REPO
+
+PACKAGE = "kuth-resource-agents"
+OCF_DIR = "/usr/lib/ocf/resource.d/kuth"
+PRIVATE_DIR = f"/usr/share/{PACKAGE}"
+DOC_DIR = f"/usr/share/doc/{PACKAGE}"
+EXAMPLE = f"{DOC_DIR}/examples/kube-apiserver-lb.crm"
+AGENT_NAMES = sorted(name for name in os.listdir(AGENTS)
+                     if os.access(os.path.join(AGENTS, name), os.X_OK))
+# Scripts that would start, stop or restart a service if a maintainer script called them.
+SERVICE_TOOLS = ("systemctl", "invoke-rc.d", "deb-systemd-invoke", "service ", "start-stop-daemon")
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="building and chroot need root")
+
+
+def build(out: str, version: str | None = None) -> str:
+    """tools/build-deb into out; the path of the .deb it made."""
+    argv = [os.path.join(REPO, "tools", "build-deb")] + (["--version", version] if version else [])
+    proc = subprocess.run([*argv, out], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return os.path.join(out, f"{PACKAGE}_{version or ocf_lib.__version__}_all.deb")
+
+
+@pytest.fixture(scope="module")
+def deb() -> str:
+    """The package as `make deb` builds it, in dist/."""
+    return build(os.path.join(REPO, "dist"))
+
+
+@pytest.fixture(scope="module")
+def base(deb: str, tmp_path_factory) -> Iterator[str]:
+    """The clean Debian 12 root for this package's relations, from the cached tarball (which
+    is made once per machine)."""
+    tarball = chroot.base_tarball(chroot.base_packages(deb))
+    with chroot.unpacked(tarball, str(tmp_path_factory.mktemp("bookworm"))) as path:
+        yield path
+
+
+@pytest.fixture
+def root(base: str, tmp_path) -> Iterator[str]:
+    """A root of its own for each test, thrown away afterwards."""
+    with chroot.overlaid(base, str(tmp_path)) as path:
+        yield path
+
+
+def deb_field(deb: str, field: str) -> str:
+    return subprocess.run(["dpkg-deb", "-f", deb, field], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def metadata_params(xml: str) -> list[str]:
+    from lxml import etree
+    return [p.get("name") for p in etree.fromstring(xml.encode()).iter("parameter")]
+
+
+def dtd_errors(xml: str) -> str:
+    """xmllint's complaints about xml against resource-agents' ra-api-1.dtd (empty: valid)."""
+    proc = subprocess.run(["xmllint", "--noout", "--valid", "-"], input=xml, text=True,
+                          capture_output=True, cwd="/usr/share/resource-agents")
+    return proc.stderr if proc.returncode else ""
+
+
+def assert_example_loads(root: str) -> None:
+    """The documented crm configure example loads into a fresh CIB and crmsh checks it
+    against the installed agents' meta-data (fencing off: this CIB has no fence device)."""
+    cib = {"CIB_file": "/tmp/cib.xml"}
+    empty = subprocess.run(["chroot", root, "cibadmin", "--empty"], capture_output=True,
+                           text=True, check=True).stdout
+    with open(os.path.join(root, "tmp", "cib.xml"), "w") as out:
+        out.write(empty)
+    try:
+        chroot.chrooted(root, "crm_attribute", "--type", "crm_config", "--name",
+                        "stonith-enabled", "--update", "false", env=cib)
+        loaded = chroot.chrooted(root, "crm", "configure", "load", "update", EXAMPLE, env=cib)
+        # crmsh prints crm_verify's quorum warning (no cluster runs here) as an ERROR line.
+        errors = [line for line in (loaded.stdout + loaded.stderr).splitlines()
+                  if "ERROR" in line and "(cluster_status)" not in line]
+        assert errors == []
+        shown = chroot.chrooted(root, "crm", "configure", "show", env=cib).stdout
+        assert "ocf:kuth:IPaddr2" in shown and "resource-stickiness=100" in shown, shown
+    finally:
+        os.remove(os.path.join(root, "tmp", "cib.xml"))
+
+
+def test_lintian_finds_no_errors_or_warnings(deb: str) -> None:
+    changes = deb.replace("_all.deb", "_amd64.changes")
+    proc = subprocess.run(["lintian", "--fail-on", "error,warning", "--pedantic", changes],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    tags = [line for line in proc.stdout.splitlines() if line[:2] in ("E:", "W:")]
+    assert tags == []
+
+
+def test_package_holds_every_agent_its_man_page_the_library_and_the_docs(deb: str) -> None:
+    listing = subprocess.run(["dpkg-deb", "-c", deb], capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+    files = {line.split()[-1].lstrip("."): line.split()[0] for line in listing
+             if not line.startswith("d")}
+    library = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO, "ocf_lib", "*.py")))
+    examples = os.listdir(os.path.join(REPO, "packaging", "debian", "crm"))
+    expected = ({f"{OCF_DIR}/{a}" for a in AGENT_NAMES}
+                | {f"/usr/share/man/man7/ocf_kuth_{a}.7.gz" for a in AGENT_NAMES}
+                | {f"{PRIVATE_DIR}/ocf_lib/{m}" for m in library}
+                | {f"{DOC_DIR}/{d}" for d in ("README.Debian", "changelog.gz", "copyright")}
+                | {f"{DOC_DIR}/examples/{e}" for e in examples}
+                | {f"/usr/share/python3/runtime.d/{PACKAGE}.rtupdate",
+                   f"/usr/share/lintian/overrides/{PACKAGE}"})
+    assert set(files) == expected
+    assert all(files[f"{OCF_DIR}/{a}"] == "-rwxr-xr-x" for a in AGENT_NAMES)
+
+
+def test_man_pages_render_cleanly_and_list_every_parameter(deb: str, tmp_path) -> None:
+    subprocess.run(["dpkg-deb", "-x", deb, str(tmp_path)], check=True)
+    for agent in AGENT_NAMES:
+        page = tmp_path / f"usr/share/man/man7/ocf_kuth_{agent}.7.gz"
+        shown = subprocess.run(["man", "--warnings", "-l", str(page)], capture_output=True,
+                               text=True, env={"PATH": "/usr/bin:/bin", "MANWIDTH": "80"})
+        assert (shown.returncode, shown.stderr) == (0, "")
+        with open(os.path.join(REPO, "heartbeat_metadata", f"{agent}.xml")) as xml:
+            assert [p for p in metadata_params(xml.read()) if p not in shown.stdout] == []
+
+
+def test_version_comes_from_ocf_lib_and_relations_are_debians(deb: str) -> None:
+    assert deb_field(deb, "Version") == ocf_lib.__version__
+    assert deb_field(deb, "Architecture") == "all"
+    assert deb_field(deb, "Depends") == "iproute2, python3:any (>= 3.11~)"
+    assert deb_field(deb, "Recommends") == "crmsh | pcs, haproxy, pacemaker"
+    assert deb_field(deb, "Suggests") == "resource-agents"
+
+
+def test_maintainer_scripts_never_start_stop_or_restart_anything(deb: str, tmp_path) -> None:
+    subprocess.run(["dpkg-deb", "-e", deb, str(tmp_path / "control")], check=True)
+    scripts = [p for p in (tmp_path / "control").iterdir()
+               if p.name in ("preinst", "postinst", "prerm", "postrm")]
+    for script in scripts:
+        text = script.read_text()
+        assert not [tool for tool in SERVICE_TOOLS if tool in text], script.name
+
+
+def test_apt_installs_it_on_a_clean_bookworm_and_purge_leaves_nothing(deb: str, root: str) -> None:
+    chroot.publish(root, [deb])
+    before = chroot.files_of(root)
+    installed = chroot.chrooted(root, "apt-get", "install", "-y", "-q", PACKAGE).stdout
+    assert "1 newly installed" in installed
+
+    for agent in AGENT_NAMES:
+        xml = chroot.chrooted(root, f"{OCF_DIR}/{agent}", "meta-data").stdout
+        assert dtd_errors(xml) == ""
+        info = chroot.chrooted(root, "crm", "ra", "info", f"ocf:kuth:{agent}").stdout
+        assert [p for p in metadata_params(xml) if p not in info] == []
+        page = chroot.chrooted(root, "man", "-w", f"ocf_kuth_{agent}").stdout.strip()
+        assert page == f"/usr/share/man/man7/ocf_kuth_{agent}.7.gz"
+
+    assert_example_loads(root)
+
+    chroot.chrooted(root, "apt-get", "purge", "-y", "-q", PACKAGE)
+    assert sorted(chroot.files_of(root) ^ before) == []
+    assert chroot.service_requests(root) == ""
+
+
+def test_upgrade_leaves_a_running_ipaddr2_untouched(deb: str, root: str, lan, tmp_path) -> None:
+    node, _peer = lan
+    newer = build(str(tmp_path / "newer"), f"{ocf_lib.__version__}+upgradetest1")
+    for package in (deb, newer):
+        shutil.copy(package, os.path.join(root, "tmp"))
+    env = {"OCF_ROOT": "/usr/lib/ocf", "OCF_RESOURCE_INSTANCE": "vip",
+           "OCF_RESKEY_ip": "198.18.0.10", "OCF_RESKEY_nic": "lan0",
+           "OCF_RESKEY_cidr_netmask": "24"}
+
+    chroot.chrooted(root, "apt-get", "install", "-y", "-q", f"/tmp/{os.path.basename(deb)}")
+    with chroot.proc_mounted(root):
+        upgrade_under_running_ipaddr2(root, node, newer, env)
+
+
+def upgrade_under_running_ipaddr2(root: str, node, newer: str, env: dict[str, str]) -> None:
+    """Start IPaddr2 from the installed package, upgrade the package, see nothing move."""
+    in_node = ("ip", "netns", "exec", node.name)
+    chroot.chrooted(root, f"{OCF_DIR}/IPaddr2", "start", prefix=in_node, env=env)
+    addresses, processes = node.addresses("lan0"), node.pids()
+    assert "198.18.0.10/24" in addresses
+
+    chroot.chrooted(root, "apt-get", "install", "-y", "-q", f"/tmp/{os.path.basename(newer)}")
+    version = chroot.chrooted(root, "dpkg-query", "-W", "-f", "${Version}", PACKAGE).stdout
+    assert version == f"{ocf_lib.__version__}+upgradetest1"
+    assert node.addresses("lan0") == addresses
+    assert set(node.pids()) <= set(processes)  # nothing started; announcers may have ended
+    assert chroot.service_requests(root) == ""
+    assert chroot.chrooted(root, f"{OCF_DIR}/IPaddr2", "monitor", prefix=in_node, env=env,
+                           check=False).returncode == 0
+
+    chroot.chrooted(root, f"{OCF_DIR}/IPaddr2", "stop", prefix=in_node, env=env)
+    assert "198.18.0.10/24" not in node.addresses("lan0")
