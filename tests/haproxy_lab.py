@@ -58,6 +58,18 @@ def wait_for(condition: Callable[[], object], timeout: float = 10, what: str = "
         time.sleep(0.05)
 
 
+def freeze(pid: int) -> None:
+    """SIGSTOP pid and return once every one of its threads has stopped: the signal
+    is asynchronous and haproxy's second thread may answer one more request."""
+    os.kill(pid, signal.SIGSTOP)
+
+    def stopped() -> bool:
+        tasks = os.listdir(f"/proc/{pid}/task")
+        return all(Path(f"/proc/{pid}/task/{task}/stat").read_bytes().rsplit(b") ", 1)[1]
+                   .startswith(b"T") for task in tasks)
+    wait_for(stopped, timeout=5, what=f"pid {pid} stopped")
+
+
 class HaproxyLab:
     def __init__(self, ns: Netns, workdir: Path) -> None:
         self.ns = ns

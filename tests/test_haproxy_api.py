@@ -8,11 +8,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from haproxy_lab import DATA, HaproxyLab, SERVERS, wait_for
+from haproxy_lab import DATA, SERVERS, HaproxyLab, freeze, wait_for
 from netns import NetnsPool
 
 from ocf_lib import haproxy_api as api
@@ -113,7 +113,8 @@ def test_show_proc_counts_a_failed_reload() -> None:
 @pytest.mark.parametrize("parse, name", [
     (api.parse_info, "unknown_command.txt"), (api.parse_stat, "permission_denied.txt"),
     (api.parse_servers_state, "master_bad_route.txt"), (api.parse_proc, "show_info.txt")])
-def test_parsers_reject_an_answer_that_is_not_theirs(parse, name) -> None:  # type: ignore[no-untyped-def]
+def test_parsers_reject_an_answer_that_is_not_theirs(parse: Callable[[str], object],
+                                                     name: str) -> None:
     with pytest.raises(RuntimeApiError, match="unexpected answer"):
         parse(_recorded(name))
 
@@ -278,7 +279,7 @@ def test_a_frozen_haproxy_is_an_error_in_bounded_time_even_with_a_full_backlog(
     """SIGSTOP: the kernel still queues connections, nothing answers; after a dozen
     monitors the queue is full and connect fails at once -- both end at the timeout."""
     [pid] = lab.start()
-    os.kill(pid, signal.SIGSTOP)
+    freeze(pid)
     for _ in range(15):
         started = time.monotonic()
         with pytest.raises(RuntimeApiError, match="did not answer 'show info'"):
@@ -322,7 +323,7 @@ def test_master_cli_with_a_frozen_worker_times_out_but_show_proc_answers(
     ends the forwarded command. The master itself keeps answering."""
     lab.start(master_worker=True)
     [worker] = [p for p in api.show_proc(lab.master_socket, timeout=2) if p.role == "worker"]
-    os.kill(worker.pid, signal.SIGSTOP)
+    freeze(worker.pid)
     started = time.monotonic()
     with pytest.raises(RuntimeApiError, match="did not answer '@1 show info'"):
         api.show_info(lab.master_socket, timeout=0.3, route=api.CURRENT_WORKER)

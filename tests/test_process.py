@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from haproxy_lab import HAPROXY, HaproxyLab
+from haproxy_lab import HAPROXY, HaproxyLab, freeze
 from netns import NetnsPool
 
 from ocf_lib import process
@@ -42,7 +42,8 @@ def test_process_info_describes_a_running_process(sleeper: subprocess.Popen[byte
         sleeper.pid, os.getpid(), os.path.realpath(shutil.which("sleep") or ""),
         ["sleep", "60"])
     assert info.state in "RS" and info.start_time > 0
-    assert process.process_info(sleeper.pid).start_time == info.start_time  # type: ignore[union-attr]
+    again = process.process_info(sleeper.pid)
+    assert again is not None and again.start_time == info.start_time
 
 
 def test_process_info_reads_a_command_name_with_spaces_and_parentheses(tmp_path: Path) -> None:
@@ -235,13 +236,10 @@ def test_find_haproxy_ignores_another_program_naming_the_config(
 
 def test_a_stopped_haproxy_is_alive_and_stopped(lab: HaproxyLab) -> None:
     [pid] = lab.start()
-    os.kill(pid, signal.SIGSTOP)
+    freeze(pid)
     try:
-        for _ in range(100):
-            if process.process_info(pid).state == "T":  # type: ignore[union-attr]
-                break
-            time.sleep(0.01)
-        assert process.alive(pid) and process.process_info(pid).state == "T"  # type: ignore[union-attr]
+        info = process.process_info(pid)
+        assert process.alive(pid) and info is not None and info.state == "T"
     finally:
         os.kill(pid, signal.SIGCONT)
 
