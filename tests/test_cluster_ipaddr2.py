@@ -1,0 +1,264 @@
+"""ocf:kuth:IPaddr2 inside a real Pacemaker + Corosync cluster (tests/cluster.py): the VIP
+starts and serves, moves when asked, when its node is cut off or its Pacemaker dies, settles
+on one node after a split brain heals, and stops in a minority partition.
+
+One cluster serves every test of a size (module scope; a test gets it reset: no resources,
+cables in, ring whole); the 2-node tests run first, then the cluster is replaced by 3 nodes.
+Set KUTH_CLUSTER_LOGS=DIR to keep every node's Pacemaker and Corosync logs.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from cluster import NODE_HTTP_PORT, VIP_NETWORK, Cluster, harness_prefix
+
+VIP = f"{VIP_NETWORK}.20"
+# The guide's primitive, with our provider, the test lan's nic and prefix.
+VIP_CONFIG = f"""\
+primitive vip ocf:kuth:IPaddr2 \\
+    params ip={VIP} nic=lan0 cidr_netmask=24 \\
+    meta migration-threshold=2 \\
+    op monitor interval=20 timeout=60 on-fail=restart
+rsc_defaults resource-stickiness=100
+"""
+# Corosync declares a node lost after token + consensus (1.2 x token), Pacemaker then acts.
+FAILOVER_S = 30
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not all(shutil.which(p) for p in ("corosync", "pacemakerd", "crm")),
+    reason="needs root, corosync, pacemaker and crmsh")
+
+
+class Clusters:
+    """Keeps one cluster at a time, so two never compete for the 2 CPUs of CI."""
+
+    def __init__(self) -> None:
+        self.current: Cluster | None = None
+
+    def get(self, nodes: int) -> Cluster:
+        if self.current is not None and self.current.node_count != nodes:
+            self.close()
+        if self.current is None:
+            cluster = Cluster(nodes=nodes, logs_dir=os.environ.get("KUTH_CLUSTER_LOGS"))
+            self.current = cluster.__enter__()
+        return self.current
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.teardown()
+            self.current = None
+
+
+@pytest.fixture(scope="module")
+def clusters() -> Iterator[Clusters]:
+    keeper = Clusters()
+    try:
+        yield keeper
+    finally:
+        keeper.close()
+
+
+@pytest.fixture
+def cluster(clusters: Clusters) -> Cluster:
+    """A 2-node cluster, reset for this test."""
+    return _fresh(clusters, 2)
+
+
+@pytest.fixture
+def cluster3(clusters: Clusters) -> Cluster:
+    """A 3-node cluster with no-quorum-policy=stop, reset for this test."""
+    return _fresh(clusters, 3)
+
+
+def _fresh(clusters: Clusters, nodes: int) -> Cluster:
+    cluster = clusters.get(nodes)
+    cluster.reset()
+    return cluster
+
+
+def start_vip(cluster: Cluster) -> str:
+    """Configure the VIP as the guide does and return the node it started on."""
+    cluster.configure(VIP_CONFIG)
+    [node] = cluster.wait_for(lambda: cluster.locate("vip"), FAILOVER_S, what="vip started")
+    return node
+
+
+def holders_of_vip(cluster: Cluster) -> list[str]:
+    """The nodes that really carry the address on lan0, whatever Pacemaker believes."""
+    return [n.name for n in cluster.nodes if n.has_address(VIP)]
+
+
+def served_by(cluster: Cluster) -> str:
+    """Which node answers HTTP on the VIP, seen from the client."""
+    return cluster.client.get(f"http://{VIP}:{NODE_HTTP_PORT}/", timeout=1).body.strip()
+
+
+def assert_served_by(cluster: Cluster, node: str) -> None:
+    """The client reaches node through the VIP, at the latest once the gratuitous ARPs
+    (sent in the background after start returned) updated its neighbour cache."""
+    cluster.wait_for(lambda: served_by(cluster) == node, 5, what=f"client served by {node}")
+
+
+def settled_on_one(cluster: Cluster, view: str | None = None) -> list[str]:
+    """The VIP's node, once Pacemaker and the kernel agree it is active on exactly one."""
+    located = cluster.locate("vip", view)
+    return located if len(located) == 1 and holders_of_vip(cluster) == located else []
+
+
+def other(cluster: Cluster, name: str) -> str:
+    return next(n for n in cluster.names if n != name)
+
+
+# -- 2 nodes ---------------------------------------------------------------------------------
+
+def test_vip_starts_and_answers_ping_and_http_from_the_client(cluster: Cluster) -> None:
+    active = start_vip(cluster)
+    assert holders_of_vip(cluster) == [active]
+    assert cluster.client.ping(VIP)
+    assert_served_by(cluster, active)
+    assert cluster.status().failures == []
+
+
+def test_planned_move_moves_the_vip_and_removes_it_from_the_old_node(cluster: Cluster) -> None:
+    active = start_vip(cluster)
+    target = other(cluster, active)
+    cluster.crm("resource", "move", "vip", target)
+    cluster.wait_for(lambda: settled_on_one(cluster) == [target], FAILOVER_S,
+                     what=f"vip moved to {target}")
+    assert_served_by(cluster, target)
+    cluster.crm("resource", "clear", "vip")
+    cluster.settle()
+    assert settled_on_one(cluster) == [target]  # stickiness keeps it where it was moved
+
+
+def test_cutting_the_active_node_off_moves_the_vip_to_the_survivor(cluster: Cluster) -> None:
+    active = start_vip(cluster)
+    survivor = other(cluster, active)
+    cluster.link_down(active)
+    cluster.wait_for(lambda: cluster.locate("vip", view=survivor) == [survivor], FAILOVER_S,
+                     what=f"vip started on {survivor}")
+    assert_served_by(cluster, survivor)
+    cluster.link_up(active)
+    [final] = cluster.wait_for(lambda: settled_on_one(cluster), FAILOVER_S,
+                               what="vip on one node after the cable is back")
+    assert holders_of_vip(cluster) == [final]
+
+
+def test_killing_pacemaker_on_the_active_node_moves_the_vip(cluster: Cluster) -> None:
+    active = start_vip(cluster)
+    survivor = other(cluster, active)
+    assert cluster.kill_pacemaker(active)
+    cluster.wait_for(lambda: cluster.locate("vip", view=survivor) == [survivor], FAILOVER_S,
+                     what=f"vip started on {survivor}")
+    assert cluster.node(survivor).has_address(VIP)
+    # Without fencing nobody removed the address from the crashed node; its Pacemaker, back,
+    # finds it there and Pacemaker keeps one copy.
+    cluster.start_pacemaker(active)
+    [final] = cluster.wait_for(lambda: settled_on_one(cluster), FAILOVER_S,
+                               what="vip on one node after Pacemaker is back")
+    assert_served_by(cluster, final)
+
+
+def test_a_vip_active_on_both_sides_of_a_split_ends_on_one_node_after_heal(
+        cluster: Cluster) -> None:
+    active = start_vip(cluster)
+    lonely = other(cluster, active)
+    cluster.partition([active], [lonely])
+    cluster.wait_for(lambda: cluster.locate("vip", view=lonely) == [lonely], FAILOVER_S,
+                     what=f"vip started on {lonely} too")
+    assert sorted(holders_of_vip(cluster)) == sorted(cluster.names)
+    cluster.heal()
+    [final] = cluster.wait_for(lambda: settled_on_one(cluster), FAILOVER_S,
+                               what="vip on one node after heal")
+    assert_served_by(cluster, final)
+
+
+# -- 3 nodes ---------------------------------------------------------------------------------
+
+def test_the_minority_partition_stops_the_vip_with_no_quorum_policy_stop(
+        cluster3: Cluster) -> None:
+    active = start_vip(cluster3)
+    majority = [n for n in cluster3.names if n != active]
+    cluster3.partition([active], majority)
+    cluster3.wait_for(lambda: not cluster3.node(active).has_address(VIP), FAILOVER_S,
+                      what=f"vip stopped in the minority ({active})")
+    assert not cluster3.status(view=active).quorate
+    [moved] = cluster3.wait_for(lambda: cluster3.locate("vip", view=majority[0]), FAILOVER_S,
+                                what="vip started in the majority")
+    assert moved in majority
+    assert holders_of_vip(cluster3) == [moved]
+    cluster3.heal()
+    assert cluster3.wait_for(lambda: settled_on_one(cluster3), FAILOVER_S) == [moved]
+
+
+# -- the harness cleans up ----------------------------------------------------------------------
+
+def _leftovers(prefix: str, pids: list[int]) -> list[str]:
+    """Namespaces, their mounts and live (non-zombie) processes a harness left behind."""
+    found = [f"netns {n}" for n in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                                  text=True).stdout.split() if n.startswith(prefix)]
+    with open("/proc/self/mountinfo") as f:
+        found += [f"mount {line.split()[4]}" for line in f if prefix in line]
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    found.append(f"process {pid}")
+        except FileNotFoundError:
+            pass
+    return found
+
+
+KILLED_HARNESS = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from cluster import Cluster
+cluster = Cluster(nodes=2)
+cluster.start()
+pids = [p for n in cluster.nodes for p in n.netns.pids()]
+print(cluster.prefix, *pids, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_harness_killed_with_sigkill_leaves_nothing_behind(clusters: Clusters) -> None:
+    clusters.close()  # one cluster at a time
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    harness = subprocess.Popen([sys.executable, "-c", KILLED_HARNESS, tests_dir],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        prefix, *pids = harness.stdout.readline().split()  # type: ignore[union-attr]
+    finally:
+        harness.kill()
+        harness.wait()
+    assert prefix == harness_prefix(harness.pid, 0)
+    assert len(pids) > 10  # holders, corosync, pacemaker's daemons, servers
+    deadline = time.monotonic() + 20
+    while _leftovers(prefix, [int(p) for p in pids]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _leftovers(prefix, [int(p) for p in pids]) == []
+
+
+class CorosyncOnlyCluster(Cluster):
+    """Fails where Pacemaker would start: Corosync runs, the nodes are half made."""
+
+    def start_pacemaker(self, name: str) -> None:
+        self.running = [pid for node in self.nodes for pid in node.netns.pids()]
+        raise RuntimeError("injected failure")
+
+
+def test_a_start_that_fails_half_way_leaves_nothing_behind(clusters: Clusters) -> None:
+    clusters.close()
+    cluster = CorosyncOnlyCluster(nodes=2)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        with cluster:
+            pass
+    assert cluster.running
+    assert _leftovers(cluster.prefix, cluster.running) == []
