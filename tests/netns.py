@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -22,10 +23,14 @@ class Netns:
     def __init__(self, name: str) -> None:
         self.name = name
 
+    def exec_argv(self, argv: list[str]) -> list[str]:
+        """argv wrapped to run inside the namespace."""
+        return [shutil.which("ip") or "ip", "netns", "exec", self.name, *argv]
+
     def run(self, *argv: str, check: bool = True, env: dict[str, str] | None = None,
             timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run argv inside the namespace and capture its output as text."""
-        return subprocess.run(["ip", "netns", "exec", self.name, *argv], capture_output=True,
+        return subprocess.run(self.exec_argv(list(argv)), capture_output=True,
                               text=True, check=check, env=env, timeout=timeout)
 
     def ip(self, *args: str, check: bool = True) -> str:
@@ -35,7 +40,7 @@ class Netns:
 
     def popen(self, *argv: str, **kwargs: object) -> subprocess.Popen[bytes]:
         """Start argv inside the namespace in the background."""
-        return subprocess.Popen(["ip", "netns", "exec", self.name, *argv], **kwargs)  # type: ignore[call-overload]
+        return subprocess.Popen(self.exec_argv(list(argv)), **kwargs)  # type: ignore[call-overload]
 
     def addresses(self, dev: str) -> list[str]:
         """The addresses on dev as 'addr/prefix' strings (empty when dev is gone)."""
@@ -66,6 +71,29 @@ class Netns:
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
 
+class Node(Netns):
+    """A host with a network namespace and a mount namespace of its own in which /run is a
+    fresh tmpfs, as on a node fresh from boot (no /run/haproxy, no /run/resource-agents).
+    A holder process keeps the mount namespace; commands enter both with nsenter."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.holder = subprocess.Popen(
+            ["ip", "netns", "exec", name, "unshare", "--mount", "--propagation", "private",
+             "sh", "-c", "mount -t tmpfs -o mode=755 tmpfs /run && echo ready && exec sleep 86400"],
+            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        assert self.holder.stdout is not None
+        if self.holder.stdout.readline().strip() != b"ready":
+            raise RuntimeError("could not make the node's private /run")
+
+    def exec_argv(self, argv: list[str]) -> list[str]:
+        return ["nsenter", "-t", str(self.holder.pid), "-m", "-n", *argv]
+
+    def delete(self) -> None:
+        super().delete()
+        self.holder.wait()
+
+
 class NetnsPool:
     """Creates namespaces and veth links; `cleanup()` removes all it made."""
 
@@ -73,11 +101,24 @@ class NetnsPool:
         self.made: list[Netns] = []
 
     def new(self) -> Netns:
-        ns = Netns(f"kuth-t{os.getpid()}-{next(_counter)}")
-        subprocess.run(["ip", "netns", "add", ns.name], check=True)
+        """A network namespace with its loopback up."""
+        ns = Netns(self._add())
         self.made.append(ns)
         ns.ip("link", "set", "lo", "up")
         return ns
+
+    def node(self) -> Node:
+        """A network namespace plus a private mount namespace with a fresh /run."""
+        node = Node(self._add())
+        self.made.append(node)
+        node.ip("link", "set", "lo", "up")
+        return node
+
+    @staticmethod
+    def _add() -> str:
+        name = f"kuth-t{os.getpid()}-{next(_counter)}"
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        return name
 
     @staticmethod
     def link(a: Netns, a_dev: str, b: Netns, b_dev: str) -> None:

@@ -59,7 +59,7 @@ def run_agent(agent: str, action: str, params: dict[str, str] | None = None, *,
     env = agent_env(params or {}, interval_ms=interval_ms, **kwargs)  # type: ignore[arg-type]
     argv = [os.path.join(AGENTS, agent), action]
     if ns is not None:
-        argv = [shutil.which("ip") or "ip", "netns", "exec", ns.name, *argv]
+        argv = ns.exec_argv(argv)
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
     return Outcome(proc)

@@ -1,0 +1,333 @@
+"""One HAProxy instance run by the haproxy agent: files, launch, reload, stop, health.
+
+HAProxy always runs in master-worker mode (`-W -D`), whatever the configuration says about
+`daemon`: the master keeps the listening sockets across reloads (a reload is SIGUSR2 to the
+master, which starts a new worker and lets the old one finish its connections), and its CLI
+socket, which the agent always creates, reaches the current worker even when the
+configuration has no `stats socket`.
+
+The monitor path (master_pid, show_stat) reads only the pidfile, /proc, a small state file
+and the runtime socket; the configuration is parsed on start, reload and validate only.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from ocf_lib import haproxy_api, process
+from ocf_lib.haproxy_api import RuntimeApiError, backend_servers_up, closed_frontends
+from ocf_lib.log import Logger
+from ocf_lib.state import StateDir
+
+__all__ = ["Instance", "RuntimeApiError", "backend_servers_up", "closed_frontends",
+           "ConfigInvalid", "NotInstalled", "UnsafeFile", "LaunchFailed",
+           "publish_backend_attributes", "clear_backend_attributes"]
+
+# Options the agent sets itself; extraconf may not override them.
+_RESERVED_OPTIONS = ("-W", "-Ws", "-D", "-db", "-p", "-S", "-sf", "-st", "-x", "-c", "-f")
+
+
+class ConfigInvalid(ValueError):
+    """A parameter that cannot work on any node."""
+
+
+class NotInstalled(Exception):
+    """The binary or the configuration file is missing on this node."""
+
+
+class UnsafeFile(Exception):
+    """The configuration file could be changed by someone other than root."""
+
+
+class LaunchFailed(Exception):
+    """haproxy did not start or reload; the message is haproxy's own reason when it gave one."""
+
+
+class Instance:
+    """The haproxy of one resource on this node."""
+
+    def __init__(self, resource: str, binpath: str, conffile: str, extraconf: str,
+                 pidfile: str, stats_socket: str) -> None:
+        for name, value in (("binpath", binpath), ("conffile", conffile),
+                            ("pidfile", pidfile), ("stats_socket", stats_socket)):
+            if value and (not value.startswith("/") or "\x00" in value or "\n" in value):
+                raise ConfigInvalid(f"{name} {value!r} must be an absolute path")
+        self.state = StateDir("haproxy", resource)
+        self.binpath = binpath
+        self.conffile = conffile
+        self.extraconf = extraconf
+        self.pidfile = pidfile or self.state.path("pid")
+        self.master_socket = self.state.path("master.sock")
+        self.stats_socket = stats_socket
+        self._master: int | None = None
+
+    # -- files -------------------------------------------------------------------------------
+
+    def check_files(self) -> None:
+        """The binary is executable, the configuration readable and root's alone."""
+        if not os.access(self.binpath, os.X_OK):
+            raise NotInstalled(f"haproxy binary {self.binpath} is not installed on this node")
+        try:
+            st = os.stat(self.conffile)
+        except OSError as err:
+            raise NotInstalled(f"configuration {self.conffile} cannot be read on this node: "
+                               f"{err.strerror}") from None
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            raise UnsafeFile(f"{self.conffile} (owner uid {st.st_uid}, mode "
+                             f"{st.st_mode & 0o7777:04o}) can be changed by others than root, "
+                             f"who runs haproxy with it: chown root and chmod go-w")
+
+    def extra_args(self) -> list[str]:
+        """extraconf split like a shell would, never run through one."""
+        import shlex
+        try:
+            args = shlex.split(self.extraconf)
+        except ValueError as err:
+            raise ConfigInvalid(f"extraconf cannot be split: {err}") from None
+        clash = [a for a in args if a in _RESERVED_OPTIONS and a != "-f"]
+        if clash:
+            raise ConfigInvalid(f"extraconf may not contain {', '.join(clash)}: the agent sets "
+                                f"those itself")
+        return args
+
+    def argv(self) -> list[str]:
+        return [self.binpath, "-W", "-D", "-p", self.pidfile,
+                "-S", f"{self.master_socket},mode,600", "-f", self.conffile, *self.extra_args()]
+
+    def config_problem(self, timeout: float) -> str | None:
+        """None when `haproxy -c` accepts the configuration, else its first complaint."""
+        from ocf_lib.command import run
+        result = run([self.binpath, "-c", "-f", self.conffile, *self.extra_args()],
+                     timeout=max(timeout, 1.0))
+        if result.rc == 0:
+            return None
+        return first_alert(result.stdout + result.stderr) or f"exit status {result.rc}"
+
+    # -- processes ---------------------------------------------------------------------------
+
+    def master_pid(self) -> int | None:
+        """The master of this resource, if it runs this binary with this configuration; a
+        pidfile naming any other process (a reused pid) counts as nothing running."""
+        if self._master is None:
+            for pid in process.read_pidfile(self.pidfile)[:1]:
+                info = process.process_info(pid)
+                if info and info.state != "Z" and process.runs_config(info, self.binpath,
+                                                                     self.conffile):
+                    self._master = pid
+        return self._master
+
+    def our_pids(self) -> list[int]:
+        """The master and every haproxy process it started (current and old workers)."""
+        master = self.master_pid()
+        if master is None:
+            return []
+        children = [p.pid for p in process.find_haproxy(self.binpath, self.conffile)
+                    if p.ppid == master]
+        return [master, *children]
+
+    def foreign_pids(self) -> list[int]:
+        """haproxy processes running this configuration that this resource did not start."""
+        ours = set(self.our_pids())
+        return [p.pid for p in process.find_haproxy(self.binpath, self.conffile)
+                if p.pid not in ours]
+
+    # -- runtime API --------------------------------------------------------------------------
+
+    def api_socket(self) -> tuple[str, str | None]:
+        """(socket path, route) monitor talks to: stats_socket, else the configuration's
+        first unix stats socket as recorded at start, else the master socket, routed to the
+        current worker."""
+        if self.stats_socket:
+            return self.stats_socket, None
+        recorded = self.state.read("socket")
+        if recorded is None:
+            recorded = self._config_socket()
+        if recorded:
+            return recorded, None
+        return self.master_socket, haproxy_api.CURRENT_WORKER
+
+    def _config_socket(self) -> str:
+        from ocf_lib.haproxy_config import ConfigReadError, read_config
+        try:
+            sockets = read_config(self.conffile).unix_stats_sockets()
+        except (ConfigReadError, OSError):
+            return ""
+        return sockets[0].path if sockets else ""
+
+    def show_stat(self, timeout: float) -> list[dict[str, str]]:
+        path, route = self.api_socket()
+        return haproxy_api.show_stat(path, timeout=timeout, route=route)
+
+    # -- start, reload, stop ------------------------------------------------------------------
+
+    def launch(self, deadline: float) -> None:
+        """Start haproxy and return once it answers with every frontend open."""
+        from ocf_lib.command import run
+        self.prepare_runtime_dirs()
+        argv = self.argv()
+        result = run(argv, timeout=max(deadline - time.monotonic(), 1.0))
+        if result.rc != 0:
+            raise LaunchFailed(f"haproxy did not start: "
+                               f"{first_alert(result.stdout + result.stderr) or result.rc}")
+        self.state.write("argv", "\0".join(argv))
+        self.state.write("socket", self._config_socket())
+        self._master = None
+        self.wait_serving(deadline, "start")
+
+    def wait_serving(self, deadline: float, what: str) -> None:
+        """Wait until the runtime API answers and every frontend is open."""
+        problem = "no master process"
+        while time.monotonic() < deadline:
+            self._master = None
+            if self.master_pid():
+                try:
+                    closed = closed_frontends(self.show_stat(timeout=1.0))
+                    if not closed:
+                        return
+                    problem = f"frontends not open: {', '.join(closed)}"
+                except RuntimeApiError as err:
+                    problem = str(err)
+            time.sleep(0.05)
+        raise LaunchFailed(f"haproxy did not serve before the {what} timeout: {problem}")
+
+    def prepare_runtime_dirs(self) -> None:
+        """Create the directories the configuration's sockets live in (a node fresh from boot
+        has no /run/haproxy: Debian makes it through haproxy.service's tmpfiles, which a
+        Pacemaker node does not run), owned as Debian's tmpfiles would own them."""
+        from ocf_lib.haproxy_config import ConfigReadError, read_config
+        try:
+            config = read_config(self.conffile)
+        except (ConfigReadError, OSError) as err:
+            raise LaunchFailed(f"cannot read {self.conffile}: {err}") from None
+        self.state.ensure()
+        try:
+            uid, gid = config.ids()
+        except ConfigReadError as err:
+            raise LaunchFailed(str(err)) from None
+        for directory in {os.path.dirname(s.path) for s in config.unix_stats_sockets()}:
+            if directory and not os.path.isdir(directory):
+                os.makedirs(directory, mode=0o755, exist_ok=True)
+                os.chown(directory, uid, gid)
+                os.chmod(directory, 0o2775 if gid >= 0 else 0o755)
+
+    def reload(self, deadline: float) -> None:
+        """Apply the configuration: a master-worker reload (SIGUSR2) keeps the listening
+        sockets and lets established connections finish on the old worker; when the command
+        line itself changed (binpath, extraconf, pidfile), only a restart applies it."""
+        if self.state.read("argv") != "\0".join(self.argv()):
+            self.stop(grace=0, deadline=deadline)
+            self.launch(deadline)
+            return
+        master = self.master_pid()
+        if master is None:
+            raise LaunchFailed("haproxy is not running")
+        before = self.reload_counts(deadline)
+        process.signal_all([master], process.SIGUSR2)
+        while time.monotonic() < deadline:
+            after = self.reload_counts(deadline)
+            if after[0] > before[0]:
+                if after[1] > before[1]:
+                    raise LaunchFailed("haproxy refused the new configuration; the running "
+                                       "one is unchanged")
+                self.wait_serving(deadline, "reload")
+                return
+            time.sleep(0.05)
+        raise LaunchFailed("haproxy did not reload before the reload timeout")
+
+    def reload_counts(self, deadline: float) -> tuple[int, int]:
+        """(reloads, failed reloads) from the master's `show proc`; the master refuses
+        connections for a moment while it re-executes itself, so this retries."""
+        problem = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                for proc in haproxy_api.show_proc(self.master_socket, timeout=1.0):
+                    if proc.role == "master":
+                        return proc.reloads, proc.failed_reloads or 0
+                problem = "no master in show proc"
+            except RuntimeApiError as err:
+                problem = str(err)
+            time.sleep(0.05)
+        raise LaunchFailed(f"haproxy's master socket did not answer: {problem}")
+
+    def stop(self, grace: float, deadline: float) -> list[int]:
+        """Soft-stop (established sessions may finish within grace), then terminate, then
+        kill; every haproxy running this configuration goes, ours or not. Returns the pids
+        still alive at the deadline."""
+        pids = self.our_pids() + self.foreign_pids()
+        if pids:
+            process.signal_all(pids, process.SIGUSR1)
+            pids = process.wait_gone(pids, min(time.monotonic() + grace, deadline - 2))
+        if pids:
+            process.signal_all(pids, process.SIGTERM)
+            pids = process.wait_gone(pids, min(time.monotonic() + 2, deadline - 1))
+        if pids:
+            process.signal_all(pids, process.SIGKILL)
+            pids = process.wait_gone(pids, deadline)
+        if not pids:
+            for path in (self.pidfile, self.master_socket):
+                _unlink(path)
+            for suffix in ("argv", "socket"):
+                self.state.remove(suffix)
+        self._master = None
+        return pids
+
+
+def first_alert(output: str) -> str:
+    """haproxy's first error line without its '[ALERT]    (pid) : ' decoration."""
+    for line in output.splitlines():
+        if "[ALERT]" in line:
+            text = line.split("] ", 1)[-1]
+            return text.split(" : ", 1)[-1].strip() if " : " in text else text.strip()
+    for line in output.splitlines():
+        if line.strip() and "[NOTICE]" not in line and "[WARNING]" not in line:
+            return line.strip()
+    return ""
+
+
+def publish_backend_attributes(state: StateDir, resource: str,
+                               counts: dict[str, tuple[int, int]], log: Logger) -> None:
+    """Set the transient node attribute <resource>-<backend>-up to the number of UP servers,
+    through attrd_updater, only when Pacemaker runs the agent and only when a value changed
+    (a spawn per monitor would cost more than the monitor)."""
+    if not os.environ.get("OCF_RESKEY_CRM_meta_on_node"):
+        return
+    base = resource.split(":", 1)[0]
+    wanted = {f"{base}-{backend}-up": str(up) for backend, (up, _) in sorted(counts.items())}
+    known = _published(state)
+    changed = {name: value for name, value in wanted.items() if known.get(name) != value}
+    if changed and all(_attrd_updater(["-n", name, "-U", value], log)
+                       for name, value in changed.items()):
+        state.write("attributes", "".join(f"{k}={v}\n" for k, v in wanted.items()))
+
+
+def clear_backend_attributes(state: StateDir, log: Logger) -> None:
+    """Delete the attributes this resource published: a stopped haproxy's counts would
+    mislead location rules."""
+    for name in _published(state):
+        _attrd_updater(["-n", name, "-D"], log)
+    state.remove("attributes")
+
+
+def _published(state: StateDir) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in (state.read("attributes") or "").splitlines()
+                if "=" in line)
+
+
+def _attrd_updater(args: list[str], log: Logger) -> bool:
+    """Run attrd_updater; a failure is logged, never fatal: the attributes are advice."""
+    from ocf_lib.command import CommandTimeout, run
+    try:
+        result = run(["attrd_updater", *args], timeout=5)
+    except (OSError, CommandTimeout) as err:
+        log.warning(f"attrd_updater {' '.join(args)}: {err}")
+        return False
+    if result.rc != 0:
+        log.warning(f"attrd_updater {' '.join(args)}: {result.stderr.strip()}")
+    return result.rc == 0
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,287 @@
+"""ocf:kuth:haproxy driven for real: Debian's haproxy inside a node with its own network
+namespace and a fresh /run (as after boot: no /run/haproxy), the guide's configuration with
+test addresses (frontend 198.18.1.1, kube-apiserver stand-ins on 198.18.2.1-3)."""
+import json
+import os
+import socket
+import stat
+import subprocess
+import time
+
+import pytest
+
+from haproxy_lab import FRONT, SERVERS, HaproxyLab, freeze, guide_config_for_test, wait_for
+from ocfshim import AGENTS, assert_clean_failure, run_agent
+
+from ocf_lib import process
+
+SOCKET = "/run/haproxy/admin.sock"
+
+
+class HaNode:
+    """A node with the lab's servers and a haproxy config whose socket is in /run/haproxy."""
+
+    def __init__(self, node, workdir):
+        self.node = node
+        self.lab = HaproxyLab(node, workdir)
+        self.config = str(self.lab.config)
+        self.write_config(guide_config_for_test(SOCKET))
+
+    def write_config(self, text, mode=0o644):
+        with open(self.config, "w") as f:
+            f.write(text)
+        os.chmod(self.config, mode)
+
+    def agent(self, action, interval_ms=None, **params):
+        extra = params.pop("extra", None)
+        timeout_ms = params.pop("timeout_ms", 20000)
+        return run_agent("haproxy", action, {"conffile": self.config, **params}, ns=self.node,
+                         interval_ms=interval_ms, timeout_ms=timeout_ms, extra=extra)
+
+    def haproxy_pids(self):
+        """Live haproxy processes in the node (zombies not yet reaped by init excluded)."""
+        out = self.node.run("pgrep", "-x", "haproxy", check=False).stdout
+        return sorted(int(p) for p in out.split() if process.alive(int(p)))
+
+    def http(self, port, path="/", auth=True):
+        """Status of an HTTP GET to the frontend address from inside the node."""
+        code = ("import urllib.request,base64,sys\n"
+                f"r=urllib.request.Request('http://{FRONT}:{port}{path}')\n"
+                + ("r.add_header('Authorization','Basic '+base64.b64encode(b'admin:admin').decode())\n"
+                   if auth else "")
+                + "print(urllib.request.urlopen(r,timeout=5).status)")
+        return self.node.run("/usr/bin/python3", "-c", code, check=False).stdout.strip()
+
+    def connect(self, port=6443):
+        """A TCP connection through haproxy, opened from inside the node; returns the client
+        process, which sends an HTTP request when told on stdin and prints the answer."""
+        code = ("import socket,sys\n"
+                f"s=socket.create_connection(('{FRONT}',{port}),timeout=30)\n"
+                "print('open',flush=True)\n"
+                "sys.stdin.readline()\n"
+                "s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\n"
+                "print(s.recv(100).split(b'\\r\\n')[0].decode(),flush=True)\n")
+        proc = self.node.popen("/usr/bin/python3", "-c", code, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "open"
+        return proc
+
+
+@pytest.fixture
+def ha(netns_pool, tmp_path):
+    node = netns_pool.node()
+    ha = HaNode(node, tmp_path)
+    for address in SERVERS[:2]:
+        ha.lab.start_server(address)
+    try:
+        yield ha
+    finally:
+        ha.agent("stop")
+        ha.lab.close()
+
+
+def test_start_on_fresh_run_monitor_stop(ha):
+    assert not os.path.exists(f"/proc/{ha.node.holder.pid}/root/run/haproxy")
+    out = ha.agent("start")
+    assert out.rc == 0, out
+    made = os.stat(f"/proc/{ha.node.holder.pid}/root/run/haproxy")
+    assert (made.st_mode & 0o7777, made.st_gid) == (0o2775, _gid("haproxy"))
+    assert ha.http(32700) == "200", "the stats page answers"
+    assert ha.agent("monitor", interval_ms=20000).rc == 0
+    assert ha.agent("monitor", interval_ms=20000, extra={"OCF_CHECK_LEVEL": "10"}).rc == 0
+    assert ha.agent("start").rc == 0, "start is idempotent"
+    assert len(ha.haproxy_pids()) == 2, "one master, one worker"
+    assert ha.agent("stop").rc == 0
+    assert ha.haproxy_pids() == []
+    assert ha.agent("monitor", interval_ms=20000).rc == 7
+    assert ha.agent("stop").rc == 0, "stop is idempotent"
+
+
+def test_ocf_tester_passes_with_the_guides_config(ha):
+    proc = ha.node.run("ocf-tester", "-n", "haproxy-resource", "-o", f"conffile={ha.config}",
+                       os.path.join(AGENTS, "haproxy"), check=False, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "passed all tests" in proc.stdout
+    assert ha.haproxy_pids() == []
+
+
+def test_config_without_daemon_or_stats_socket_is_monitored_through_the_master(ha):
+    text = guide_config_for_test(SOCKET)
+    text = "\n".join(line for line in text.splitlines()
+                     if "stats socket" not in line and line.strip() != "daemon") + "\n"
+    ha.write_config(text)
+    assert ha.agent("start").rc == 0
+    assert ha.agent("monitor", interval_ms=20000).rc == 0
+    assert ha.http(32700) == "200"
+    for pid in ha.haproxy_pids():
+        os.kill(pid, 9)
+    assert ha.agent("monitor", interval_ms=20000).rc == 7
+
+
+def test_killed_haproxy_is_not_running(ha):
+    assert ha.agent("start").rc == 0
+    for pid in ha.haproxy_pids():
+        os.kill(pid, 9)
+    wait_for(lambda: not ha.haproxy_pids(), what="haproxy gone")
+    assert ha.agent("monitor", interval_ms=20000).rc == 7
+    assert ha.agent("stop").rc == 0
+
+
+def test_frozen_haproxy_is_an_error_well_inside_the_timeout(ha):
+    assert ha.agent("start").rc == 0
+    for pid in ha.haproxy_pids():
+        freeze(pid)
+    try:
+        started = time.monotonic()
+        out = ha.agent("monitor", interval_ms=20000, timeout_ms=8000)
+        took = time.monotonic() - started
+        assert_clean_failure(out, 1)
+        assert "does not answer" in out.reason
+        assert took < 6, f"monitor took {took:.1f} s of its 8 s"
+    finally:
+        for pid in ha.haproxy_pids():
+            os.kill(pid, 18)  # SIGCONT, so that stop can end it
+    assert ha.agent("stop").rc == 0
+
+
+def test_stale_pidfile_of_an_unrelated_process_is_neither_trusted_nor_killed(ha, tmp_path):
+    sleeper = ha.node.popen("sleep", "300")
+    try:
+        pidfile = tmp_path / "stale.pid"
+        pidfile.write_text(f"{sleeper.pid}\n")
+        assert ha.agent("monitor", interval_ms=20000, pidfile=str(pidfile)).rc == 7
+        assert ha.agent("monitor", interval_ms=0, pidfile=str(pidfile)).rc == 7
+        assert ha.agent("stop", pidfile=str(pidfile)).rc == 0
+        assert sleeper.poll() is None, "stop left the unrelated process alone"
+        assert ha.agent("start", pidfile=str(pidfile)).rc == 0
+        assert sleeper.poll() is None, "start left the unrelated process alone"
+        assert ha.agent("monitor", interval_ms=20000, pidfile=str(pidfile)).rc == 0
+        assert ha.agent("stop", pidfile=str(pidfile)).rc == 0
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_broken_config_is_refused_and_the_running_haproxy_untouched(ha):
+    assert ha.agent("start").rc == 0
+    before = ha.haproxy_pids()
+    ha.write_config(guide_config_for_test(SOCKET) + "frontend broken\n    bind-it-all\n")
+    for action in ("validate-all", "start", "reload"):
+        out = ha.agent(action)
+        assert_clean_failure(out, 6)
+        assert "haproxy -c" in out.reason and "bind-it-all" in out.reason, out.reason
+    assert ha.haproxy_pids() == before
+    assert ha.agent("monitor", interval_ms=20000).rc == 0
+
+
+def test_config_others_may_change_is_refused(ha):
+    ha.write_config(guide_config_for_test(SOCKET), mode=0o666)
+    for action in ("validate-all", "start"):
+        out = ha.agent(action)
+        assert_clean_failure(out, 2)
+        assert "chmod go-w" in out.reason
+    assert ha.haproxy_pids() == []
+
+
+def test_missing_binary_and_config(ha):
+    out = ha.agent("start", binpath="/usr/sbin/no-haproxy")
+    assert_clean_failure(out, 5)
+    assert ha.agent("monitor", interval_ms=0, binpath="/usr/sbin/no-haproxy").rc == 7
+    out = ha.agent("validate-all", conffile="/etc/haproxy/none.cfg")
+    assert_clean_failure(out, 5)
+    assert_clean_failure(ha.agent("start", binpath="haproxy"), 6)
+
+
+def test_reload_applies_the_config_and_keeps_connections(ha):
+    assert ha.agent("start").rc == 0
+    master = ha.agent_master = ha.haproxy_pids()[0]
+    client = ha.connect()
+    try:
+        ha.write_config(guide_config_for_test(SOCKET)
+                        + f"listen added\n    bind {FRONT}:32701\n    mode http\n"
+                          "    stats enable\n    stats uri /\n")
+        out = ha.agent("reload", reload_token="2")
+        assert out.rc == 0, out
+        assert ha.http(32701, auth=False) == "200", "the new listener serves"
+        assert ha.haproxy_pids()[0] == master, "the master stayed"
+        client.stdin.write("go\n")
+        client.stdin.flush()
+        assert client.stdout.readline().strip() == "HTTP/1.0 200 OK"
+    finally:
+        client.kill()
+        client.wait()
+    assert ha.agent("monitor", interval_ms=20000).rc == 0
+
+
+def test_stop_gives_open_connections_the_grace_period(ha):
+    assert ha.agent("start").rc == 0
+    client = ha.connect()
+    try:
+        started = time.monotonic()
+        assert ha.agent("stop", stop_grace="2s").rc == 0
+        took = time.monotonic() - started
+        assert 1.8 <= took < 6, f"stop took {took:.1f} s"
+        assert ha.haproxy_pids() == []
+    finally:
+        client.kill()
+        client.wait()
+
+
+def test_bind_conflict_fails_start_with_reason_and_leaves_nothing(ha):
+    blocker = ha.node.popen("/usr/bin/python3", "-c",
+                            f"import socket,time;s=socket.socket();s.bind(('{FRONT}',32700));"
+                            "s.listen();print('up',flush=True);time.sleep(300)",
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert blocker.stdout.readline().strip() == "up"
+        out = ha.agent("start")
+        assert_clean_failure(out, 1)
+        assert "32700" in out.reason or "bind" in out.reason, out.reason
+        assert ha.haproxy_pids() == []
+    finally:
+        blocker.kill()
+        blocker.wait()
+
+
+def test_probe_tells_the_truth_about_an_haproxy_started_elsewhere(ha):
+    ha.node.run("mkdir", "-p", "/run/haproxy")
+    ha.node.run("/usr/sbin/haproxy", "-f", ha.config, "-D")
+    wait_for(ha.haproxy_pids, what="outside haproxy")
+    out = ha.agent("monitor", interval_ms=0)
+    assert out.rc == 0, out
+    assert "outside Pacemaker" in out.reason
+    assert ha.agent("monitor", interval_ms=20000).rc == 7, "not ours to monitor"
+    assert ha.agent("stop").rc == 0
+    assert ha.haproxy_pids() == []
+
+
+def test_backend_health_attributes_and_min_servers_up(ha, tmp_path):
+    calls = tmp_path / "attrd.log"
+    fake = tmp_path / "bin" / "attrd_updater"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n")
+    fake.chmod(0o755)
+    extra = {"OCF_RESKEY_CRM_meta_on_node": "node1",
+             "PATH": f"{fake.parent}:/usr/sbin:/usr/bin:/sbin:/bin"}
+    assert ha.agent("start").rc == 0
+    wait_for(lambda: ha.agent("monitor", interval_ms=20000, extra=extra).rc == 0
+             and "-U 2" in (calls.read_text() if calls.exists() else ""),
+             what="2 servers UP published")
+    assert "-n test-rsc-kube-apiserver-up -U 2" in calls.read_text()
+    published = calls.read_text()
+    assert ha.agent("monitor", interval_ms=20000, extra=extra).rc == 0
+    assert calls.read_text() == published, "unchanged counts are not published again"
+    ha.lab.stop_server(SERVERS[0])
+    wait_for(lambda: ha.agent("monitor", interval_ms=20000, extra=extra).rc == 0
+             and "-U 1" in calls.read_text(), what="1 server UP published")
+    out = ha.agent("monitor", interval_ms=20000, min_servers_up="2")
+    assert_clean_failure(out, 1)
+    assert "kube-apiserver 1/3" in out.reason
+    assert ha.agent("stop", extra=extra).rc == 0
+    assert "-n test-rsc-kube-apiserver-up -D" in calls.read_text()
+
+
+def _gid(group):
+    import grp
+    return grp.getgrnam(group).gr_gid
