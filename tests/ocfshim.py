@@ -65,6 +65,25 @@ def run_agent(agent: str, action: str, params: dict[str, str] | None = None, *,
     return Outcome(proc)
 
 
+# Modules whose import costs milliseconds: never on an agent's monitor path.
+HEAVY_MODULES = {"re", "enum", "json", "socket", "subprocess", "logging", "typing", "ipaddress",
+                 "dataclasses", "traceback", "signal", "lxml", "psutil", "requests",
+                 "collections", "shlex"}
+
+
+def imported_modules(agent: str, action: str, params: dict[str, str], *, ns: Netns,
+                     interval_ms: int | None = None) -> set[str]:
+    """The modules one run of the agent imports (python -X importtime), after checking the
+    run succeeded."""
+    env = agent_env(params, interval_ms=interval_ms)
+    proc = subprocess.run(ns.exec_argv(["/usr/bin/python3", "-IS", "-X", "importtime",
+                                        os.path.join(AGENTS, agent), action]),
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
+            if line.startswith("import time:") and "|" in line}
+
+
 def assert_clean_failure(outcome: Outcome, code: int) -> None:
     """The run failed the way an operator wants: the right code, one exit reason, no
     traceback."""

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from haproxy_lab import FRONT, SERVERS, HaproxyLab, freeze, guide_config_for_test, wait_for
-from ocfshim import AGENTS, assert_clean_failure, run_agent
+from ocfshim import AGENTS, HEAVY_MODULES, assert_clean_failure, imported_modules, run_agent
 
 from ocf_lib import process
 
@@ -280,6 +280,39 @@ def test_backend_health_attributes_and_min_servers_up(ha, tmp_path):
     assert "kube-apiserver 1/3" in out.reason
     assert ha.agent("stop", extra=extra).rc == 0
     assert "-n test-rsc-kube-apiserver-up -D" in calls.read_text()
+
+
+def test_monitor_imports_only_cheap_modules(ha):
+    assert ha.agent("start").rc == 0
+    imported = imported_modules("haproxy", "monitor", {"conffile": ha.config}, ns=ha.node,
+                                interval_ms=20000)
+    assert "ocf_lib.haproxy_api" in imported
+    assert not imported & HEAVY_MODULES, sorted(imported & HEAVY_MODULES)
+
+
+def test_depth_10_monitor_fails_on_a_disabled_frontend(ha):
+    assert ha.agent("start").rc == 0
+    ha.node.run("/usr/bin/python3", "-c",
+                "import socket;s=socket.socket(socket.AF_UNIX);"
+                f"s.connect('{SOCKET}');s.sendall(b'disable frontend kube-apiserver\\n');s.recv(100)")
+    assert ha.agent("monitor", interval_ms=20000).rc == 0, "depth 0 does not look"
+    out = ha.agent("monitor", interval_ms=60000, extra={"OCF_CHECK_LEVEL": "10"})
+    assert_clean_failure(out, 1)
+    assert "kube-apiserver" in out.reason
+
+
+def test_extraconf_change_reloads_by_restarting(ha, tmp_path):
+    assert ha.agent("start").rc == 0
+    master = ha.haproxy_pids()[0]
+    extra_cfg = tmp_path / "extra.cfg"
+    extra_cfg.write_text(f"listen extra\n    bind {FRONT}:32702\n    mode http\n"
+                         "    stats enable\n    stats uri /\n")
+    out = ha.agent("reload", extraconf=f"-f {extra_cfg}")
+    assert out.rc == 0, out
+    assert ha.http(32702, auth=False) == "200"
+    assert master not in ha.haproxy_pids(), "a new command line needs a new master"
+    assert ha.agent("monitor", interval_ms=20000, extraconf=f"-f {extra_cfg}").rc == 0
+    assert_clean_failure(ha.agent("start", extraconf="-D"), 6)
 
 
 def _gid(group):
