@@ -91,7 +91,8 @@ def assert_example_loads(root: str) -> None:
                   if "ERROR" in line and "(cluster_status)" not in line]
         assert errors == []
         shown = chroot.chrooted(root, "crm", "configure", "show", env=cib).stdout
-        assert "ocf:kuth:IPaddr2" in shown and "resource-stickiness=100" in shown, shown
+        for expected in ("ocf:kuth:IPaddr2", "ocf:kuth:haproxy", "resource-stickiness=100"):
+            assert expected in shown, shown
     finally:
         os.remove(os.path.join(root, "tmp", "cib.xml"))
 
@@ -172,35 +173,82 @@ def test_apt_installs_it_on_a_clean_bookworm_and_purge_leaves_nothing(deb: str, 
     assert chroot.service_requests(root) == ""
 
 
-def test_upgrade_leaves_a_running_ipaddr2_untouched(deb: str, root: str, lan, tmp_path) -> None:
+def test_upgrade_leaves_running_ipaddr2_and_haproxy_untouched(deb: str, root: str, lan,
+                                                              tmp_path) -> None:
     node, _peer = lan
     newer = build(str(tmp_path / "newer"), f"{ocf_lib.__version__}+upgradetest1")
     for package in (deb, newer):
         shutil.copy(package, os.path.join(root, "tmp"))
-    env = {"OCF_ROOT": "/usr/lib/ocf", "OCF_RESOURCE_INSTANCE": "vip",
-           "OCF_RESKEY_ip": "198.18.0.10", "OCF_RESKEY_nic": "lan0",
-           "OCF_RESKEY_cidr_netmask": "24"}
-
+    with open(os.path.join(root, HAPROXY_CONF.lstrip("/")), "w") as conf:
+        conf.write(HAPROXY_CFG)
     chroot.chrooted(root, "apt-get", "install", "-y", "-q", f"/tmp/{os.path.basename(deb)}")
     with chroot.proc_mounted(root):
-        upgrade_under_running_ipaddr2(root, node, newer, env)
+        upgrade_under_running_resources(root, node, f"/tmp/{os.path.basename(newer)}")
 
 
-def upgrade_under_running_ipaddr2(root: str, node, newer: str, env: dict[str, str]) -> None:
-    """Start IPaddr2 from the installed package, upgrade the package, see nothing move."""
-    in_node = ("ip", "netns", "exec", node.name)
-    chroot.chrooted(root, f"{OCF_DIR}/IPaddr2", "start", prefix=in_node, env=env)
+HAPROXY_CONF = "/etc/haproxy/kuth-upgrade-test.cfg"
+HAPROXY_CFG = """\
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+frontend kube-apiserver
+    bind 198.18.0.10:6443
+    default_backend masters
+backend masters
+    server peer 198.18.0.2:6443 check inter 1s
+"""
+RESOURCES = {
+    "IPaddr2": {"OCF_RESOURCE_INSTANCE": "vip", "OCF_RESKEY_ip": "198.18.0.10",
+                "OCF_RESKEY_nic": "lan0", "OCF_RESKEY_cidr_netmask": "24"},
+    "haproxy": {"OCF_RESOURCE_INSTANCE": "lb", "OCF_RESKEY_conffile": HAPROXY_CONF},
+}
+
+
+def run_resource(root: str, node, agent: str, action: str) -> int:
+    """One action of a resource's agent as installed in root, in node's network namespace
+    (nsenter, not `ip netns exec`: every action must see the same mounts, as on a node)."""
+    env = {"OCF_ROOT": "/usr/lib/ocf", "OCF_RESKEY_CRM_meta_timeout": "20000",
+           "OCF_RESKEY_CRM_meta_interval": "20000" if action == "monitor" else "0",
+           **RESOURCES[agent]}
+    return chroot.chrooted(root, f"{OCF_DIR}/{agent}", action, env=env, check=False,
+                           prefix=("nsenter", f"--net=/run/netns/{node.name}")).returncode
+
+
+def upgrade_under_running_resources(root: str, node, newer: str) -> None:
+    """Start the VIP and HAProxy from the installed package, upgrade the package, and see
+    nothing move: same addresses, same processes, no service request, both still healthy."""
+    for agent in RESOURCES:
+        assert run_resource(root, node, agent, "start") == 0, agent
     addresses, processes = node.addresses("lan0"), node.pids()
     assert "198.18.0.10/24" in addresses
 
-    chroot.chrooted(root, "apt-get", "install", "-y", "-q", f"/tmp/{os.path.basename(newer)}")
+    chroot.chrooted(root, "apt-get", "install", "-y", "-q", newer)
     version = chroot.chrooted(root, "dpkg-query", "-W", "-f", "${Version}", PACKAGE).stdout
     assert version == f"{ocf_lib.__version__}+upgradetest1"
     assert node.addresses("lan0") == addresses
+    haproxy = live_haproxy(node)
+    assert len(haproxy) == 2 and set(haproxy) <= set(processes), "one master, one worker"
     assert set(node.pids()) <= set(processes)  # nothing started; announcers may have ended
     assert chroot.service_requests(root) == ""
-    assert chroot.chrooted(root, f"{OCF_DIR}/IPaddr2", "monitor", prefix=in_node, env=env,
-                           check=False).returncode == 0
+    assert [run_resource(root, node, agent, "monitor") for agent in RESOURCES] == [0, 0]
 
-    chroot.chrooted(root, f"{OCF_DIR}/IPaddr2", "stop", prefix=in_node, env=env)
+    for agent in reversed(RESOURCES):
+        assert run_resource(root, node, agent, "stop") == 0, agent
     assert "198.18.0.10/24" not in node.addresses("lan0")
+    assert live_haproxy(node) == []
+
+
+def live_haproxy(node) -> list[int]:
+    """haproxy processes in node's namespace, without zombies that init has yet to reap."""
+    pids = [int(p) for p in node.run("pgrep", "-x", "haproxy", check=False).stdout.split()]
+    return [pid for pid in pids if process_state(pid) not in ("Z", "")]
+
+
+def process_state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return ""
