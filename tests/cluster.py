@@ -5,20 +5,22 @@ Topology (every address in 198.18.0.0/15, every interface inside namespaces made
 
     ring switch  198.18.0.0/24  node ring0 .1 .2 .3          Corosync (knet)
     lan switch   198.18.1.0/24  node lan0  .1 .2 .3          where the VIP lives (VIP_NETWORK)
-                                kube-mast01..03  .11 .12 .13  HTTP on :6443 (kube-apiserver stand-ins)
+                                kube-mast01..03  .11 .12 .13  HTTP on :6443 (kube-apiservers)
                                 client           .100         sends traffic
 
 A node is a network namespace plus its own mount and UTS namespaces: a holder process
 (`unshare --mount --uts --propagation private sleep infinity`) keeps them, and every command
 enters them with `nsenter -t HOLDER -m -u -n`. Inside, /run, /dev/shm, /etc/corosync,
-/var/lib/corosync, /var/lib/pacemaker, /var/log/pacemaker and /var/log/corosync are private
-tmpfs mounts, so nodes never share state with each other or the machine, and nothing is ever
-written to the machine's disk: the state goes away with the namespace. The machine's files
-stay readable through `Node.path()` (/proc/HOLDER/root). /usr/lib/ocf/resource.d is replaced,
+/var/lib/corosync, /var/lib/pacemaker, /var/log/{pacemaker,corosync,crmsh} are private tmpfs
+mounts (PRIVATE_DIRS), so nodes never share state with each other or the machine, and nothing
+is written to the machine's disk: the state goes away with the namespace, even after a
+SIGKILL. The machine reaches a node's files through `Node.path()` (/proc/HOLDER/root/...).
+Cluster options are preset in the CIB before Pacemaker starts (default_properties: no
+fencing, dc-deadtime 2s), so a cluster is up in about 5 s. /usr/lib/ocf/resource.d is replaced,
 only in the node, by a tmpfs holding bind mounts of the machine's providers (heartbeat,
 pacemaker) and `kuth` -> `agents_dir` (a symlink, not a bind mount, so the agent's realpath
-still finds ocf_lib next to it in a checkout). Each node also serves its own name over HTTP on :80, so
-a GET through the VIP tells which node answered.
+still finds ocf_lib next to it in a checkout). Each node also serves its own name over HTTP
+on :80, so a GET through the VIP tells which node answered.
 
 Usage:
 
@@ -30,18 +32,32 @@ Usage:
 
 API (see each docstring):
     Cluster(nodes=2, token_ms=1000, agents_dir=AGENTS, properties=None, logs_dir=None)
-    .start() -> float (seconds until every node is online and a DC elected); .teardown()
-    .nodes: list[Node]; .node(name) -> Node; .names -> list[str]; .client -> Client
-    .status(view=None) -> Status; .locate(resource, view=None) -> list[str]
-    .crm(*args, view=None, input=None) -> str; .configure(text, view=None)
+        a context manager: start() on enter (teardown if it fails), teardown() on exit
+    .start(timeout=90) -> float   seconds until every node sees all online and one DC
+                                  (also kept as .started_in)
+    .teardown()                   safe at any point, twice
+    .reset(timeout=60)            cables in, ring healed, Pacemaker up everywhere, no
+                                  resources, constraints or failures: ready for the next test
+    .nodes: list[Node]; .names: list[str]; .node(name) -> Node; .client: Client
+    .kube_masters: dict[str, Netns]        kube-mast01..03, serving their name on :6443
+    .status(view=None) -> Status  crm_mon's XML as .dc, .quorate, .online, .resources
+                                  {id: [nodes]} (groups and clones too), .failures
+    .locate(resource, view=None) -> list[str]   where it is active, as node `view` sees it
+    .crm(*args, view=None, input=None) -> str   crmsh on a node
+    .configure(text, view=None)   `crm configure load update -`
+    .settle(timeout=60, view=None)              `crm_resource --wait`
     .wait_for(predicate, timeout=30, interval=0.25, what="") -> the predicate's truthy value
-    .link_down(node) / .link_up(node)            both the ring and the lan cable of a node
-    .partition(*groups) / .heal()                split the Corosync ring into groups
-    .kill_pacemaker(node, sig=SIGKILL) / .start_pacemaker(node)
-    Node: .run(argv, check=True, input=None, timeout=60) -> CompletedProcess; .popen(argv);
-          .path(p); .read(p); .addresses(dev="lan0"); .has_address(ip); .pids(prefix)
-    Client: .get(url, timeout=2.0) -> HttpReply(status, body); .connect(host, port, timeout);
-            .ping(addr, count=1, timeout=1.0) -> bool; .run(argv)
+    .link_down(node) / .link_up(node)           pull / plug both cables (ring and lan)
+    .partition(*groups) / .heal()               split the Corosync ring into groups of names
+    .kill_pacemaker(node, sig=SIGKILL) -> pids / .start_pacemaker(node)
+    Node: .run(argv, check=True, input=None, timeout=60, env=None) -> CompletedProcess;
+          .popen(argv, log=None, env=None); .enter(argv) -> argv for nsenter; .path(p);
+          .read(p); .write(p, text, owner=None); .addresses(dev="lan0"); .has_address(ip);
+          .pids(comm_prefix); .name, .ring_address, .lan_address, .netns
+    Client: .get(url, timeout=2.0) -> HttpReply(.status, .body) or OSError;
+            .connect(host, port, timeout=2.0) -> socket; .socket(); .ping(addr) -> bool;
+            .run(argv)
+    ClusterError: a command failed or a wait timed out (the message has crm_mon's view)
 
 Teardown kills every process inside the namespaces and deletes them (the mount namespaces
 and their tmpfs go with the last process). It also happens when the harness dies without
@@ -100,8 +116,8 @@ class ClusterError(Exception):
     """A cluster command failed or the cluster did not reach a state in time."""
 
 
-def _run(argv: list[str], *, check: bool = True, input: str | None = None,
-         timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _run(argv: list[str], *, check: bool = True, input: str | None = None, timeout: float = 60,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run argv, capturing text; a failure raises ClusterError with the command's stderr."""
     proc = subprocess.run(argv, capture_output=True, text=True, input=input, timeout=timeout,
                           env=env, stdin=None if input is not None else subprocess.DEVNULL)
@@ -397,7 +413,8 @@ class Cluster:
                  properties: dict[str, str] | None = None, logs_dir: str | None = None) -> None:
         """agents_dir: shown to the nodes as /usr/lib/ocf/resource.d/kuth; None leaves the
         machine's (an installed package). properties: CIB cluster options preset before
-        start (default_properties). logs_dir: where teardown copies every node's logs."""
+        start (default_properties). logs_dir: where teardown copies every node's logs, in a
+        directory per cluster."""
         if nodes not in (2, 3):
             raise ValueError("a cluster here has 2 or 3 nodes")
         self.token_ms = token_ms
@@ -413,10 +430,12 @@ class Cluster:
         self.ring_switch: Netns | None = None
         self.lan_switch: Netns | None = None
         self.client: Client
+        self.kube_masters: dict[str, Netns] = {}
         self.cut: set[str] = set()       # nodes whose cables are pulled
         self.stopped: set[str] = set()   # nodes whose Pacemaker was killed
         self.partitioned = False
         self.node_count = nodes
+        self.started_in = 0.0
 
     def __enter__(self) -> Cluster:
         try:
@@ -457,7 +476,9 @@ class Cluster:
             self.start_pacemaker(node.name)
         self._start_servers()
         self.wait_for(self._formed, timeout, what="all nodes online with a DC")
-        return time.monotonic() - began
+        self.wait_for(self._serving, 10, what="HTTP servers answering")
+        self.started_in = time.monotonic() - began
+        return self.started_in
 
     def _build_networks(self) -> None:
         self.nodes = [Node(f"{NAME_PREFIX}-node0{n}", n, self.pool.new(f"node0{n}"))
@@ -484,7 +505,8 @@ class Cluster:
         _wait_exec(node.holder, "sleep")
         node.run(["hostname", node.name])
         for directory, mode in PRIVATE_DIRS.items():
-            node.run(["mount", "-t", "tmpfs", "-o", f"mode={mode}", f"{node.name}-state", directory])
+            node.run(["mount", "-t", "tmpfs", "-o", f"mode={mode}", f"{node.name}-state",
+                      directory])
         self._make_dirs(node)
         if self.agents_dir:
             self._show_agents(node)
@@ -546,6 +568,12 @@ class Cluster:
             self.servers.append(ns.popen(*serve, name, str(KUBE_PORT), stdin=subprocess.DEVNULL))
         for node in self.nodes:
             self.servers.append(node.popen([*serve, node.name, str(NODE_HTTP_PORT)]))
+
+    def _serving(self) -> bool:
+        """Every kube-apiserver stand-in and node answers the client."""
+        urls = [f"http://{a}:{KUBE_PORT}/" for a in KUBE_MASTERS.values()]
+        urls += [f"http://{n.lan_address}:{NODE_HTTP_PORT}/" for n in self.nodes]
+        return all(self.client.get(url, timeout=1).status == 200 for url in urls)
 
     def _formed(self) -> bool:
         """Every node sees every node online and the same DC."""
@@ -708,18 +736,21 @@ class Cluster:
             node.holder = None
 
     def _collect_logs(self) -> None:
+        """Copy every node's Pacemaker and Corosync logs to logs_dir/PREFIX, before they
+        vanish."""
+        assert self.logs_dir
+        directory = os.path.join(self.logs_dir, self.prefix.rstrip("-"))
+        os.makedirs(directory, exist_ok=True)
         for node in self.nodes:
             if node.holder is None or node.holder.poll() is not None:
                 continue
             for log in ("/var/log/pacemaker/pacemaker.log", "/var/log/corosync/corosync.log"):
+                dest = os.path.join(directory, f"{node.name}-{os.path.basename(log)}")
                 try:
-                    text = node.read(log)
+                    with open(dest, "w", encoding="utf-8") as f:
+                        f.write(node.read(log))
                 except OSError:
-                    continue
-                os.makedirs(self.logs_dir, exist_ok=True)  # type: ignore[arg-type]
-                dest = os.path.join(self.logs_dir, f"{node.name}-{os.path.basename(log)}")  # type: ignore[arg-type]
-                with open(dest, "w", encoding="utf-8") as f:
-                    f.write(text)
+                    pass  # a node that failed before it had logs
 
 
 # -- helper processes (run as `python3 cluster.py ...`) --------------------------------------
