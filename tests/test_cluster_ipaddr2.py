@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cluster import NODE_HTTP_PORT, VIP_NETWORK, Cluster, harness_prefix
+from cluster import NODE_HTTP_PORT, VIP_NETWORK, Cluster, Status, harness_prefix
 
 VIP = f"{VIP_NETWORK}.20"
 # The guide's primitive, with our provider, the test lan's nic and prefix.
@@ -30,11 +30,6 @@ rsc_defaults resource-stickiness=100
 """
 # Corosync declares a node lost after token + consensus (1.2 x token), Pacemaker then acts.
 FAILOVER_S = 30
-
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not all(shutil.which(p) for p in ("corosync", "pacemakerd", "crm")),
-    reason="needs root, corosync, pacemaker and crmsh")
-
 
 class Clusters:
     """Keeps one cluster at a time, so two never compete for the 2 CPUs of CI."""
@@ -58,6 +53,8 @@ class Clusters:
 
 @pytest.fixture(scope="module")
 def clusters() -> Iterator[Clusters]:
+    if os.geteuid() != 0 or not all(shutil.which(p) for p in ("corosync", "pacemakerd", "crm")):
+        pytest.skip("needs root, corosync, pacemaker and crmsh")
     keeper = Clusters()
     try:
         yield keeper
@@ -114,6 +111,53 @@ def settled_on_one(cluster: Cluster, view: str | None = None) -> list[str]:
 
 def other(cluster: Cluster, name: str) -> str:
     return next(n for n in cluster.names if n != name)
+
+
+# -- reading crm_mon -------------------------------------------------------------------------
+
+# crm_mon --output-as=xml of Pacemaker 2.1.5, trimmed: a primitive, a group whose second member
+# is still starting, a clone on both nodes.
+CRM_MON_XML = """<pacemaker-result api-version="2.25" request="crm_mon -1 --output-as=xml">
+  <summary>
+    <current_dc present="true" name="hapx-node02" id="2" with_quorum="true"/>
+  </summary>
+  <nodes>
+    <node name="hapx-node01" id="1" online="true" is_dc="false"/>
+    <node name="hapx-node02" id="2" online="true" is_dc="true"/>
+  </nodes>
+  <resources>
+    <resource id="vip" resource_agent="ocf:kuth:IPaddr2" role="Started" active="true"
+              failed="false" nodes_running_on="1"><node name="hapx-node01" id="1"/></resource>
+    <group id="g" number_resources="2">
+      <resource id="d1" role="Started" active="true" failed="false" nodes_running_on="1">
+        <node name="hapx-node02" id="2"/></resource>
+      <resource id="d2" role="Starting" active="true" failed="false" nodes_running_on="1">
+        <node name="hapx-node02" id="2"/></resource>
+    </group>
+    <clone id="cl" multi_state="false" unique="false">
+      <resource id="c" role="Started" active="true" nodes_running_on="1">
+        <node name="hapx-node01" id="1"/></resource>
+      <resource id="c" role="Started" active="true" nodes_running_on="1">
+        <node name="hapx-node02" id="2"/></resource>
+    </clone>
+  </resources>
+  <status code="0" message="OK"/>
+</pacemaker-result>"""
+
+
+def test_status_locates_primitives_group_members_and_clone_instances() -> None:
+    status = Status(CRM_MON_XML)
+    assert (status.dc, status.quorate) == ("hapx-node02", True)
+    assert status.online == ["hapx-node01", "hapx-node02"]
+    both = ["hapx-node01", "hapx-node02"]
+    assert status.resources == {"vip": ["hapx-node01"], "d1": ["hapx-node02"], "d2": [],
+                                "g": ["hapx-node02"], "c": both, "cl": both}
+
+
+def test_status_of_a_node_that_lost_quorum_and_has_no_dc() -> None:
+    status = Status(CRM_MON_XML.replace('present="true"', 'present="false"')
+                    .replace('with_quorum="true"', 'with_quorum="false"'))
+    assert (status.dc, status.quorate) == (None, False)
 
 
 # -- 2 nodes ---------------------------------------------------------------------------------
