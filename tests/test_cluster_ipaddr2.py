@@ -1,6 +1,7 @@
 """ocf:kuth:IPaddr2 inside a real Pacemaker + Corosync cluster (tests/cluster.py): the VIP
 starts and serves, moves when asked, when its node is cut off or its Pacemaker dies, settles
-on one node after a split brain heals, and stops in a minority partition.
+on one node after a split brain heals, and stops in a minority partition. Also: a harness
+killed by SIGKILL, or failing half-way through its start, leaves nothing behind.
 
 One cluster serves every test of a size (module scope; a test gets it reset: no resources,
 cables in, ring whole); the 2-node tests run first, then the cluster is replaced by 3 nodes.
