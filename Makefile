@@ -31,7 +31,8 @@ bench:
 
 ## metadata: regenerate heartbeat_metadata/ from the agents' declarations
 metadata:
-	for agent in agents/*; do $$agent meta-data > heartbeat_metadata/$$(basename $$agent).xml; done
+	for agent in $$(find agents -maxdepth 1 -type f -perm -u+x -printf '%f\n'); do \
+	    agents/$$agent meta-data > heartbeat_metadata/$$agent.xml; done
 
 clean:
 	rm -rf build dist .pytest_cache

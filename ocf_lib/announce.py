@@ -80,7 +80,11 @@ def announce(ifname: str, ip: str, *, count: int = DEFAULT_COUNT,
 def spawn_background(ifname: str, ip: str, *, count: int = DEFAULT_COUNT,
                      interval_ms: int = DEFAULT_INTERVAL_MS, mode: str = "request",
                      mac: bytes | None = None) -> int:
-    """Start announce() in a detached process and return that process's pid at once.
+    """Send the first announcement now, the other count-1 from a detached process, and
+    return that process's pid (0 when count is 1 and nothing is left to send).
+
+    The first frame goes out before this returns, so a takeover is known on the link by
+    the time the caller reports success; the repeats, interval_ms apart, need nobody to wait.
 
     Every check that does not depend on time (arguments, interface, permission) runs
     here, before the fork, so that such errors raise AnnounceError in the caller. The
@@ -90,6 +94,14 @@ def spawn_background(ifname: str, ip: str, *, count: int = DEFAULT_COUNT,
     """
     import _signal  # loaded by the interpreter at start-up; `signal` would add enum
     sock, frame = _open_announcement(ifname, ip, None, count, interval_ms, mode, mac)
+    try:
+        if count > 0:
+            _send(sock, ifname, frame)
+        if count <= 1:
+            return 0
+    except BaseException:
+        sock.close()
+        raise
     read_end, write_end = os.pipe()
     with open(read_end, "rb", buffering=0) as pid_pipe:
         # Signals stay blocked across the forks until the announcer has dropped the
@@ -356,7 +368,8 @@ def _run_detached(pid_pipe: int, sock: _socket.socket, ifname: str, ip: str, fra
         else:
             _default_signal_handling()
             _detach_descriptors(keep=sock.fileno())
-            _send_repeatedly(sock, ifname, frame, count, interval_ms)
+            time.sleep(interval_ms / 1000)
+            _send_repeatedly(sock, ifname, frame, count - 1, interval_ms)
             status = 0
     except AnnounceError as err:
         syslog.syslog(syslog.LOG_ERR, f"background announcement of {ip} on {ifname} failed: {err}")

@@ -7,9 +7,16 @@ on this node, no interface has a route to the address).
 """
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 from ocf_lib import inet, netlink
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ocf_lib.log import Logger
+    from ocf_lib.state import StateDir
 
 MAX_IFNAME = 15  # IFNAMSIZ - 1: the kernel's limit for interface names and address labels
 
@@ -53,9 +60,13 @@ class Vip:
                f" on {self.nic or '?'}"
 
 
-def parse(ip: str, nic: str, netmask: str, broadcast: str, iflabel: str) -> Vip:
+def parse(ip: str, nic: str, netmask: str, broadcast: str, iflabel: str,
+          preferred_lft: str = "forever") -> Vip:
     """Check the parameters' syntax and consistency; ConfigInvalid says what is wrong.
     Nothing on this host is looked at."""
+    if preferred_lft != "forever" and not (preferred_lft.isascii() and preferred_lft.isdigit()):
+        raise ConfigInvalid(f"preferred_lft {preferred_lft!r} is neither 'forever' nor a "
+                            f"number of seconds")
     try:
         family, packed = inet.parse_ip(ip)
     except ValueError as err:
@@ -172,3 +183,50 @@ def wait_for_dad(vip: Vip, deadline: float) -> None:
             raise TimeoutError(f"duplicate address detection of {vip.ip} did not finish "
                                f"before the start timeout")
         time.sleep(0.05)
+
+
+def enter_netns(name: str, script: str, action: str) -> None:
+    """Re-run this action of script inside the network namespace `name` (made by `ip netns
+    add`); nothing when name is empty or this already runs inside it. NotOnThisNode when the
+    namespace does not exist here."""
+    if not name or os.environ.get("KUTH_NETNS") == name:
+        return
+    if name.startswith(("-", ".")) or "/" in name or not name.isprintable() or len(name) > 255:
+        raise ConfigInvalid(f"network_namespace {name!r} is not a valid name")
+    if not os.path.exists(f"/run/netns/{name}"):
+        raise NotOnThisNode(f"network namespace {name!r} does not exist on this node")
+    os.environ["KUTH_NETNS"] = name
+    os.execvp("ip", ["ip", "netns", "exec", name, sys.executable, "-IS", script, action])
+
+
+def announce(vip: Vip, *, count: int, interval_ms: int, mode: str, background: bool,
+             state: StateDir, log: Logger) -> None:
+    """Tell the link where the address now lives (see ocf_lib.announce); with background,
+    the repeats come from a process whose pid is recorded so that stop can end it. A failure
+    is logged, not fatal: the address works anyway once neighbours' caches expire."""
+    from ocf_lib import announce as sender
+    from ocf_lib.state import StateError, pid_record
+    try:
+        if background:
+            pid = sender.spawn_background(vip.nic or "", vip.ip, count=count,
+                                          interval_ms=interval_ms, mode=mode)
+            if pid:
+                state.write("announcer", pid_record(pid))
+        else:
+            sender.announce(vip.nic or "", vip.ip, count=count, interval_ms=interval_ms,
+                            mode=mode)
+    except (sender.AnnounceError, StateError, OSError) as err:
+        log.warning(f"announcing {vip.ip} on {vip.nic} failed: {err}")
+
+
+def stop_announcer(state: StateDir, log: Logger) -> None:
+    """End a background announcer still sending for this resource: it would re-announce an
+    address this node no longer has. Never fails: stop must not fail over it."""
+    from ocf_lib.state import live_pid
+    try:
+        pid = live_pid(state.read("announcer"))
+        if pid is not None:
+            os.kill(pid, 9)
+        state.remove("announcer")
+    except OSError as err:
+        log.warning(f"cannot end the background announcer: {err}")

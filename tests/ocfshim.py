@@ -18,6 +18,10 @@ from netns import Netns
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AGENTS = os.path.join(REPO, "agents")
 REASON_PREFIX = "ocf-exit-reason:"
+# The executables Pacemaker runs (each imports the module of the same name in lower case).
+AGENT_NAMES = sorted(name for name in os.listdir(AGENTS)
+                     if os.path.isfile(os.path.join(AGENTS, name))
+                     and os.access(os.path.join(AGENTS, name), os.X_OK))
 # The agents' state directory (HA_RSCTMP) for this test run, removed when it ends.
 STATE_DIR = tempfile.mkdtemp(prefix="kuth-test-rsctmp-")
 atexit.register(shutil.rmtree, STATE_DIR, ignore_errors=True)

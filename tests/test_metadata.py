@@ -4,11 +4,10 @@ import subprocess
 
 import pytest
 
-from ocfshim import AGENTS, REPO
+from ocfshim import AGENT_NAMES, AGENTS, REPO
 
 DTD_DIR = "/usr/share/resource-agents"
 SAMPLE = os.path.join(os.path.dirname(__file__), "data", "sample_agent")
-AGENT_NAMES = sorted(os.listdir(AGENTS))
 
 
 def metadata_of(path):

@@ -12,15 +12,13 @@ import pytest
 
 import ocf_lib
 import package_chroot as chroot
-from ocfshim import AGENTS, REPO
+from ocfshim import AGENT_NAMES, AGENTS, REPO
 
 PACKAGE = "kuth-resource-agents"
 OCF_DIR = "/usr/lib/ocf/resource.d/kuth"
 PRIVATE_DIR = f"/usr/share/{PACKAGE}"
 DOC_DIR = f"/usr/share/doc/{PACKAGE}"
 EXAMPLE = f"{DOC_DIR}/examples/kube-apiserver-lb.crm"
-AGENT_NAMES = sorted(name for name in os.listdir(AGENTS)
-                     if os.access(os.path.join(AGENTS, name), os.X_OK))
 # Scripts that would start, stop or restart a service if a maintainer script called them.
 SERVICE_TOOLS = ("systemctl", "invoke-rc.d", "deb-systemd-invoke", "service ", "start-stop-daemon")
 
@@ -111,11 +109,12 @@ def test_package_holds_every_agent_its_man_page_the_library_and_the_docs(deb: st
                              check=True).stdout.splitlines()
     files = {line.split()[-1].lstrip("."): line.split()[0] for line in listing
              if not line.startswith("d")}
-    library = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO, "ocf_lib", "*.py")))
+    library = sorted(os.path.relpath(p, REPO) for package in ("ocf_lib", "agents")
+                     for p in glob.glob(os.path.join(REPO, package, "*.py")))
     examples = os.listdir(os.path.join(REPO, "packaging", "debian", "crm"))
     expected = ({f"{OCF_DIR}/{a}" for a in AGENT_NAMES}
                 | {f"/usr/share/man/man7/ocf_kuth_{a}.7.gz" for a in AGENT_NAMES}
-                | {f"{PRIVATE_DIR}/ocf_lib/{m}" for m in library}
+                | {f"{PRIVATE_DIR}/{m}" for m in library}
                 | {f"{DOC_DIR}/{d}" for d in ("README.Debian", "changelog.gz", "copyright")}
                 | {f"{DOC_DIR}/examples/{e}" for e in examples}
                 | {f"/usr/share/python3/runtime.d/{PACKAGE}.rtupdate",

@@ -1,0 +1,199 @@
+"""ocf:kuth:haproxy -- HAProxy under Pacemaker, monitored through its runtime API.
+
+The executable Pacemaker runs is agents/haproxy, which imports this module.
+"""
+from ocf_lib import haproxy_runtime as hx
+from ocf_lib.agent import INTEGER, OCF, STRING, TIME, Agent, Config, OcfError
+
+agent = Agent(
+    "haproxy", version="1.0",
+    shortdesc="HAProxy load balancer",
+    longdesc="""Manages an HAProxy instance. Start checks the configuration first, creates the
+runtime directories its sockets need, and returns once HAProxy answers on its runtime API with
+its listeners bound. Monitor checks that the process recorded for this resource is HAProxy
+running this configuration and that it answers `show stat` in time; it publishes the number of
+UP servers of every backend as transient node attributes (<resource>-<backend>-up) for location
+rules. Reload applies an edited configuration seamlessly (master-worker reload: listening sockets
+are handed over, established connections finish on the old worker). HAProxy runs in
+master-worker mode whatever the configuration says about `daemon`.""")
+
+agent.param("binpath", STRING, default="/usr/sbin/haproxy",
+            shortdesc="HAProxy binary",
+            longdesc="Full path of the haproxy executable.")
+agent.param("conffile", STRING, default="/etc/haproxy/haproxy.cfg", unique=True,
+            shortdesc="Configuration file",
+            longdesc="""Full path of the HAProxy configuration. It must be owned by root and not
+writable by group or others (root runs HAProxy with it).""")
+agent.param("extraconf", STRING, default="",
+            shortdesc="Extra command-line arguments",
+            longdesc="""Extra arguments for haproxy, split like a shell would split them (quotes
+respected) but never run through a shell, e.g. "-f /etc/haproxy/conf.d".""")
+agent.param("pidfile", STRING, default="", unique=True,
+            shortdesc="PID file",
+            longdesc="""Where the master process's pid is kept. Empty (the default):
+/run/kuth-haproxy/<resource>.pid, one per resource.""")
+agent.param("stats_socket", STRING, default="",
+            shortdesc="Runtime API socket used by monitor",
+            longdesc="""The unix socket monitor talks to. Empty (the default): the first `stats
+socket` of the configuration; when the configuration has none, the agent's own master socket
+(/run/kuth-haproxy/<resource>.master.sock), whose `@1` prefix reaches the current worker.""")
+agent.param("stop_grace", TIME, default=10.0,
+            shortdesc="Time for established connections on stop",
+            longdesc="""On stop HAProxy first stops listening and lets established connections
+finish for up to this long, then it is terminated. The stop timeout still bounds it all.""")
+agent.param("min_servers_up", INTEGER, default=0, minimum=0,
+            shortdesc="Fail when a backend has fewer UP servers",
+            longdesc="""0 (the default): backend health never fails the resource (before the
+kube-apiservers exist all servers are DOWN, and moving the address would not help). N > 0: monitor
+fails when any backend has fewer than N servers UP.""")
+agent.param("reload_token", STRING, default="",
+            shortdesc="Change to reload the configuration",
+            longdesc="""Not used by HAProxy. Changing it makes Pacemaker call reload, which applies
+an edited configuration without moving the address or dropping connections:
+crm resource param <resource> set reload_token "$(date +%s)".""")
+
+
+# -- helpers shared by the actions ---------------------------------------------------------
+
+def instance(cfg: Config) -> hx.Instance:
+    """This resource's haproxy: binary, configuration, pidfile and sockets."""
+    try:
+        return hx.Instance(cfg.env.instance, cfg.binpath, cfg.conffile, cfg.extraconf,
+                           cfg.pidfile, cfg.stats_socket)
+    except hx.ConfigInvalid as err:
+        raise OcfError(OCF.ERR_CONFIGURED, str(err)) from None
+
+
+def check_installed(ha: hx.Instance) -> None:
+    """The binary and the configuration are present and safe on this node."""
+    try:
+        ha.check_files()
+    except hx.NotInstalled as err:
+        raise OcfError(OCF.ERR_INSTALLED, str(err)) from None
+    except hx.UnsafeFile as err:
+        raise OcfError(OCF.ERR_ARGS, str(err)) from None
+
+
+def check_config(ha: hx.Instance, cfg: Config) -> None:
+    """`haproxy -c` accepts the configuration; else ERR_CONFIGURED with haproxy's own words."""
+    try:
+        problem = ha.config_problem(timeout=cfg.env.remaining())
+    except hx.ConfigInvalid as err:  # extraconf
+        raise OcfError(OCF.ERR_CONFIGURED, str(err)) from None
+    if problem:
+        raise OcfError(OCF.ERR_CONFIGURED, f"haproxy -c: {problem}")
+
+
+def answers(cfg: Config, ha: hx.Instance) -> list[dict[str, str]]:
+    """`show stat` from the running haproxy, bounded to leave time before Pacemaker's
+    timeout: a frozen haproxy is a reported error, never a hanging monitor."""
+    try:
+        return ha.show_stat(timeout=min(10.0, max(cfg.env.remaining() / 2, 0.5)))
+    except hx.RuntimeApiError as err:
+        raise OcfError(OCF.ERR_GENERIC, f"haproxy (pid {ha.master_pid()}) does not answer on "
+                                        f"its runtime API: {err}") from None
+
+
+# -- actions -------------------------------------------------------------------------------
+
+@agent.action("start", timeout=60, locked=True)
+def start(cfg: Config) -> int:
+    ha = instance(cfg)
+    check_installed(ha)
+    check_config(ha, cfg)
+    if ha.master_pid():
+        return monitor(cfg)
+    try:
+        ha.launch(deadline=cfg.env.deadline)
+    except hx.LaunchFailed as err:
+        raise OcfError(OCF.ERR_GENERIC, str(err)) from None
+    cfg.log.info(f"started haproxy (pid {ha.master_pid()}) with {ha.conffile}")
+    return OCF.SUCCESS
+
+
+@agent.action("stop", timeout=60, locked=True)
+def stop(cfg: Config) -> int:
+    try:
+        ha = instance(cfg)
+    except OcfError:
+        return OCF.SUCCESS  # a configuration that cannot work never started anything
+    left = ha.stop(grace=min(cfg.stop_grace, cfg.env.remaining() / 2),
+                   deadline=cfg.env.deadline)
+    if left:
+        raise OcfError(OCF.ERR_GENERIC, f"haproxy processes {left} survived SIGKILL")
+    hx.clear_backend_attributes(ha.state, cfg.log)
+    cfg.log.info(f"stopped haproxy with {ha.conffile}")
+    return OCF.SUCCESS
+
+
+@agent.action("monitor", timeout=20, interval=20, depth=0, aliases=("status",))
+def monitor(cfg: Config) -> int:
+    try:
+        ha = instance(cfg)
+    except OcfError:
+        if cfg.env.is_probe:
+            return OCF.NOT_RUNNING
+        raise
+    if not ha.master_pid():
+        return probe_foreign(cfg, ha) if cfg.env.is_probe else OCF.NOT_RUNNING
+    rows = answers(cfg, ha)
+    if cfg.env.check_level >= 10:
+        closed = hx.closed_frontends(rows)
+        if closed:
+            raise OcfError(OCF.ERR_GENERIC, f"frontends not listening: {', '.join(closed)}")
+    return backend_health(cfg, rows)
+
+
+agent.advertise("monitor", timeout=20, interval=60, depth=10)
+
+
+def probe_foreign(cfg: Config, ha: hx.Instance) -> int:
+    """A probe tells the truth about an haproxy running this configuration that Pacemaker did
+    not start (Debian's haproxy.service, say): it is running, and the reason says who."""
+    foreign = ha.foreign_pids()
+    if not foreign:
+        return OCF.NOT_RUNNING
+    return agent.exit_reason(OCF.SUCCESS, f"haproxy with {ha.conffile} runs outside Pacemaker "
+                                          f"(pids {foreign}; haproxy.service?): disable it with "
+                                          f"`systemctl disable --now haproxy`")
+
+
+def backend_health(cfg: Config, rows: list[dict[str, str]]) -> int:
+    """Publish UP-server counts per backend; fail only below min_servers_up (opt-in)."""
+    counts = hx.backend_servers_up(rows)
+    if not cfg.env.is_probe:
+        hx.publish_backend_attributes(cfg.env.state(), cfg.env.instance, counts, cfg.log)
+    if cfg.min_servers_up:
+        short = [f"{name} {up}/{total}" for name, (up, total) in counts.items()
+                 if up < cfg.min_servers_up]
+        if short:
+            raise OcfError(OCF.ERR_GENERIC, f"fewer than {cfg.min_servers_up} servers UP in: "
+                                            f"{', '.join(short)}")
+    return OCF.SUCCESS
+
+
+@agent.action("reload", timeout=60, locked=True)
+def reload(cfg: Config) -> int:
+    ha = instance(cfg)
+    check_installed(ha)
+    check_config(ha, cfg)
+    if not ha.master_pid():
+        raise OcfError(OCF.NOT_RUNNING, "haproxy is not running; nothing to reload")
+    try:
+        ha.reload(deadline=cfg.env.deadline)
+    except hx.LaunchFailed as err:
+        raise OcfError(OCF.ERR_GENERIC, str(err)) from None
+    cfg.log.info(f"reloaded haproxy with {ha.conffile}")
+    return OCF.SUCCESS
+
+
+@agent.action("validate-all", timeout=20)
+def validate_all(cfg: Config) -> int:
+    ha = instance(cfg)
+    check_installed(ha)
+    check_config(ha, cfg)
+    if ha.foreign_pids():
+        cfg.log.warning(f"haproxy with {ha.conffile} also runs outside Pacemaker "
+                        f"(haproxy.service?); disable it on cluster nodes")
+    return OCF.SUCCESS
+

@@ -1,0 +1,239 @@
+"""ocf:kuth:IPaddr2 -- a floating IPv4 or IPv6 address that Pacemaker moves between nodes.
+
+Drop-in for ocf:heartbeat:IPaddr2 (same parameter names and defaults), minus CLUSTERIP.
+The executable Pacemaker runs is agents/IPaddr2, which imports this module.
+"""
+import os
+import sys
+
+from ocf_lib import vip as vips
+from ocf_lib.agent import BOOLEAN, INTEGER, OCF, STRING, Agent, Config, OcfError
+
+agent = Agent(
+    "IPaddr2", version="1.0",
+    shortdesc="Floating IPv4/IPv6 address",
+    longdesc="""Manages a floating IP address (IPv4 or IPv6) with iproute2: adds it to an
+interface on start, announces it to the link (gratuitous ARP for IPv4, unsolicited neighbour
+advertisements for IPv6, sent by the agent itself), watches it on monitor and removes it on stop.
+Parameters and defaults follow ocf:heartbeat:IPaddr2, so a configuration moves over by changing
+the provider. CLUSTERIP clones are not supported (the kernel dropped ipt_CLUSTERIP).""")
+
+agent.param("ip", STRING, required=True, unique=True,
+            shortdesc="IPv4 or IPv6 address",
+            longdesc="The floating address, e.g. 192.168.4.20 or 2001:db8::20, without a prefix.")
+agent.param("nic", STRING, default="",
+            shortdesc="Network interface",
+            longdesc="""The interface to add the address to, e.g. eth0 or enp0s3.41. It must exist
+on every node that may run the resource. Empty: the interface whose on-link route covers the
+address (like findif). A link-local address needs it.""")
+agent.param("cidr_netmask", STRING, default="",
+            shortdesc="Prefix length (CIDR netmask)",
+            longdesc="""The prefix length, e.g. 24 (IPv4 also accepts a dotted netmask such as
+255.255.255.0). Empty: the prefix of the on-link route that covers the address.""")
+agent.param("netmask", STRING, default="",
+            shortdesc="Deprecated alias of cidr_netmask",
+            longdesc="Old name of cidr_netmask, still read when cidr_netmask is empty.")
+agent.param("broadcast", STRING, default="",
+            shortdesc="Broadcast address (IPv4)",
+            longdesc="""The IPv4 broadcast address. Empty or '+': the network's highest address
+(none for /31 and /32); '-': no broadcast address.""")
+agent.param("iflabel", STRING, default="",
+            shortdesc="Interface label (IPv4)",
+            longdesc="""A label for the address, shown as nic:iflabel by `ip addr` and ifconfig.
+nic:iflabel must fit in 15 characters. IPv4 only.""")
+agent.param("arp_count", INTEGER, default=5, minimum=1, maximum=1000,
+            shortdesc="Announcements on start",
+            longdesc="How many gratuitous ARP / unsolicited NA packets start sends.")
+agent.param("arp_interval", INTEGER, default=200, minimum=1, maximum=60000,
+            shortdesc="Milliseconds between announcements",
+            longdesc="The pause between two announcement packets, in milliseconds.")
+agent.param("arp_count_refresh", INTEGER, default=0, minimum=0, maximum=1000,
+            shortdesc="Announcements on each monitor",
+            longdesc="""How many announcements every monitor sends again, for switches that
+forget. 0 (the default) sends none.""")
+agent.param("arp_bg", BOOLEAN, default=True,
+            shortdesc="Repeat announcements in the background",
+            longdesc="""true: start sends the first announcement itself and leaves the repeats to a
+background process, so the link learns the new owner before start returns and start does not
+wait arp_count x arp_interval. false: start sends them all before it returns. (The heartbeat
+agent's default is false for IPv6; here both families default to true.)""")
+agent.param("arp_sender", STRING, default="",
+            choices=("send_arp", "ipoibarping", "iputils_arping", "libnet_arping"),
+            shortdesc="ARP sender program (accepted for compatibility)",
+            longdesc="""Accepted for compatibility with ocf:heartbeat:IPaddr2; this agent always
+sends announcements itself over a packet socket and runs no helper program.""")
+agent.param("send_arp_opts", STRING, default="",
+            shortdesc="Announcement mode options",
+            longdesc="""'-A' sends ARP replies instead of ARP requests (what `arping -A` and
+send_arp -A do), for switches or hosts that ignore gratuitous requests; '-U' keeps requests.
+Other send_arp options are ignored.""")
+agent.param("flush_routes", BOOLEAN, default=False,
+            shortdesc="Flush the route cache after changes",
+            longdesc="Flush the kernel's route cache after adding or removing the address.")
+agent.param("run_arping", BOOLEAN, default=False,
+            shortdesc="Refuse an address already in use (IPv4)",
+            longdesc="""Before adding an IPv4 address, ask the link whether another host already
+answers for it (ARP probe, RFC 5227); if one does, start fails and names its MAC address.""")
+agent.param("nodad", BOOLEAN, default=False,
+            shortdesc="Skip IPv6 duplicate address detection",
+            longdesc="""Add an IPv6 address without duplicate address detection, so it is usable at
+once. By default start waits for DAD and fails when another host has the address.""")
+agent.param("noprefixroute", BOOLEAN, default=False,
+            shortdesc="Add no prefix route",
+            longdesc="Do not create the route for the network prefix of the address.")
+agent.param("preferred_lft", STRING, default="forever",
+            shortdesc="Preferred lifetime",
+            longdesc="""The preferred lifetime of the address in seconds, or 'forever'. 0 makes an
+IPv6 address deprecated: it is served but not chosen as a source address.""")
+agent.param("network_namespace", STRING, default="",
+            shortdesc="Network namespace",
+            longdesc="""Run every action inside this existing network namespace (as made by
+`ip netns add`); nic must be an interface of that namespace.""")
+agent.param("check_link_status", BOOLEAN, default=True,
+            shortdesc="Fail when the link has no carrier",
+            longdesc="""Monitor reports a failure when the interface has no carrier (cable out,
+switch port down), so the address moves to a node whose link works.""")
+
+
+# -- helpers shared by the actions ---------------------------------------------------------
+
+def configured(cfg: Config) -> vips.Vip:
+    """The address as configured (inside network_namespace when set): ERR_CONFIGURED when
+    the parameters cannot work anywhere, ERR_ARGS when the namespace is missing here."""
+    if cfg.env.clone and cfg.env.clone_max > 1:
+        raise OcfError(OCF.ERR_CONFIGURED, "CLUSTERIP clones are not supported (the kernel "
+                                           "dropped ipt_CLUSTERIP); run one primitive instead")
+    try:
+        vips.enter_netns(cfg.network_namespace, os.path.realpath(sys.argv[0]), cfg.env.action)
+        return vips.parse(cfg.ip, cfg.nic, cfg.cidr_netmask or cfg.netmask, cfg.broadcast,
+                          cfg.iflabel, cfg.preferred_lft)
+    except vips.ConfigInvalid as err:
+        raise OcfError(OCF.ERR_CONFIGURED, str(err)) from None
+    except vips.NotOnThisNode as err:
+        raise OcfError(OCF.ERR_ARGS, str(err)) from None
+
+
+def on_this_node(cfg: Config) -> vips.Vip:
+    """The address with nic and prefix known; ERR_ARGS when this node cannot host it."""
+    vip = configured(cfg)
+    try:
+        return vips.complete(vip)
+    except vips.ConfigInvalid as err:
+        raise OcfError(OCF.ERR_CONFIGURED, str(err)) from None
+    except vips.NotOnThisNode as err:
+        raise OcfError(OCF.ERR_ARGS, str(err)) from None
+
+
+def announce(cfg: Config, vip: vips.Vip, count: int, background: bool) -> None:
+    mode = "reply" if "-A" in cfg.send_arp_opts.split() else "request"
+    vips.announce(vip, count=count, interval_ms=cfg.arp_interval, mode=mode,
+                  background=background, state=cfg.env.state(), log=cfg.log)
+
+
+# -- actions -------------------------------------------------------------------------------
+
+@agent.action("start", timeout=20, locked=True)
+def start(cfg: Config) -> int:
+    vip = on_this_node(cfg)
+    if vips.served(vip):
+        return OCF.SUCCESS
+    from ocf_lib import iproute
+    if cfg.run_arping and not vip.is_ipv6:
+        from ocf_lib import announce as sender
+        try:
+            owner = sender.arp_probe(vip.nic, vip.ip)
+        except sender.AnnounceError as err:
+            raise OcfError(OCF.ERR_GENERIC, f"run_arping: {err}") from None
+        if owner:
+            raise OcfError(OCF.ERR_GENERIC, f"{vip.ip} is already in use on {vip.nic} by "
+                                            f"{owner.hex(':')}; refusing to add it")
+    try:
+        iproute.add_address(vip.nic, vip.ip, vip.prefixlen, broadcast=vips.broadcast_for(vip),
+                            label=vip.label, nodad=cfg.nodad, noprefixroute=cfg.noprefixroute,
+                            preferred_lft=cfg.preferred_lft)
+        iproute.set_link_up(vip.nic)
+    except iproute.IprouteError as err:
+        raise OcfError(OCF.ERR_GENERIC, f"adding {vip}: {err}") from None
+    if vip.is_ipv6 and not cfg.nodad:
+        try:
+            vips.wait_for_dad(vip, cfg.env.deadline)
+        except (vips.DadFailed, TimeoutError) as err:
+            remove(vip)
+            raise OcfError(OCF.ERR_GENERIC, str(err)) from None
+    if monitor_served(cfg, vip) != OCF.SUCCESS:
+        raise OcfError(OCF.ERR_GENERIC, f"{vip} is not served after adding it")
+    if cfg.flush_routes:
+        iproute.flush_route_cache(vip.family)
+    announce(cfg, vip, cfg.arp_count, cfg.arp_bg)
+    cfg.log.info(f"started {vip}")
+    return OCF.SUCCESS
+
+
+def remove(vip: vips.Vip) -> None:
+    from ocf_lib import iproute
+    iproute.delete_address(vip.nic, vip.ip, vip.prefixlen)
+
+
+@agent.action("stop", timeout=20, locked=True)
+def stop(cfg: Config) -> int:
+    vips.stop_announcer(cfg.env.state(), cfg.log)
+    try:
+        vip = configured(cfg)
+    except OcfError as err:  # a configuration that cannot work here never started
+        cfg.log.info(f"{err.reason}: this resource cannot be running")
+        return OCF.SUCCESS
+    found = vips.served(vip)
+    if found is None:
+        return OCF.SUCCESS
+    address, link = found
+    vip.nic, vip.prefixlen = link.name, address.prefixlen
+    from ocf_lib import iproute
+    try:
+        remove(vip)
+    except iproute.IprouteError as err:
+        if vips.served(vip):
+            raise OcfError(OCF.ERR_GENERIC, f"removing {vip}: {err}") from None
+    if cfg.flush_routes:
+        iproute.flush_route_cache(vip.family)
+    cfg.log.info(f"stopped {vip}")
+    return OCF.SUCCESS
+
+
+@agent.action("monitor", timeout=20, interval=10, depth=0, aliases=("status",))
+def monitor(cfg: Config) -> int:
+    try:
+        vip = configured(cfg)
+    except OcfError as err:  # a configuration that cannot work here was never started
+        if cfg.env.is_probe or err.code == OCF.ERR_ARGS:
+            return OCF.NOT_RUNNING
+        raise
+    code = monitor_served(cfg, vip)
+    if code == OCF.SUCCESS and cfg.arp_count_refresh > 0 and not cfg.env.is_probe:
+        announce(cfg, vip, cfg.arp_count_refresh, background=False)
+    return code
+
+
+def monitor_served(cfg: Config, vip: vips.Vip) -> int:
+    """SUCCESS when the address is on its nic with its prefix and the link works."""
+    found = vips.served(vip)
+    if found is None:
+        return OCF.NOT_RUNNING
+    address, link = found
+    vip.nic = link.name
+    if address.dadfailed:
+        raise OcfError(OCF.ERR_GENERIC, f"{vip.ip} on {link.name} failed duplicate address "
+                                        f"detection: another host has it")
+    if cfg.check_link_status and not (link.up and link.lower_up):
+        raise OcfError(OCF.ERR_GENERIC, f"{link.name} has no carrier (link down); "
+                                        f"{vip.ip} is unreachable there")
+    return OCF.SUCCESS
+
+
+@agent.action("validate-all", timeout=20)
+def validate_all(cfg: Config) -> int:
+    on_this_node(cfg)
+    from ocf_lib.command import installed
+    if not installed("ip"):
+        raise OcfError(OCF.ERR_INSTALLED, "ip (iproute2) is not installed on this node")
+    return OCF.SUCCESS
+
