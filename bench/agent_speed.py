@@ -229,9 +229,16 @@ def agent_parameters(path: Path) -> set[str]:
     return {p.get("name", "") for p in ET.fromstring(out.stdout).iter("parameter")}
 
 
+def agent_sources(path: Path) -> list[Path]:
+    """The agent and what it runs from its checkout: the Python modules beside it (the
+    executable may be a launcher) and the ocf_lib next to its directory, when there is one."""
+    return [path, *sorted(path.parent.glob("*.py")),
+            *sorted((path.parent.parent / "ocf_lib").glob("*.py"))]
+
+
 def describe_version(path: Path) -> str:
     """Where the agent comes from: its Debian package, else the checkout's commit, marked
-    when the agent or the ocf_lib it imports from that checkout has uncommitted changes."""
+    when any of its sources there has uncommitted changes."""
     owner = subprocess.run(["dpkg-query", "-S", str(path)], capture_output=True, text=True)
     if owner.returncode == 0:
         package = owner.stdout.split(":")[0]
@@ -243,18 +250,18 @@ def describe_version(path: Path) -> str:
                             text=True).stdout.strip()
     if not commit:
         return "not in a package or git"
-    sources = [path.name, *(["../ocf_lib"] if (path.parent.parent / "ocf_lib").is_dir() else [])]
+    sources = [str(source) for source in agent_sources(path)]
     dirty = subprocess.run([*git, "status", "--porcelain", "--", *sources],
                            capture_output=True, text=True).stdout.strip()
     return f"git {commit}" + (" + uncommitted changes" if dirty else "")
 
 
 def source_digest(path: Path) -> str:
-    """A hash of the agent and of the ocf_lib beside it (when there is one): the agent
-    may be edited in this checkout while it is being measured."""
+    """A hash of the agent's sources: it may be edited in this checkout while it is being
+    measured."""
     import hashlib
     digest = hashlib.sha256()
-    for source in (path, *sorted((path.parent.parent / "ocf_lib").glob("*.py"))):
+    for source in agent_sources(path):
         digest.update(source.read_bytes())
     return digest.hexdigest()
 
