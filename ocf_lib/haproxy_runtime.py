@@ -126,10 +126,12 @@ class Instance:
         return [master, *children]
 
     def foreign_pids(self) -> list[int]:
-        """haproxy processes running this configuration that this resource did not start."""
+        """haproxy processes running this configuration on this host that this resource did
+        not start."""
         ours = set(self.our_pids())
+        here = _net_namespace("self")
         return [p.pid for p in process.find_haproxy(self.binpath, self.conffile)
-                if p.pid not in ours]
+                if p.pid not in ours and _net_namespace(str(p.pid)) == here]
 
     # -- runtime API --------------------------------------------------------------------------
 
@@ -324,6 +326,19 @@ def _attrd_updater(args: list[str], log: Logger) -> bool:
     if result.rc != 0:
         log.warning(f"attrd_updater {' '.join(args)}: {result.stderr.strip()}")
     return result.rc == 0
+
+
+def _net_namespace(pid: str) -> str:
+    """The network namespace of a process ("" once it is gone). /proc also shows the
+    processes of containers and of the other nodes of a cluster run on one machine
+    (tests/cluster.py): an haproxy in another network namespace is another host's, with its
+    own listeners and its own haproxy.cfg at the same path; it is neither a conflict to
+    report nor a process to stop. (Not the mount namespace: Debian's haproxy.service runs in
+    one of its own, for its BindReadOnlyPaths.)"""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net")
+    except OSError:
+        return ""
 
 
 def _unlink(path: str) -> None:
