@@ -2,8 +2,10 @@
 
 The executable Pacemaker runs is agents/haproxy, which imports this module.
 """
+import os
+
 from ocf_lib import haproxy_runtime as hx
-from ocf_lib.agent import INTEGER, OCF, STRING, TIME, Agent, Config, OcfError
+from ocf_lib.agent import BOOLEAN, INTEGER, OCF, STRING, TIME, Agent, Config, OcfError
 
 agent = Agent(
     "haproxy", version="1.0",
@@ -46,6 +48,12 @@ agent.param("min_servers_up", INTEGER, default=0, minimum=0,
             longdesc="""0 (the default): backend health never fails the resource (before the
 kube-apiservers exist all servers are DOWN, and moving the address would not help). N > 0: monitor
 fails when any backend has fewer than N servers UP.""")
+agent.param("watch", BOOLEAN, default=True,
+            shortdesc="Report a crash at once",
+            longdesc="""true: a watcher process waits for the HAProxy master to exit and, unless
+an action of this resource or maintenance explains it, tells Pacemaker at once
+(crm_resource --fail), so recovery starts within a fraction of a second instead of at the next
+monitor. The monitor remains the safety net. false: only the monitor notices.""")
 agent.param("reload_token", STRING, default="",
             shortdesc="Change to reload the configuration",
             longdesc="""Not used by HAProxy. Changing it makes Pacemaker call reload, which applies
@@ -94,6 +102,19 @@ def answers(cfg: Config, ha: hx.Instance) -> list[dict[str, str]]:
                                         f"its runtime API: {err}") from None
 
 
+def keep_watch(cfg: Config, ha: hx.Instance) -> None:
+    """A watcher of the running master, when Pacemaker runs us (it has a node to report)."""
+    node = os.environ.get("OCF_RESKEY_CRM_meta_on_node")
+    master = ha.master_pid()
+    if not (cfg.watch and node and master):
+        return
+    from ocf_lib import watcher
+    try:
+        watcher.ensure(ha.state, resource=cfg.env.instance, node=node, pid=master)
+    except OSError as err:  # the monitor still notices what the watcher would have
+        cfg.log.warning(f"cannot start the crash watcher: {err}")
+
+
 # -- actions -------------------------------------------------------------------------------
 
 @agent.action("start", timeout=60, locked=True)
@@ -107,6 +128,7 @@ def start(cfg: Config) -> int:
         ha.launch(deadline=cfg.env.deadline)
     except hx.LaunchFailed as err:
         raise OcfError(OCF.ERR_GENERIC, str(err)) from None
+    keep_watch(cfg, ha)
     cfg.log.info(f"started haproxy (pid {ha.master_pid()}) with {ha.conffile}")
     return OCF.SUCCESS
 
@@ -117,6 +139,8 @@ def stop(cfg: Config) -> int:
         ha = instance(cfg)
     except OcfError:
         return OCF.SUCCESS  # a configuration that cannot work never started anything
+    from ocf_lib import watcher
+    watcher.end(ha.state)
     left = ha.stop(grace=min(cfg.stop_grace, cfg.env.remaining() / 2),
                    deadline=cfg.env.deadline)
     if left:
@@ -137,6 +161,8 @@ def monitor(cfg: Config) -> int:
     if not ha.master_pid():
         return probe_foreign(cfg, ha) if cfg.env.is_probe else OCF.NOT_RUNNING
     rows = answers(cfg, ha)
+    if not cfg.env.is_probe:
+        keep_watch(cfg, ha)
     if cfg.env.check_level >= 10:
         closed = hx.closed_frontends(rows)
         if closed:
@@ -183,6 +209,7 @@ def reload(cfg: Config) -> int:
         ha.reload(deadline=cfg.env.deadline)
     except hx.LaunchFailed as err:
         raise OcfError(OCF.ERR_GENERIC, str(err)) from None
+    keep_watch(cfg, ha)
     cfg.log.info(f"reloaded haproxy with {ha.conffile}")
     return OCF.SUCCESS
 

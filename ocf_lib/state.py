@@ -77,6 +77,21 @@ class StateDir:
     def remove(self, suffix: str) -> None:
         _unlink(self.path(suffix))
 
+    def recorded_pid(self, suffix: str) -> int | None:
+        """The pid recorded (with pid_record) under suffix, if that very process still runs."""
+        return live_pid(self.read(suffix))
+
+    def end_recorded(self, suffix: str) -> None:
+        """SIGKILL the helper process recorded under suffix (if it still runs) and forget it.
+        A pid reused by another process since is left alone."""
+        pid = self.recorded_pid(suffix)
+        if pid is not None:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        self.remove(suffix)
+
     def lock(self, deadline: float) -> "ResourceLock":
         """Hold the resource's lock until released; wait for it until `deadline`
         (time.monotonic()). Pacemaker never runs two actions of one resource at once on a node,
@@ -122,9 +137,9 @@ def _unlink(path: str) -> None:
 
 
 def process_start_time(pid: int) -> str | None:
-    """Field 22 of /proc/PID/stat (start time in clock ticks since boot), None when the process
-    is gone. Recorded next to a pid so that a pid reused by another process is not mistaken
-    for ours."""
+    """Field 22 of /proc/PID/stat (start time in clock ticks since boot), None when the
+    process is gone (or a zombie). Recorded next to a pid so that a pid reused by another
+    process is not mistaken for ours."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             data = stat.read()
@@ -132,7 +147,9 @@ def process_start_time(pid: int) -> str | None:
         return None
     # The command name (field 2) is in parentheses and may contain spaces: split after it.
     fields = data[data.rfind(b")") + 2:].split()
-    return fields[19].decode() if len(fields) > 19 else None
+    if len(fields) <= 19 or fields[0] == b"Z":  # a zombie has ended, only not been reaped
+        return None
+    return fields[19].decode()
 
 
 def pid_record(pid: int) -> str:

@@ -222,11 +222,7 @@ def announce(vip: Vip, *, count: int, interval_ms: int, mode: str, background: b
 def stop_announcer(state: StateDir, log: Logger) -> None:
     """End a background announcer still sending for this resource: it would re-announce an
     address this node no longer has. Never fails: stop must not fail over it."""
-    from ocf_lib.state import live_pid
     try:
-        pid = live_pid(state.read("announcer"))
-        if pid is not None:
-            os.kill(pid, 9)
-        state.remove("announcer")
+        state.end_recorded("announcer")
     except OSError as err:
         log.warning(f"cannot end the background announcer: {err}")

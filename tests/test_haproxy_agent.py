@@ -1,71 +1,16 @@
 """ocf:kuth:haproxy driven for real: Debian's haproxy inside a node with its own network
 namespace and a fresh /run (as after boot: no /run/haproxy), the guide's configuration with
 test addresses (frontend 198.18.1.1, kube-apiserver stand-ins on 198.18.2.1-3)."""
-import json
 import os
-import socket
-import stat
 import subprocess
 import time
 
 import pytest
 
-from haproxy_lab import FRONT, SERVERS, HaproxyLab, freeze, guide_config_for_test, wait_for
-from ocfshim import AGENTS, HEAVY_MODULES, assert_clean_failure, imported_modules, run_agent
+from haproxy_lab import FRONT, SERVERS, SOCKET, HaNode, freeze, guide_config_for_test, wait_for
+from ocfshim import AGENTS, HEAVY_MODULES, assert_clean_failure, imported_modules
 
 from ocf_lib import process
-
-SOCKET = "/run/haproxy/admin.sock"
-
-
-class HaNode:
-    """A node with the lab's servers and a haproxy config whose socket is in /run/haproxy."""
-
-    def __init__(self, node, workdir):
-        self.node = node
-        self.lab = HaproxyLab(node, workdir)
-        self.config = str(self.lab.config)
-        self.write_config(guide_config_for_test(SOCKET))
-
-    def write_config(self, text, mode=0o644):
-        with open(self.config, "w") as f:
-            f.write(text)
-        os.chmod(self.config, mode)
-
-    def agent(self, action, interval_ms=None, **params):
-        extra = params.pop("extra", None)
-        timeout_ms = params.pop("timeout_ms", 20000)
-        return run_agent("haproxy", action, {"conffile": self.config, **params}, ns=self.node,
-                         interval_ms=interval_ms, timeout_ms=timeout_ms, extra=extra)
-
-    def haproxy_pids(self):
-        """Live haproxy processes in the node (zombies not yet reaped by init excluded)."""
-        out = self.node.run("pgrep", "-x", "haproxy", check=False).stdout
-        return sorted(int(p) for p in out.split() if process.alive(int(p)))
-
-    def http(self, port, path="/", auth=True):
-        """Status of an HTTP GET to the frontend address from inside the node."""
-        code = ("import urllib.request,base64,sys\n"
-                f"r=urllib.request.Request('http://{FRONT}:{port}{path}')\n"
-                + ("r.add_header('Authorization','Basic '+base64.b64encode(b'admin:admin').decode())\n"
-                   if auth else "")
-                + "print(urllib.request.urlopen(r,timeout=5).status)")
-        return self.node.run("/usr/bin/python3", "-c", code, check=False).stdout.strip()
-
-    def connect(self, port=6443):
-        """A TCP connection through haproxy, opened from inside the node; returns the client
-        process, which sends an HTTP request when told on stdin and prints the answer."""
-        code = ("import socket,sys\n"
-                f"s=socket.create_connection(('{FRONT}',{port}),timeout=30)\n"
-                "print('open',flush=True)\n"
-                "sys.stdin.readline()\n"
-                "s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\n"
-                "print(s.recv(100).split(b'\\r\\n')[0].decode(),flush=True)\n")
-        proc = self.node.popen("/usr/bin/python3", "-c", code, stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().strip() == "open"
-        return proc
-
 
 @pytest.fixture
 def ha(netns_pool, tmp_path):

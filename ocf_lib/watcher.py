@@ -1,0 +1,198 @@
+"""Tell Pacemaker at once when a process it manages dies, instead of at the next monitor.
+
+With the guide's `op monitor interval=20`, Pacemaker learns that haproxy died up to 20 s
+late. The agent's start leaves a watcher behind: a small process blocked in poll() on a
+pidfd of the process (no polling loop, no CPU while it waits). When the process exits and no
+action of the resource is under way (stop and reload hold the resource's lock), and the
+cluster, the node and the resource are not in maintenance or unmanaged, the watcher runs
+`crm_resource --fail` for the resource on this node, and Pacemaker recovers it at once
+according to on-fail and migration-threshold. The recurring monitor stays the safety net: a
+watcher that dies changes nothing but the delay.
+
+The watcher also waits on a pidfd of pacemaker-execd (the agent's parent): when the node
+leaves the cluster, the watcher leaves too. It runs this file as a script, so that `ps`
+shows what it is (`kuth-watcher` in its command line).
+"""
+from __future__ import annotations
+
+import os
+import select
+import sys
+import time
+
+MARK = "kuth-watcher"
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ocf_lib.state import StateDir
+
+
+def spawn(lib_root: str, *, resource: str, node: str, pid: int, guardian: int,
+          lock_path: str) -> int:
+    """Start a detached watcher of pid for resource on node; return the watcher's pid.
+    guardian is a process whose end means the cluster is gone here (0: none)."""
+    argv = [sys.executable, "-IS", os.path.join(lib_root, "ocf_lib", "watcher.py"), MARK,
+            lib_root, resource, node, str(pid), str(guardian), lock_path]
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # first child: detach, start the watcher, report its pid, leave
+        status = 1
+        try:
+            os.setsid()
+            watcher = os.fork()
+            if watcher == 0:
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(devnull, fd)
+                os.closerange(3, 65536)
+                os.execv(argv[0], argv)
+            os.write(write_end, str(watcher).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with open(read_end, "rb") as pipe:
+        reported = pipe.read()
+    os.waitpid(child, 0)
+    if not reported.isdigit():
+        raise OSError(f"could not start the {MARK} for {resource}")
+    return int(reported)
+
+
+def ensure(state: StateDir, *, resource: str, node: str, pid: int) -> None:
+    """Make sure a watcher of pid, of this version of the library, runs for resource: none
+    yet, a dead one, one of an older package version (after an upgrade) or one of an earlier
+    pid (after a restart) is replaced. Cheap when nothing needs doing: two small reads."""
+    from ocf_lib import __version__
+    from ocf_lib.state import pid_record
+    wanted = f"{__version__} {pid}"
+    if state.recorded_pid("watcher") and state.read("watcher-of") == wanted:
+        return
+    state.end_recorded("watcher")
+    lib_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    watcher = spawn(lib_root, resource=resource, node=node, pid=pid, guardian=os.getppid(),
+                    lock_path=state.path("lock"))
+    state.write("watcher", pid_record(watcher))
+    state.write("watcher-of", wanted)
+
+
+def end(state: StateDir) -> None:
+    """Stop watching (before an intended stop): the watcher goes without reporting."""
+    state.end_recorded("watcher")
+    state.remove("watcher-of")
+
+
+def watch(resource: str, node: str, pid: int, guardian: int, lock_path: str) -> str:
+    """Wait for pid (or the guardian) to end; report the failure when it should be. Returns
+    what happened, for the log."""
+    try:
+        watched = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return f"process {pid} already gone"
+    poller = select.poll()
+    poller.register(watched, select.POLLIN)
+    if guardian > 1:
+        try:
+            poller.register(os.pidfd_open(guardian), select.POLLIN)
+        except ProcessLookupError:
+            return "the cluster is gone"
+    while True:
+        try:
+            ready = [fd for fd, _ in poller.poll()]
+            break
+        except InterruptedError:
+            continue
+    if watched not in ready:
+        return "the cluster is gone"
+    if action_under_way(lock_path):
+        return f"process {pid} ended during an action of {resource}"
+    quiet = cluster_says_quiet(resource, node)
+    if quiet:
+        return f"process {pid} ended; not reported: {quiet}"
+    return report_failure(resource, node, pid)
+
+
+def action_under_way(lock_path: str) -> bool:
+    """True while start, stop or reload of the resource holds its lock (they take it before
+    they touch the process)."""
+    import fcntl
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def cluster_says_quiet(resource: str, node: str) -> str:
+    """Why a failure must not be reported ('' when it must): maintenance of the cluster, of
+    this node or of the resource, or an unmanaged resource. Read from crm_mon's XML; when
+    crm_mon cannot tell, report anyway (Pacemaker itself ignores failures it should)."""
+    from ocf_lib.command import CommandTimeout, run
+    try:
+        result = run(["crm_mon", "--one-shot", "--output-as=xml", "--inactive"], timeout=10)
+    except (OSError, CommandTimeout):
+        return ""
+    if result.rc != 0:
+        return ""
+    return quiet_reason(result.stdout, resource, node)
+
+
+def quiet_reason(xml: str, resource: str, node: str) -> str:
+    """quiet reason from crm_mon XML (pure, for tests)."""
+    import xml.etree.ElementTree as ElementTree
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError:
+        return ""
+    options = root.find("summary/cluster_options")
+    if options is not None and options.get("maintenance-mode") == "true":
+        return "the cluster is in maintenance mode"
+    for element in root.iter("node"):
+        if element.get("name") == node and element.get("maintenance") == "true":
+            return f"node {node} is in maintenance"
+    base = resource.split(":", 1)[0]
+    for element in root.iter("resource"):
+        if element.get("id", "").split(":", 1)[0] != base:
+            continue
+        if element.get("managed") == "false":
+            return f"{base} is unmanaged"
+        if element.get("maintenance") == "true":
+            return f"{base} is in maintenance"
+    return ""
+
+
+def report_failure(resource: str, node: str, pid: int) -> str:
+    """crm_resource --fail: Pacemaker records the failure and recovers the resource."""
+    from ocf_lib.command import CommandTimeout, run
+    try:
+        result = run(["crm_resource", "--fail", "--resource", resource, "--node", node],
+                     timeout=20)
+    except (OSError, CommandTimeout) as err:
+        return f"process {pid} ended; crm_resource --fail failed: {err}"
+    if result.rc != 0:
+        return f"process {pid} ended; crm_resource --fail: {result.stderr.strip()}"
+    return f"process {pid} ended; failure of {resource} on {node} reported"
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 8 or argv[1] != MARK:
+        sys.stderr.write(f"usage: {argv[0]} {MARK} LIBROOT RESOURCE NODE PID GUARDIAN LOCK\n")
+        return 2
+    _, _, lib_root, resource, node, pid, guardian, lock_path = argv
+    sys.path.insert(0, lib_root)
+    started = time.monotonic()
+    outcome = watch(resource, node, int(pid), int(guardian), lock_path)
+    import syslog
+    syslog.openlog(f"{MARK}({resource})", syslog.LOG_PID, syslog.LOG_DAEMON)
+    syslog.syslog(syslog.LOG_NOTICE, f"{outcome} after {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

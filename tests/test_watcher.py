@@ -1,0 +1,189 @@
+"""The crash watcher of the haproxy agent: a real haproxy in a node, and stand-ins for
+Pacemaker's crm_resource and crm_mon that record what they are asked (the cluster tests
+check the same against real Pacemaker)."""
+import os
+import subprocess
+import time
+
+import pytest
+
+from haproxy_lab import FRONT, SERVERS, HaNode, wait_for
+from ocf_lib import process
+from ocf_lib.watcher import MARK, quiet_reason
+
+CRM_MON_OK = """<pacemaker-result api-version="2.2" request="crm_mon --output-as=xml">
+  <summary><cluster_options stonith-enabled="false" maintenance-mode="{maintenance}"/></summary>
+  <nodes><node name="node1" online="true" maintenance="{node_maintenance}"/></nodes>
+  <resources><resource id="test-rsc" resource_agent="ocf:kuth:haproxy" role="Started"
+     active="true" managed="{managed}" maintenance="false"/></resources>
+</pacemaker-result>
+"""
+
+
+def crm_mon_xml(maintenance="false", node_maintenance="false", managed="true"):
+    return CRM_MON_OK.format(maintenance=maintenance, node_maintenance=node_maintenance,
+                             managed=managed)
+
+
+class Pacemaker:
+    """crm_resource and crm_mon stand-ins on PATH: the first records its arguments with a
+    timestamp, the second prints whatever XML the test sets."""
+
+    def __init__(self, directory):
+        self.bin = directory / "bin"
+        self.bin.mkdir()
+        self.calls = directory / "crm_resource.log"
+        self.status = directory / "crm_mon.xml"
+        self.status.write_text(crm_mon_xml())
+        self._script("crm_resource", f'echo "$(date +%s.%N) $*" >> {self.calls}\n')
+        self._script("crm_mon", f"cat {self.status}\n")
+        self.env = {"OCF_RESKEY_CRM_meta_on_node": "node1",
+                    "PATH": f"{self.bin}:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+    def _script(self, name, body):
+        path = self.bin / name
+        path.write_text("#!/bin/sh\n" + body)
+        path.chmod(0o755)
+
+    def reports(self):
+        return self.calls.read_text().splitlines() if self.calls.exists() else []
+
+
+@pytest.fixture
+def ha(netns_pool, tmp_path):
+    ha = HaNode(netns_pool.node(), tmp_path)
+    ha.lab.start_server(SERVERS[0])
+    try:
+        yield ha
+    finally:
+        ha.agent("stop")
+        ha.lab.close()
+        for pid in watchers(ha):
+            os.kill(pid, 9)
+
+
+@pytest.fixture
+def pcmk(tmp_path):
+    return Pacemaker(tmp_path)
+
+
+def watchers(ha):
+    """The live watchers inside the node (other tests may run watchers elsewhere)."""
+    inside = set(ha.node.pids())
+    out = subprocess.run(["pgrep", "-f", MARK], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split() if int(p) in inside and process.alive(int(p))]
+
+
+def kill_haproxy(ha):
+    killed_at = time.time()
+    for pid in ha.haproxy_pids():
+        os.kill(pid, 9)
+    return killed_at
+
+
+def test_crash_is_reported_at_once(ha, pcmk):
+    assert ha.agent("start", extra=pcmk.env).rc == 0
+    assert len(watchers(ha)) == 1
+    killed_at = kill_haproxy(ha)
+    wait_for(pcmk.reports, timeout=5, what="a failure report")
+    stamp, args = pcmk.reports()[0].split(" ", 1)
+    assert args == "--fail --resource test-rsc --node node1"
+    delay = float(stamp) - killed_at
+    print(f"crash reported {delay * 1000:.0f} ms after kill -9")
+    assert delay < 2, "well before any monitor"
+    wait_for(lambda: not watchers(ha), what="the watcher ended")
+
+
+def test_stop_ends_the_watcher_without_a_report(ha, pcmk):
+    assert ha.agent("start", extra=pcmk.env).rc == 0
+    assert len(watchers(ha)) == 1
+    assert ha.agent("stop", extra=pcmk.env).rc == 0
+    assert watchers(ha) == []
+    time.sleep(0.3)
+    assert pcmk.reports() == []
+
+
+def test_reload_keeps_watching_without_a_report(ha, pcmk):
+    assert ha.agent("start", extra=pcmk.env).rc == 0
+    before = watchers(ha)
+    assert ha.agent("reload", reload_token="1", extra=pcmk.env).rc == 0
+    assert watchers(ha) == before, "the master (and so the watcher) stays across a reload"
+    assert ha.agent("reload", extraconf="-L kuthpeer", extra=pcmk.env).rc == 0
+    assert len(watchers(ha)) == 1 and watchers(ha) != before, "a restart gets a new watcher"
+    time.sleep(0.3)
+    assert pcmk.reports() == []
+    kill_haproxy(ha)
+    wait_for(pcmk.reports, timeout=5, what="a failure report after the reloads")
+
+
+@pytest.mark.parametrize("status", [crm_mon_xml(maintenance="true"),
+                                    crm_mon_xml(node_maintenance="true"),
+                                    crm_mon_xml(managed="false")],
+                         ids=["cluster-maintenance", "node-maintenance", "unmanaged"])
+def test_no_report_in_maintenance_or_unmanaged(ha, pcmk, status):
+    pcmk.status.write_text(status)
+    assert ha.agent("start", extra=pcmk.env).rc == 0
+    kill_haproxy(ha)
+    wait_for(lambda: not watchers(ha), what="the watcher ended")
+    assert pcmk.reports() == []
+
+
+def test_failed_start_leaves_no_watcher(ha, pcmk):
+    ha.write_config(open(ha.config).read().replace(f"bind {FRONT}:", "bind 198.18.9.9:"))
+    assert ha.agent("start", extra=pcmk.env).rc != 0
+    assert watchers(ha) == []
+
+
+def test_watch_false_and_outside_pacemaker_start_no_watcher(ha, pcmk):
+    assert ha.agent("start", watch="false", extra=pcmk.env).rc == 0
+    assert watchers(ha) == []
+    assert ha.agent("stop").rc == 0
+    assert ha.agent("start").rc == 0, "no CRM_meta_on_node: not run by Pacemaker"
+    assert watchers(ha) == []
+
+
+def test_monitor_replaces_a_dead_watcher(ha, pcmk):
+    assert ha.agent("start", extra=pcmk.env).rc == 0
+    [first] = watchers(ha)
+    os.kill(first, 9)
+    wait_for(lambda: not watchers(ha), what="the watcher killed")
+    assert ha.agent("monitor", interval_ms=20000, extra=pcmk.env).rc == 0
+    [second] = watchers(ha)
+    assert second != first
+    assert pcmk.reports() == [], "a dying watcher takes nothing down"
+
+
+def test_watcher_leaves_with_the_cluster(ha, pcmk):
+    """The watcher also waits on the agent's parent (pacemaker-execd): when it ends, the
+    node has left the cluster and the watcher goes, without a report."""
+    parent = ha.node.popen("/usr/bin/python3", "-c",
+                           "import subprocess,sys,time;"
+                           "sys.exit(subprocess.call(sys.argv[1:]) or time.sleep(300))",
+                           *ha.agent_argv("start"), env=ha.agent_env(extra=pcmk.env))
+    wait_for(lambda: watchers(ha), what="the watcher started")
+    parent.kill()
+    parent.wait()
+    wait_for(lambda: not watchers(ha), what="the watcher left with its parent")
+    assert pcmk.reports() == []
+
+
+def test_watcher_costs_no_cpu_while_waiting(ha, pcmk):
+    assert ha.agent("start", extra=pcmk.env).rc == 0
+    [pid] = watchers(ha)
+
+    def cpu_ticks():
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    before = cpu_ticks()
+    time.sleep(1.0)
+    assert cpu_ticks() == before
+
+
+def test_quiet_reason_reads_crm_mon():
+    assert quiet_reason(crm_mon_xml(), "test-rsc", "node1") == ""
+    assert "maintenance mode" in quiet_reason(crm_mon_xml(maintenance="true"), "test-rsc",
+                                              "node1")
+    assert "node1 is in maintenance" in quiet_reason(crm_mon_xml(node_maintenance="true"),
+                                                     "test-rsc", "node1")
+    assert "unmanaged" in quiet_reason(crm_mon_xml(managed="false"), "test-rsc:0", "node1")
+    assert quiet_reason("not xml", "test-rsc", "node1") == ""
