@@ -6,11 +6,13 @@ TEST_PACKAGES := $(RUNTIME_PACKAGES) python3-pytest python3-lxml iputils-ping re
 BENCH_PACKAGES := $(TEST_PACKAGES) time
 # The one-machine Pacemaker cluster of the end-to-end tests (tests/cluster.py).
 CLUSTER_PACKAGES := pacemaker corosync crmsh
+# The demo's cluster: the agents' needs, HAProxy and the cluster stack.
+DEMO_PACKAGES := $(RUNTIME_PACKAGES) haproxy $(CLUSTER_PACKAGES)
 # Building the Debian package (its Build-Depends), checking it, and its install tests.
 DEB_PACKAGES := debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-wheel \
 	lintian debootstrap dpkg-dev zstd
 
-.PHONY: check deps deb bench metadata clean
+.PHONY: demo check deps deb bench metadata clean
 
 ## check: install what the tests need, then run the whole test suite
 check: deps
@@ -18,6 +20,12 @@ check: deps
 
 deps:
 	tools/install-packages $(TEST_PACKAGES) $(CLUSTER_PACKAGES) $(DEB_PACKAGES)
+
+## demo: build the package, run its agents in a Pacemaker cluster on this machine while a
+## client sends traffic through the VIP; ARGS="--nodes 3", ARGS="--keep" (see demo/demo.py)
+demo: deb
+	tools/install-packages $(DEMO_PACKAGES)
+	$(PYTHON) demo/demo.py $(ARGS)
 
 ## deb: build dist/kuth-resource-agents_<version>_all.deb (and the source package) from a clean copy
 deb:
