@@ -10,7 +10,7 @@ Topology (every address in 198.18.0.0/15, every interface inside namespaces made
 
 A node is a network namespace plus its own mount and UTS namespaces: a holder process
 (`unshare --mount --uts --propagation private sleep infinity`) keeps them, and every command
-enters them with `nsenter -t HOLDER -m -u -n`. Inside, /run, /dev/shm, /etc/corosync,
+enters them with `nsenter -t HOLDER -m -u -n`. Inside, /run, /dev/shm, /etc/{corosync,haproxy},
 /var/lib/corosync, /var/lib/pacemaker, /var/log/{pacemaker,corosync,crmsh} are private tmpfs
 mounts (PRIVATE_DIRS), so nodes never share state with each other or the machine, and nothing
 is written to the machine's disk: the state goes away with the namespace, even after a
@@ -19,8 +19,10 @@ Cluster options are preset in the CIB before Pacemaker starts (default_propertie
 fencing, dc-deadtime 2s), so a cluster is up in about 5 s. /usr/lib/ocf/resource.d is replaced,
 only in the node, by a tmpfs holding bind mounts of the machine's providers (heartbeat,
 pacemaker) and `kuth` -> `agents_dir` (a symlink, not a bind mount, so the agent's realpath
-still finds ocf_lib next to it in a checkout). Each node also serves its own name over HTTP
-on :80, so a GET through the VIP tells which node answered.
+still finds ocf_lib next to it in a checkout), or, with package_root, the files of an unpacked
+.deb laid over the node's /usr. Each node also serves its own name over HTTP on :80, so a GET
+through the VIP tells which node answered, and has the guide's haproxy.cfg (haproxy_config())
+in its private /etc/haproxy, with a fresh /run that has no /run/haproxy yet.
 
 Usage:
 
@@ -31,17 +33,20 @@ Usage:
         cluster.link_down("hapx-node01")
 
 API (see each docstring):
-    Cluster(nodes=2, token_ms=1000, agents_dir=AGENTS, properties=None, logs_dir=None)
+    Cluster(nodes=2, token_ms=1000, agents_dir=AGENTS, properties=None, logs_dir=None,
+            package_root=None)
         a context manager: start() on enter (teardown if it fails), teardown() on exit
     .start(timeout=90) -> float   seconds until every node sees all online and one DC
                                   (also kept as .started_in)
     .teardown()                   safe at any point, twice
     .reset(timeout=60)            cables in, ring healed, Pacemaker up everywhere, no
-                                  resources, constraints or failures: ready for the next test
+                                  resources, constraints or failures, stand-ins serving,
+                                  the lab's haproxy.cfg: ready for the next test
     .nodes: list[Node]; .names: list[str]; .node(name) -> Node; .client: Client
     .kube_masters: dict[str, Netns]        kube-mast01..03, serving their name on :6443
     .status(view=None) -> Status  crm_mon's XML as .dc, .quorate, .online, .resources
-                                  {id: [nodes]} (groups and clones too), .failures
+                                  {id: [nodes]} (groups and clones too), .failures,
+                                  .attributes {node: {name: value}} (as crm_mon -A)
     .locate(resource, view=None) -> list[str]   where it is active, as node `view` sees it
     .crm(*args, view=None, input=None) -> str   crmsh on a node
     .configure(text, view=None)   `crm configure load update -`
@@ -50,13 +55,19 @@ API (see each docstring):
     .link_down(node) / .link_up(node)           pull / plug both cables (ring and lan)
     .partition(*groups) / .heal()               split the Corosync ring into groups of names
     .kill_pacemaker(node, sig=SIGKILL) -> pids / .start_pacemaker(node)
+    .stop_kube_master(name) / .start_kube_master(name)   a stand-in down / up again
+    .write_haproxy_config(text, names=None)     /etc/haproxy/haproxy.cfg (root, 0644)
+    haproxy_config(check_interval="1s", extra="") -> str   the guide's, for this lab
     Node: .run(argv, check=True, input=None, timeout=60, env=None) -> CompletedProcess;
           .popen(argv, log=None, env=None); .enter(argv) -> argv for nsenter; .path(p);
           .read(p); .write(p, text, owner=None); .addresses(dev="lan0"); .has_address(ip);
           .pids(comm_prefix); .name, .ring_address, .lan_address, .netns
-    Client: .get(url, timeout=2.0) -> HttpReply(.status, .body) or OSError;
+    Client: .get(url, timeout=2.0, auth=None) -> HttpReply(.status, .body) or OSError;
             .connect(host, port, timeout=2.0) -> socket; .socket(); .ping(addr) -> bool;
             .run(argv)
+    Traffic(client, url, interval=0.02, timeout=0.5): a GET every interval on a clock (each
+            in a thread), a context manager; .results [(sent, ok)]; .outage(since, until)
+            -> Outage(.longest_gap, .failed, .total); .served_since(t)
     ClusterError: a command failed or a wait timed out (the message has crm_mon's view)
 
 Teardown kills every process inside the namespaces and deletes them (the mount namespaces
@@ -75,9 +86,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -95,11 +108,15 @@ CLIENT_ADDRESS = f"{VIP_NETWORK}.100"
 KUBE_MASTERS = {f"kube-mast0{n}": f"{VIP_NETWORK}.{10 + n}" for n in (1, 2, 3)}
 KUBE_PORT = 6443
 NODE_HTTP_PORT = 80
+STATS_PORT = 32700
+STATS_AUTH = ("admin", "admin")
+HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
+GUIDE_HAPROXY_CFG = os.path.join(HERE, "data", "haproxy", "guide.cfg")
 OCF_PROVIDERS = "/usr/lib/ocf/resource.d"
 # Private tmpfs in each node, with their modes: the state of one node's daemons, invisible to
 # the others (/dev/shm holds libqb's IPC buffers, made by hacluster too).
 PRIVATE_DIRS = {"/run": "0755", "/dev/shm": "1777", "/etc/corosync": "0755",
-                "/var/lib/corosync": "0755", "/var/lib/pacemaker": "0755",
+                "/etc/haproxy": "0755", "/var/lib/corosync": "0755", "/var/lib/pacemaker": "0755",
                 "/var/log/pacemaker": "0770", "/var/log/corosync": "0755",
                 "/var/log/crmsh": "0775"}
 # The environment of every command in a node: HOME on the node's /run, so crmsh keeps its
@@ -108,6 +125,7 @@ NODE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/run/home", "LANG"
 PACEMAKER_ENV = {**NODE_ENV, "PCMK_logfile": "/var/log/pacemaker/pacemaker.log",
                  "PCMK_logfacility": "none"}
 CLONE_NEWNET = 0x40000000
+SERVE = [sys.executable, "-IS", os.path.abspath(__file__), "serve"]
 _clusters = itertools.count()
 T = TypeVar("T")
 
@@ -317,15 +335,22 @@ class Client:
             raise
         return sock
 
-    def get(self, url: str, timeout: float = 2.0) -> HttpReply:
-        """GET url from the client; OSError (timeout, refused, unreachable) when it fails."""
+    def get(self, url: str, timeout: float = 2.0,
+            auth: tuple[str, str] | None = None) -> HttpReply:
+        """GET url from the client, with basic auth (user, password) if given; OSError
+        (timeout, refused, unreachable) when it fails."""
+        import base64
         import http.client
         from urllib.parse import urlsplit
         parts = urlsplit(url)
         conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=timeout)
         conn.sock = self.connect(parts.hostname or "", parts.port or 80, timeout)
+        headers = {}
+        if auth:
+            token = base64.b64encode(":".join(auth).encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
         try:
-            conn.request("GET", parts.path or "/")
+            conn.request("GET", parts.path or "/", headers=headers)
             reply = conn.getresponse()
             return HttpReply(reply.status, reply.read().decode("utf-8", "replace"))
         except http.client.HTTPException as err:
@@ -340,6 +365,93 @@ class Client:
 
     def run(self, argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         return _run(["ip", "netns", "exec", self.netns.name, *argv], check=check)
+
+
+class Outage:
+    """What the client saw in a time window: the longest time without a successful request
+    (from the window's start, between successes, to its end) and the failed requests."""
+
+    def __init__(self, longest_gap: float, failed: int, total: int) -> None:
+        self.longest_gap = longest_gap
+        self.failed = failed
+        self.total = total
+
+    def __repr__(self) -> str:
+        return (f"Outage(longest_gap={self.longest_gap:.3f}, failed={self.failed}, "
+                f"total={self.total})")
+
+
+class Traffic:
+    """GET url from the client every interval seconds, on a clock: each request runs in a
+    thread of its own, so one that hangs until its timeout (a SYN to a node that is gone)
+    does not delay the next. Every result is kept as (sent, ok) on time.monotonic()."""
+
+    def __init__(self, client: Client, url: str, interval: float = 0.02,
+                 timeout: float = 0.5) -> None:
+        self.client = client
+        self.url = url
+        self.interval = interval
+        self.timeout = timeout
+        self.results: list[tuple[float, bool]] = []
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> Traffic:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=int(self.timeout / self.interval) + 8)
+        self._running = True
+        self._thread = threading.Thread(target=self._clock, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop sending and wait for the requests in flight."""
+        self._running = False
+        if self._thread:
+            self._thread.join()
+        if self._pool:
+            self._pool.shutdown(wait=True)
+
+    def _clock(self) -> None:
+        due = time.monotonic()
+        while self._running:
+            assert self._pool is not None
+            self._pool.submit(self._request, time.monotonic())
+            due += self.interval
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                due = time.monotonic()  # late (a busy machine): do not send a burst
+
+    def _request(self, sent: float) -> None:
+        try:
+            ok = self.client.get(self.url, timeout=self.timeout).status == 200
+        except OSError:
+            ok = False
+        self.results.append((sent, ok))
+
+    def outage(self, since: float, until: float) -> Outage:
+        """The client's view of [since, until]: call it once the requests sent before until
+        had their answer or timeout."""
+        window = sorted(r for r in self.results if since <= r[0] <= until)
+        last, longest = since, 0.0
+        for sent, ok in window:
+            if ok:
+                longest = max(longest, sent - last)
+                last = sent
+        longest = max(longest, until - last)
+        return Outage(longest, sum(1 for _, ok in window if not ok), len(window))
+
+    def served_since(self, since: float) -> bool:
+        """A request sent after since succeeded."""
+        return any(ok and sent >= since for sent, ok in list(self.results))
 
 
 # -- what crm_mon says -----------------------------------------------------------------------
@@ -359,6 +471,9 @@ class Status:
         if resources is not None:
             self._collect(resources, [])
         self.failures = [dict(f.attrib) for f in root.iterfind("failures/failure")]
+        self.attributes = {n.get("name", ""): {a.get("name", ""): a.get("value", "")
+                                               for a in n.iterfind("attribute")}
+                           for n in root.iterfind("node_attributes/node")}
 
     def _collect(self, parent: ET.Element, owners: list[str]) -> None:
         """Nodes where each resource is active, also under its group and clone ids."""
@@ -378,7 +493,8 @@ class Status:
 
     def __repr__(self) -> str:
         return (f"Status(dc={self.dc}, quorate={self.quorate}, online={self.online}, "
-                f"resources={self.resources}, failures={self.failures})")
+                f"resources={self.resources}, failures={self.failures}, "
+                f"attributes={self.attributes})")
 
 
 # -- the cluster -----------------------------------------------------------------------------
@@ -397,6 +513,24 @@ def corosync_conf(nodes: list[Node], token_ms: int) -> str:
             "    to_syslog: no\n    to_stderr: no\n    timestamp: on\n}\n")
 
 
+def haproxy_config(check_interval: str = "1s", extra: str = "") -> str:
+    """The guide's haproxy.cfg (tests/data/haproxy/guide.cfg) for this lab: servers
+    kube-mast01..03 are the stand-ins; everything else as in the guide (stats socket in
+    /run/haproxy, chroot, user haproxy, daemon, wildcard frontends on :6443 and :32700, the
+    stats page with admin:admin) but the health checks, every check_interval instead of
+    `inter 10s downinter 5s`, so a test sees a server go DOWN in seconds. extra: sections
+    appended."""
+    with open(GUIDE_HAPROXY_CFG, encoding="utf-8") as f:
+        text = f.read()
+    for number, (name, address) in enumerate(KUBE_MASTERS.items(), 1):
+        text = text.replace(f"{name} 192.168.4.2{number}:", f"{name} {address}:")
+    text = text.replace("inter 10s downinter 5s",
+                        f"inter {check_interval} downinter {check_interval}")
+    if "192.168.4." in text or f"inter {check_interval}" not in text:
+        raise ValueError(f"{GUIDE_HAPROXY_CFG} changed: adapt haproxy_config()")
+    return text + extra
+
+
 def default_properties(node_count: int) -> dict[str, str]:
     """Cluster options written into the CIB before Pacemaker starts: no fencing (nothing to
     fence with here), the usual no-quorum-policy for the size, and a short dc-deadtime so the
@@ -410,22 +544,28 @@ class Cluster:
     stand-ins and a client. A context manager: start() on enter, teardown() on exit."""
 
     def __init__(self, nodes: int = 2, token_ms: int = 1000, agents_dir: str | None = AGENTS,
-                 properties: dict[str, str] | None = None, logs_dir: str | None = None) -> None:
+                 properties: dict[str, str] | None = None, logs_dir: str | None = None,
+                 package_root: str | None = None) -> None:
         """agents_dir: shown to the nodes as /usr/lib/ocf/resource.d/kuth; None leaves the
         machine's (an installed package). properties: CIB cluster options preset before
         start (default_properties). logs_dir: where teardown copies every node's logs, in a
-        directory per cluster."""
+        directory per cluster. package_root: a Debian package unpacked there (`dpkg -x`):
+        its usr/ is laid over each node's /usr (a read-only overlay), so the nodes run the
+        package's files where it installs them and the machine's /usr stays as it is; give
+        agents_dir=None with it."""
         if nodes not in (2, 3):
             raise ValueError("a cluster here has 2 or 3 nodes")
         self.token_ms = token_ms
         self.agents_dir = os.path.abspath(agents_dir) if agents_dir else None
         self.properties = properties if properties is not None else default_properties(nodes)
         self.logs_dir = logs_dir
+        self.package_root = os.path.abspath(package_root) if package_root else None
         self.prefix = harness_prefix(os.getpid(), next(_clusters))
         self.pool = NamedPool(self.prefix)
         self.reaper: subprocess.Popen[bytes] | None = None
         self.nodes: list[Node] = []
         self.servers: list[subprocess.Popen[bytes]] = []
+        self.kube_servers: dict[str, subprocess.Popen[bytes]] = {}
         self.daemons: dict[str, list[subprocess.Popen[bytes]]] = {}
         self.ring_switch: Netns | None = None
         self.lan_switch: Netns | None = None
@@ -508,9 +648,13 @@ class Cluster:
             node.run(["mount", "-t", "tmpfs", "-o", f"mode={mode}", f"{node.name}-state",
                       directory])
         self._make_dirs(node)
+        if self.package_root:
+            node.run(["mount", "-t", "overlay", "-o", f"lowerdir={self.package_root}/usr:/usr",
+                      f"{node.name}-package", "/usr"])
         if self.agents_dir:
             self._show_agents(node)
         node.write("/etc/corosync/corosync.conf", corosync_conf(self.nodes, self.token_ms))
+        self.write_haproxy_config(haproxy_config(), [node.name])
         self._preset_cib(node)
 
     @staticmethod
@@ -554,6 +698,14 @@ class Cluster:
         self.wait_for(lambda: node.run(["corosync-cfgtool", "-s"], check=False).returncode == 0,
                       timeout, what=f"corosync answering on {node.name}")
 
+    def write_haproxy_config(self, text: str, names: Iterable[str] | None = None) -> None:
+        """Write /etc/haproxy/haproxy.cfg on the nodes names (default: all), root's and
+        0644 as a package would leave it (the agent refuses a file others may change)."""
+        for name in names if names is not None else self.names:
+            node = self.node(name)
+            node.write(HAPROXY_CFG, text)
+            os.chmod(node.path(HAPROXY_CFG), 0o644)
+
     def start_pacemaker(self, name: str) -> None:
         """Start pacemakerd on a node (again, after kill_pacemaker)."""
         node = self.node(name)
@@ -563,11 +715,22 @@ class Cluster:
 
     def _start_servers(self) -> None:
         """kube-apiserver stand-ins on :6443, and each node's name on :80."""
-        serve = [sys.executable, "-IS", os.path.abspath(__file__), "serve"]
-        for name, ns in self.kube_masters.items():
-            self.servers.append(ns.popen(*serve, name, str(KUBE_PORT), stdin=subprocess.DEVNULL))
+        for name in self.kube_masters:
+            self.start_kube_master(name)
         for node in self.nodes:
-            self.servers.append(node.popen([*serve, node.name, str(NODE_HTTP_PORT)]))
+            self.servers.append(node.popen([*SERVE, node.name, str(NODE_HTTP_PORT)]))
+
+    def start_kube_master(self, name: str) -> None:
+        """Start the stand-in kube-apiserver name (again, after stop_kube_master)."""
+        self.kube_servers[name] = self.kube_masters[name].popen(
+            *SERVE, name, str(KUBE_PORT), stdin=subprocess.DEVNULL)
+
+    def stop_kube_master(self, name: str) -> None:
+        """Kill the stand-in kube-apiserver name: its port refuses connections, as when the
+        apiserver is down on a running machine."""
+        proc = self.kube_servers.pop(name)
+        proc.kill()
+        proc.wait()
 
     def _serving(self) -> bool:
         """Every kube-apiserver stand-in and node answers the client."""
@@ -583,7 +746,8 @@ class Cluster:
 
     def reset(self, timeout: float = 60) -> None:
         """Back to a whole cluster without resources, constraints or failure history, for
-        the next test: cables in, ring healed, Pacemaker running on every node."""
+        the next test: cables in, ring healed, Pacemaker running on every node, every
+        kube-apiserver stand-in serving, the lab's haproxy.cfg on every node."""
         for name in sorted(self.cut):
             self.link_up(name)
         if self.partitioned:
@@ -597,6 +761,10 @@ class Cluster:
         self.wait_for(lambda: not any(self.status().resources.values()), timeout,
                       what="former resources stopped")
         node.run(["crm_resource", "--cleanup"])
+        for name in self.kube_masters:
+            if name not in self.kube_servers:
+                self.start_kube_master(name)
+        self.write_haproxy_config(haproxy_config())
 
     # -- looking
 
@@ -722,11 +890,13 @@ class Cluster:
         if self.logs_dir:
             self._collect_logs()
         self.pool.cleanup()
-        for proc in [*self.servers, *(p for ps in self.daemons.values() for p in ps),
+        for proc in [*self.servers, *self.kube_servers.values(),
+                     *(p for ps in self.daemons.values() for p in ps),
                      *(n.holder for n in self.nodes if n.holder)]:
             proc.kill()  # outside the namespaces only if it never got in
             proc.wait()
         self.servers.clear()
+        self.kube_servers.clear()
         self.daemons.clear()
         if self.reaper:
             self.reaper.stdin.close()  # type: ignore[union-attr]
