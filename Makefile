@@ -6,6 +6,8 @@ TEST_PACKAGES := $(RUNTIME_PACKAGES) python3-pytest python3-lxml iputils-ping re
 BENCH_PACKAGES := $(TEST_PACKAGES) time
 # The one-machine Pacemaker cluster of the end-to-end tests (tests/cluster.py).
 CLUSTER_PACKAGES := pacemaker corosync crmsh
+# The failover benchmark: the cluster's packages, keepalived to compare with, and the plot.
+FAILOVER_PACKAGES := $(TEST_PACKAGES) $(CLUSTER_PACKAGES) keepalived python3-matplotlib
 # The demo's cluster: the agents' needs, HAProxy and the cluster stack.
 DEMO_PACKAGES := $(RUNTIME_PACKAGES) haproxy $(CLUSTER_PACKAGES)
 # Building the Debian package (its Build-Depends), checking it, and its install tests.
@@ -36,6 +38,12 @@ deb:
 bench:
 	tools/install-packages $(BENCH_PACKAGES)
 	$(PYTHON) bench/agent_speed.py
+
+## bench-failover: outages through the VIP (move, node loss, haproxy kill -9, reload) for our
+## agents, heartbeat's IPaddr2 and keepalived, in a real cluster (about 20 minutes)
+bench-failover:
+	tools/install-packages $(FAILOVER_PACKAGES)
+	$(PYTHON) bench/failover.py
 
 ## metadata: regenerate heartbeat_metadata/ from the agents' declarations
 metadata:
