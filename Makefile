@@ -8,8 +8,8 @@ BENCH_PACKAGES := $(TEST_PACKAGES) time
 CLUSTER_PACKAGES := pacemaker corosync crmsh
 # The failover benchmark: the cluster's packages, keepalived to compare with, and the plot.
 FAILOVER_PACKAGES := $(TEST_PACKAGES) $(CLUSTER_PACKAGES) keepalived python3-matplotlib
-# The demo's cluster: the agents' needs, HAProxy and the cluster stack.
-DEMO_PACKAGES := $(RUNTIME_PACKAGES) haproxy $(CLUSTER_PACKAGES)
+# The demo's cluster: the agents' needs, HAProxy and the cluster stack (curl to explore it).
+DEMO_PACKAGES := $(RUNTIME_PACKAGES) haproxy $(CLUSTER_PACKAGES) curl
 # Building the Debian package (its Build-Depends), checking it, and its install tests.
 DEB_PACKAGES := debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-wheel \
 	lintian debootstrap dpkg-dev zstd
