@@ -179,9 +179,8 @@ class Demo:
                     sum(n.has_address(VIP) for n in self.cluster.nodes) == 1)
         self.event("node back", plug, rejoined)
         if len(self.cluster.nodes) == 2:
-            self.say(f"  (two_node and no fencing: cut off, {lost} kept quorum and its copy of the "
-                     f"resources; back, Pacemaker found them active on both nodes and recovered "
-                     f"them: stop on both, start on one)")
+            self.say(f"  (two_node, no fencing: cut off, {lost} kept quorum and whatever it ran; "
+                     f"back, Pacemaker stops any copy active on both nodes and keeps one)")
         else:
             self.say(f"  (cut off, {lost} lost quorum and stopped its resources "
                      f"(no-quorum-policy=stop): it came back empty)")
