@@ -2,8 +2,6 @@
 
 The executable Pacemaker runs is agents/haproxy, which imports this module.
 """
-import os
-
 from ocf_lib import haproxy_runtime as hx
 from ocf_lib.agent import BOOLEAN, INTEGER, OCF, STRING, TIME, Agent, Config, OcfError
 
@@ -103,16 +101,11 @@ def answers(cfg: Config, ha: hx.Instance) -> list[dict[str, str]]:
 
 
 def keep_watch(cfg: Config, ha: hx.Instance) -> None:
-    """A watcher of the running master, when Pacemaker runs us (it has a node to report)."""
-    node = os.environ.get("OCF_RESKEY_CRM_meta_on_node")
     master = ha.master_pid()
-    if not (cfg.watch and node and master):
-        return
-    from ocf_lib import watcher
-    try:
-        watcher.ensure(ha.state, resource=cfg.env.instance, node=node, pid=master)
-    except OSError as err:  # the monitor still notices what the watcher would have
-        cfg.log.warning(f"cannot start the crash watcher: {err}")
+    if master:
+        from ocf_lib import watcher
+        watcher.keep(ha.state, enabled=cfg.watch, resource=cfg.env.instance,
+                     target=["process", str(master)], log=cfg.log)
 
 
 # -- actions -------------------------------------------------------------------------------

@@ -89,6 +89,13 @@ agent.param("network_namespace", STRING, default="",
             shortdesc="Network namespace",
             longdesc="""Run every action inside this existing network namespace (as made by
 `ip netns add`); nic must be an interface of that namespace.""")
+agent.param("watch", BOOLEAN, default=True,
+            shortdesc="Report a lost address at once",
+            longdesc="""true: a watcher process follows the kernel's netlink notifications and,
+unless an action of this resource or maintenance explains it, tells Pacemaker at once
+(crm_resource --fail) when the address is removed, its interface vanishes, or (with
+check_link_status) the link stays without carrier for a second. The monitor remains the
+safety net. false: only the monitor notices.""")
 agent.param("check_link_status", BOOLEAN, default=True,
             shortdesc="Fail when the link has no carrier",
             longdesc="""Monitor reports a failure when the interface has no carrier (cable out,
@@ -122,6 +129,13 @@ def on_this_node(cfg: Config) -> vips.Vip:
         raise OcfError(OCF.ERR_CONFIGURED, str(err)) from None
     except vips.NotOnThisNode as err:
         raise OcfError(OCF.ERR_ARGS, str(err)) from None
+
+
+def keep_watch(cfg: Config, vip: vips.Vip) -> None:
+    from ocf_lib import watcher
+    watcher.keep(cfg.env.state(), enabled=cfg.watch, resource=cfg.env.instance,
+                 target=["address", vip.ip, vip.nic or "", "1" if cfg.check_link_status else "0"],
+                 log=cfg.log)
 
 
 def announce(cfg: Config, vip: vips.Vip, count: int, background: bool) -> None:
@@ -165,6 +179,7 @@ def start(cfg: Config) -> int:
     if cfg.flush_routes:
         iproute.flush_route_cache(vip.family)
     announce(cfg, vip, cfg.arp_count, cfg.arp_bg)
+    keep_watch(cfg, vip)
     cfg.log.info(f"started {vip}")
     return OCF.SUCCESS
 
@@ -176,6 +191,8 @@ def remove(vip: vips.Vip) -> None:
 
 @agent.action("stop", timeout=20, locked=True)
 def stop(cfg: Config) -> int:
+    from ocf_lib import watcher
+    watcher.end(cfg.env.state())
     vips.stop_announcer(cfg.env.state(), cfg.log)
     try:
         vip = configured(cfg)
@@ -208,8 +225,10 @@ def monitor(cfg: Config) -> int:
             return OCF.NOT_RUNNING
         raise
     code = monitor_served(cfg, vip)
-    if code == OCF.SUCCESS and cfg.arp_count_refresh > 0 and not cfg.env.is_probe:
-        announce(cfg, vip, cfg.arp_count_refresh, background=False)
+    if code == OCF.SUCCESS and not cfg.env.is_probe:
+        keep_watch(cfg, vip)
+        if cfg.arp_count_refresh > 0:
+            announce(cfg, vip, cfg.arp_count_refresh, background=False)
     return code
 
 

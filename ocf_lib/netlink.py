@@ -148,6 +148,44 @@ def _link_request(*attrs: bytes) -> bytes:
                      _attr(_IFLA_EXT_MASK, _U32.pack(_RTEXT_FILTER_SKIP_STATS))))
 
 
+class Events:
+    """The kernel's notifications of link and address changes, as they happen: a socket
+    subscribed to rtnetlink's link and IPv4/IPv6 address groups. `fileno()` is for poll;
+    `read()` returns what one datagram told, as ("link", Link), ("dellink", Link),
+    ("addr", Address) or ("deladdr", Address)."""
+
+    _GROUPS = 0x1 | 0x10 | 0x100  # RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR
+    _KINDS = {_RTM_NEWLINK: "link", 17: "dellink", _RTM_NEWADDR: "addr", 21: "deladdr"}
+
+    def __init__(self) -> None:
+        self.sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC,
+                                   _NETLINK_ROUTE)
+        self.sock.bind((0, self._GROUPS))
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def read(self) -> list[tuple[str, Link | Address]]:
+        data = self.sock.recv(_RECV_SIZE)
+        events: list[tuple[str, Link | Address]] = []
+        offset = 0
+        while offset + _NLMSGHDR.size <= len(data):
+            length, kind, _, _, _ = _NLMSGHDR.unpack_from(data, offset)
+            if length < _NLMSGHDR.size:
+                break
+            body = data[offset + _NLMSGHDR.size:offset + length]
+            offset += (length + 3) & ~3
+            name = self._KINDS.get(kind)
+            if name in ("link", "dellink"):
+                events.append((name, _link(body)))
+            elif name in ("addr", "deladdr"):
+                events.append((name, _address(body)))
+        return events
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def _attr(kind: int, payload: bytes) -> bytes:
     """One rtattr, padded to the 4-byte alignment netlink requires."""
     length = _RTATTR.size + len(payload)

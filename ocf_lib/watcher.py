@@ -9,6 +9,11 @@ cluster, the node and the resource are not in maintenance or unmanaged, the watc
 according to on-fail and migration-threshold. The recurring monitor stays the safety net: a
 watcher that dies changes nothing but the delay.
 
+The same for a floating address: a watcher subscribed to the kernel's netlink
+notifications reports the address removed (by hand, or with its interface) and, when the
+resource checks the link, a link that stays without carrier for a second (a brief flap is
+not a failure).
+
 The watcher also waits on a pidfd of pacemaker-execd (the agent's parent): when the node
 leaves the cluster, the watcher leaves too. It runs this file as a script, so that `ps`
 shows what it is (`kuth-watcher` in its command line).
@@ -24,15 +29,20 @@ MARK = "kuth-watcher"
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ocf_lib.log import Logger
     from ocf_lib.state import StateDir
 
 
-def spawn(lib_root: str, *, resource: str, node: str, pid: int, guardian: int,
-          lock_path: str) -> int:
-    """Start a detached watcher of pid for resource on node; return the watcher's pid.
-    guardian is a process whose end means the cluster is gone here (0: none)."""
+LINK_DOWN_GRACE = 1.0  # seconds a link may lose its carrier before it is a failure
+
+
+def spawn(lib_root: str, *, resource: str, node: str, guardian: int, lock_path: str,
+          target: list[str]) -> int:
+    """Start a detached watcher for resource on node; return the watcher's pid. target is
+    ["process", PID] or ["address", IP, NIC, CHECK_LINK (1/0)]. guardian is a process whose
+    end means the cluster is gone here (0: none)."""
     argv = [sys.executable, "-IS", os.path.join(lib_root, "ocf_lib", "watcher.py"), MARK,
-            lib_root, resource, node, str(pid), str(guardian), lock_path]
+            lib_root, resource, node, str(guardian), lock_path, *target]
     read_end, write_end = os.pipe()
     child = os.fork()
     if child == 0:  # first child: detach, start the watcher, report its pid, leave
@@ -59,21 +69,36 @@ def spawn(lib_root: str, *, resource: str, node: str, pid: int, guardian: int,
     return int(reported)
 
 
-def ensure(state: StateDir, *, resource: str, node: str, pid: int) -> None:
-    """Make sure a watcher of pid, of this version of the library, runs for resource: none
-    yet, a dead one, one of an older package version (after an upgrade) or one of an earlier
-    pid (after a restart) is replaced. Cheap when nothing needs doing: two small reads."""
+def ensure(state: StateDir, *, resource: str, node: str, target: list[str]) -> None:
+    """Make sure a watcher of target, of this version of the library, runs for resource:
+    none yet, a dead one, one of an older package version (after an upgrade) or one of
+    another target (a new pid after a restart) is replaced. Cheap when nothing needs doing:
+    two small reads."""
     from ocf_lib import __version__
     from ocf_lib.state import pid_record
-    wanted = f"{__version__} {pid}"
+    wanted = " ".join([__version__, *target])
     if state.recorded_pid("watcher") and state.read("watcher-of") == wanted:
         return
     state.end_recorded("watcher")
     lib_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    watcher = spawn(lib_root, resource=resource, node=node, pid=pid, guardian=os.getppid(),
-                    lock_path=state.path("lock"))
+    watcher = spawn(lib_root, resource=resource, node=node, guardian=os.getppid(),
+                    lock_path=state.path("lock"), target=target)
     state.write("watcher", pid_record(watcher))
     state.write("watcher-of", wanted)
+
+
+def keep(state: StateDir, *, enabled: bool, resource: str, target: list[str],
+         log: Logger) -> None:
+    """ensure() when watching is enabled and Pacemaker runs the agent (only then is there a
+    node to report for). A watcher that cannot start is logged: the monitor still notices
+    what it would have."""
+    node = os.environ.get("OCF_RESKEY_CRM_meta_on_node")
+    if not (enabled and node):
+        return
+    try:
+        ensure(state, resource=resource, node=node, target=target)
+    except OSError as err:
+        log.warning(f"cannot start the {MARK}: {err}")
 
 
 def end(state: StateDir) -> None:
@@ -82,34 +107,75 @@ def end(state: StateDir) -> None:
     state.remove("watcher-of")
 
 
-def watch(resource: str, node: str, pid: int, guardian: int, lock_path: str) -> str:
-    """Wait for pid (or the guardian) to end; report the failure when it should be. Returns
-    what happened, for the log."""
-    try:
-        watched = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return f"process {pid} already gone"
+def watch(resource: str, node: str, guardian: int, lock_path: str, target: list[str]) -> str:
+    """Wait for the target to fail (or the guardian to end); report the failure when it
+    should be. Returns what happened, for the log."""
     poller = select.poll()
-    poller.register(watched, select.POLLIN)
     if guardian > 1:
         try:
             poller.register(os.pidfd_open(guardian), select.POLLIN)
         except ProcessLookupError:
             return "the cluster is gone"
-    while True:
-        try:
-            ready = [fd for fd, _ in poller.poll()]
-            break
-        except InterruptedError:
-            continue
-    if watched not in ready:
+    if target[0] == "process" and len(target) == 2:
+        failure = _process_ended(poller, int(target[1]))
+    elif target[0] == "address" and len(target) == 4:
+        failure = _address_lost(poller, target[1], target[2], target[3] == "1")
+    else:
+        return f"unknown target {target}"
+    if not failure:
         return "the cluster is gone"
     if action_under_way(lock_path):
-        return f"process {pid} ended during an action of {resource}"
+        return f"{failure} during an action of {resource}"
     quiet = cluster_says_quiet(resource, node)
     if quiet:
-        return f"process {pid} ended; not reported: {quiet}"
-    return report_failure(resource, node, pid)
+        return f"{failure}; not reported: {quiet}"
+    return report_failure(resource, node, failure)
+
+
+def _wait(poller: select.poll, timeout_ms: int | None = None) -> list[int]:
+    while True:
+        try:
+            return [fd for fd, _ in poller.poll(timeout_ms)]
+        except InterruptedError:
+            continue
+
+
+def _process_ended(poller: select.poll, pid: int) -> str:
+    """'' when the guardian ended first, else what happened to the process."""
+    try:
+        watched = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return f"process {pid} is gone"
+    poller.register(watched, select.POLLIN)
+    return f"process {pid} ended" if watched in _wait(poller) else ""
+
+
+def _address_lost(poller: select.poll, ip: str, nic: str, check_link: bool) -> str:
+    """'' when the guardian ended first, else how the address was lost: removed, its
+    interface removed, or (check_link) the link without carrier for LINK_DOWN_GRACE."""
+    from ocf_lib import netlink
+    events = netlink.Events()  # subscribed before looking, so that nothing falls between
+    poller.register(events.fileno(), select.POLLIN)
+    link = netlink.link_by_name(nic)
+    if link is None or not any(a.address == ip for a in netlink.addresses(0, link.index)):
+        return f"{ip} is not on {nic}"
+    down_since: float | None = None
+    while True:
+        timeout = None if down_since is None else \
+            max(int((down_since + LINK_DOWN_GRACE - time.monotonic()) * 1000), 0)
+        ready = _wait(poller, timeout)
+        if ready and events.fileno() not in ready:
+            return ""
+        for kind, item in events.read() if ready else []:
+            if kind == "deladdr" and item.address == ip and item.index == link.index:
+                return f"{ip} was removed from {nic}"
+            if kind == "dellink" and item.index == link.index:
+                return f"{nic} was removed"
+            if kind == "link" and item.index == link.index and check_link:
+                working = item.up and item.lower_up  # type: ignore[union-attr]
+                down_since = None if working else (down_since or time.monotonic())
+        if down_since is not None and time.monotonic() >= down_since + LINK_DOWN_GRACE:
+            return f"{nic} has had no carrier for {LINK_DOWN_GRACE:g} s"
 
 
 def action_under_way(lock_path: str) -> bool:
@@ -167,27 +233,28 @@ def quiet_reason(xml: str, resource: str, node: str) -> str:
     return ""
 
 
-def report_failure(resource: str, node: str, pid: int) -> str:
+def report_failure(resource: str, node: str, failure: str) -> str:
     """crm_resource --fail: Pacemaker records the failure and recovers the resource."""
     from ocf_lib.command import CommandTimeout, run
     try:
         result = run(["crm_resource", "--fail", "--resource", resource, "--node", node],
                      timeout=20)
     except (OSError, CommandTimeout) as err:
-        return f"process {pid} ended; crm_resource --fail failed: {err}"
+        return f"{failure}; crm_resource --fail failed: {err}"
     if result.rc != 0:
-        return f"process {pid} ended; crm_resource --fail: {result.stderr.strip()}"
-    return f"process {pid} ended; failure of {resource} on {node} reported"
+        return f"{failure}; crm_resource --fail: {result.stderr.strip()}"
+    return f"{failure}; failure of {resource} on {node} reported"
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 8 or argv[1] != MARK:
-        sys.stderr.write(f"usage: {argv[0]} {MARK} LIBROOT RESOURCE NODE PID GUARDIAN LOCK\n")
+    if len(argv) < 9 or argv[1] != MARK:
+        sys.stderr.write(f"usage: {argv[0]} {MARK} LIBROOT RESOURCE NODE GUARDIAN LOCK "
+                         f"process PID | address IP NIC CHECK_LINK\n")
         return 2
-    _, _, lib_root, resource, node, pid, guardian, lock_path = argv
+    lib_root, resource, node, guardian, lock_path = argv[2:7]
     sys.path.insert(0, lib_root)
     started = time.monotonic()
-    outcome = watch(resource, node, int(pid), int(guardian), lock_path)
+    outcome = watch(resource, node, int(guardian), lock_path, argv[7:])
     import syslog
     syslog.openlog(f"{MARK}({resource})", syslog.LOG_PID, syslog.LOG_DAEMON)
     syslog.syslog(syslog.LOG_NOTICE, f"{outcome} after {time.monotonic() - started:.0f} s")

@@ -167,9 +167,11 @@ class HaNode:
                          interval_ms=interval_ms, timeout_ms=timeout_ms, extra=extra)
 
     def haproxy_pids(self):
-        """Live haproxy processes in the node (zombies not yet reaped by init excluded)."""
+        """Live haproxy processes of the node's network namespace (zombies not yet reaped by
+        init excluded)."""
+        inside = set(self.node.pids())  # the pid namespace is the machine's: keep the node's
         out = self.node.run("pgrep", "-x", "haproxy", check=False).stdout
-        return sorted(int(p) for p in out.split() if process.alive(int(p)))
+        return sorted(int(p) for p in out.split() if int(p) in inside and process.alive(int(p)))
 
     def http(self, port, path="/", auth=True):
         """Status of an HTTP GET to the frontend address from inside the node."""

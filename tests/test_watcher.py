@@ -8,6 +8,7 @@ import time
 import pytest
 
 from haproxy_lab import FRONT, SERVERS, HaNode, wait_for
+from ocfshim import run_agent
 from ocf_lib import process
 from ocf_lib.watcher import MARK, quiet_reason
 
@@ -187,3 +188,87 @@ def test_quiet_reason_reads_crm_mon():
                                                      "test-rsc", "node1")
     assert "unmanaged" in quiet_reason(crm_mon_xml(managed="false"), "test-rsc:0", "node1")
     assert quiet_reason("not xml", "test-rsc", "node1") == ""
+
+
+# -- the floating address ---------------------------------------------------------------------
+
+V4 = {"ip": "198.18.0.10", "nic": "lan0", "cidr_netmask": "24"}
+
+
+def vip_watchers(node):
+    inside = set(node.pids())
+    out = subprocess.run(["pgrep", "-f", MARK], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split() if int(p) in inside and process.alive(int(p))]
+
+
+def vip_agent(action, node, pcmk, **params):
+    return run_agent("IPaddr2", action, {**V4, **params}, ns=node, extra=pcmk.env)
+
+
+@pytest.fixture
+def vip(lan, pcmk):
+    node, peer = lan
+    assert vip_agent("start", node, pcmk).rc == 0
+    assert len(vip_watchers(node)) == 1
+    try:
+        yield node, peer
+    finally:
+        vip_agent("stop", node, pcmk)
+        for pid in vip_watchers(node):
+            os.kill(pid, 9)
+
+
+def test_address_removed_by_hand_is_reported_at_once(vip, pcmk):
+    node, _ = vip
+    removed_at = time.time()
+    node.ip("addr", "del", "198.18.0.10/24", "dev", "lan0")
+    wait_for(pcmk.reports, timeout=5, what="a failure report")
+    stamp, args = pcmk.reports()[0].split(" ", 1)
+    assert args == "--fail --resource test-rsc --node node1"
+    print(f"address removal reported {(float(stamp) - removed_at) * 1000:.0f} ms later")
+    assert float(stamp) - removed_at < 1
+
+
+def test_link_without_carrier_is_reported_after_the_grace(vip, pcmk):
+    node, peer = vip
+    down_at = time.time()
+    peer.ip("link", "set", "lan0", "down")
+    wait_for(pcmk.reports, timeout=5, what="a failure report")
+    delay = float(pcmk.reports()[0].split(" ", 1)[0]) - down_at
+    print(f"carrier loss reported {delay * 1000:.0f} ms later")
+    assert 0.9 <= delay < 3
+
+
+def test_a_brief_flap_is_not_a_failure(vip, pcmk):
+    node, peer = vip
+    peer.ip("link", "set", "lan0", "down")
+    time.sleep(0.3)
+    peer.ip("link", "set", "lan0", "up")
+    time.sleep(1.5)
+    assert pcmk.reports() == []
+    assert len(vip_watchers(node)) == 1
+
+
+def test_interface_removed_is_reported(vip, pcmk):
+    node, _ = vip
+    node.ip("link", "del", "lan0")
+    wait_for(pcmk.reports, timeout=5, what="a failure report")
+
+
+def test_stop_of_the_address_is_not_a_failure(vip, pcmk):
+    node, _ = vip
+    assert vip_agent("stop", node, pcmk).rc == 0
+    assert vip_watchers(node) == []
+    time.sleep(0.3)
+    assert pcmk.reports() == []
+
+
+def test_vip_monitor_stays_cheap_and_replaces_a_dead_watcher(vip, pcmk):
+    node, _ = vip
+    [first] = vip_watchers(node)
+    os.kill(first, 9)
+    wait_for(lambda: not vip_watchers(node), what="the watcher killed")
+    assert run_agent("IPaddr2", "monitor", V4, ns=node, interval_ms=10000,
+                     extra=pcmk.env).rc == 0
+    assert len(vip_watchers(node)) == 1 and vip_watchers(node) != [first]
+    assert pcmk.reports() == []
