@@ -3,9 +3,9 @@
 
 Pacemaker runs `monitor` every few seconds on every node and waits for `start`/`stop`
 during fail-over, so the wall time of one agent run is what an operator pays. Both agents
-run the same lifecycle in a throw-away pair of network namespaces (monitor while absent,
-start, monitor while present, stop), in alternating order (ours, reference, ours, ...) so
-that drift of the machine hits both alike. This process steps into the namespace around
+run the same lifecycle (monitor while absent, start, monitor while present, stop), each on
+a throw-away pair of network namespaces of its own, alternating action by action (the order
+flips every round) so that drift of the machine hits both alike. This process steps into the namespace around
 each spawn (setns) instead of going through `ip netns exec`, so the timing covers the agent
 and not a second program. A peer on the link counts the gratuitous ARP /
 unsolicited NA frames each start sends, so an agent cannot look fast by skipping them.
