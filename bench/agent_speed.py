@@ -283,39 +283,21 @@ def expect_address(node: Netns, case: Case, present: bool, after: str) -> None:
         raise BenchError(f"{case.cidr_address} is {state} on {NIC} after {after}")
 
 
-class Lane:
-    """One agent on a link of its own: the node namespace it runs in, a peer that counts
-    its announcements, a private HA_RSCTMP. Separate lanes let one agent's background
-    ARP sender finish while the other agent is being measured."""
+class Runner:
+    """One agent run inside a namespace view, the way this benchmark times it: a spawn
+    with this process in the namespace, a wait on the pid, the exit code checked. The
+    agent's output goes to a log that is shown when an exit code is wrong."""
 
-    def __init__(self, agent: Agent, pool: NetnsPool, statedir: str) -> None:
+    def __init__(self, agent: Agent, view: NetnsView, statedir: str) -> None:
         self.agent = agent
-        self.node, peer = make_lan(pool)
-        self.view = NetnsView(self.node.name)
-        self.sock = packet_socket_in(peer, NIC)
+        self.view = view
         self.statedir = statedir
         os.mkdir(statedir)
         self.log: IO[bytes] = open(os.path.join(statedir, "agent.log"), "w+b")
-        self.start_frames: int | None = None
-        self.last_announcements = (0, 0)
 
     def close(self) -> None:
         self.view.close()
-        self.sock.close()
         self.log.close()
-
-    def environment(self, case: Case, action: str) -> dict[str, str]:
-        """Pacemaker's environment for the action; HA_RSCTMP points to a private directory
-        so that the reference's send_arp pid files cannot meet those of a real cluster."""
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "OCF_ROOT": "/usr/lib/ocf",
-               "OCF_RESOURCE_INSTANCE": "vip", "OCF_RESKEY_ip": case.ip, "OCF_RESKEY_nic": NIC,
-               "OCF_RESKEY_cidr_netmask": case.cidr, "OCF_RESKEY_CRM_meta_timeout": "20000",
-               "HA_RSCTMP": self.statedir}
-        if action == "monitor":
-            env["OCF_RESKEY_CRM_meta_interval"] = "10000"
-        params = {**case.extra, **self.agent.params.get(case.family, {})}
-        env.update({f"OCF_RESKEY_{k}": v for k, v in params.items()})
-        return env
 
     def spawn(self, argv: list[str], env: dict[str, str]) -> tuple[int, float]:
         """Run argv in the namespace; return its exit code and wall seconds. The wait is on
@@ -341,17 +323,54 @@ class Lane:
         with open(rss_file) as f:
             return code, int(f.read().split()[-1])
 
-    def action(self, case: Case, action: str, expect: int, rss: bool = False) -> float:
-        """Run one action and return its wall seconds, or with rss its peak RSS in KiB;
-        a wrong exit code stops the benchmark with the agent's output."""
+    def checked(self, action: str, env: dict[str, str], expect: int, what: str,
+                rss: bool = False) -> float:
+        """Run the agent's action once and return its wall seconds, or with rss its peak RSS
+        in KiB; a wrong exit code stops the benchmark with the agent's output. what names
+        the case in that message."""
         run = self.peak_rss if rss else self.spawn
-        code, figure = run([str(self.agent.path), action], self.environment(case, action))
+        code, figure = run([str(self.agent.path), action], env)
         if code != expect:
             self.log.seek(0)
             output = self.log.read().decode(errors="replace").strip()
-            raise BenchError(f"{self.agent.role} agent {self.agent.path}: {action} on"
-                             f" {case.cidr_address} exited {code}, expected {expect}\n{output}")
+            raise BenchError(f"{self.agent.role} agent {self.agent.path}: {action} {what}"
+                             f" exited {code}, expected {expect}\n{output}")
         return figure
+
+
+class Lane(Runner):
+    """One IPaddr2 agent on a link of its own: the node namespace it runs in, a peer that
+    counts its announcements, a private HA_RSCTMP. Separate lanes let one agent's background
+    ARP sender finish while the other agent is being measured."""
+
+    def __init__(self, agent: Agent, pool: NetnsPool, statedir: str) -> None:
+        self.node, peer = make_lan(pool)
+        super().__init__(agent, NetnsView(self.node.name), statedir)
+        self.sock = packet_socket_in(peer, NIC)
+        self.start_frames: int | None = None
+        self.last_announcements = (0, 0)
+
+    def close(self) -> None:
+        super().close()
+        self.sock.close()
+
+    def environment(self, case: Case, action: str) -> dict[str, str]:
+        """Pacemaker's environment for the action; HA_RSCTMP points to a private directory
+        so that the reference's send_arp pid files cannot meet those of a real cluster."""
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "OCF_ROOT": "/usr/lib/ocf",
+               "OCF_RESOURCE_INSTANCE": "vip", "OCF_RESKEY_ip": case.ip, "OCF_RESKEY_nic": NIC,
+               "OCF_RESKEY_cidr_netmask": case.cidr, "OCF_RESKEY_CRM_meta_timeout": "20000",
+               "HA_RSCTMP": self.statedir}
+        if action == "monitor":
+            env["OCF_RESKEY_CRM_meta_interval"] = "10000"
+        params = {**case.extra, **self.agent.params.get(case.family, {})}
+        env.update({f"OCF_RESKEY_{k}": v for k, v in params.items()})
+        return env
+
+    def action(self, case: Case, action: str, expect: int, rss: bool = False) -> float:
+        """Run one action for case (see Runner.checked)."""
+        return self.checked(action, self.environment(case, action), expect,
+                            f"on {case.cidr_address}", rss)
 
     def step(self, case: Case, label: str, action: str, expect: int, record: bool) -> None:
         """Time one action once the lane is quiet. Announcements are counted in two parts:
@@ -386,11 +405,11 @@ def interpreter_argv(path: Path) -> list[str]:
     return [interpreter, arg.strip()] if arg.strip() else [interpreter]
 
 
-def median_seconds(lane: Lane, argv: list[str], runs: int) -> float:
+def median_seconds(lane: Runner, argv: list[str], runs: int) -> float:
     return statistics.median(lane.spawn(argv, {})[1] for _ in range(runs))
 
 
-def floor_lines(lanes: list[Lane], runs: int) -> list[str]:
+def floor_lines(lanes: list[Runner], runs: int) -> list[str]:
     """What the figures hold that is not the agents' own work: spawning a program in the
     namespace, the RSS /usr/bin/time reports for the smallest program, and each agent's
     interpreter starting with nothing to do (the least its every action can cost)."""
