@@ -1,0 +1,634 @@
+#!/usr/bin/python3
+"""How long the control-plane endpoint is gone when something happens, seen by a client.
+
+A client sends a GET through the VIP to the kube-apiserver stand-ins behind HAProxy every
+10 ms (tests/cluster.py's Traffic) while the benchmark moves the resources, pulls the active
+node's cables, kills haproxy with SIGKILL and reloads it. The same 2-node cluster (Corosync
+token 1000 ms) runs every stack in turn, so the figures compare like with like:
+
+  kuth       ocf:kuth:IPaddr2 + ocf:kuth:haproxy
+  heartbeat  ocf:heartbeat:IPaddr2 + ocf:kuth:haproxy
+  keepalived Debian's keepalived (VRRP, default advert_int, haproxy checked by a 1 s
+             vrrp_script) + haproxy, on the same nodes with no Pacemaker resources
+
+each Pacemaker stack in the guide's topology (haproxy follows the VIP) and the clone topology
+(haproxy on every node, the VIP where haproxy runs), and ocf:kuth:haproxy's crash watcher on
+and off with a 20 s and a 60 s monitor interval. Output: a markdown table and a PNG of every
+request's result around each event, under bench/results/.
+
+Run as root: `make bench-failover` or `bench/failover.py --repeat 3`.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+from cluster import (KUBE_PORT, VIP_NETWORK, Cluster, ClusterError, Node,  # noqa: E402
+                     Traffic)
+
+VIP = f"{VIP_NETWORK}.20"
+URL = f"http://{VIP}:{KUBE_PORT}/"
+INTERVAL = 0.01
+REQUEST_TIMEOUT = 0.5
+TOKEN_MS = 1000
+VIP_RSC = "virtual-ip-resource"
+HAPROXY_RSC = "haproxy-resource"
+DEFAULT_OUTPUT = REPO / "bench" / "results" / "failover.md"
+# A stack has recovered once every request of this long a stretch succeeded.
+STEADY_S = 1.0
+# The longest any event may take to recover (a killed haproxy waits for a 60 s monitor).
+RECOVERY_S = 90.0
+# Targets: planned move against heartbeat IPaddr2's outage in the same topology; a killed
+# haproxy with the watcher; the agents' part of a node loss; failed requests on reload.
+MOVE_RATIO = 0.5
+KILL_S = 0.5
+AGENTS_PART_S = 0.150
+EVENTS = ("move", "link down", "kill -9", "reload")
+
+
+@dataclass(frozen=True)
+class Stack:
+    """One way of keeping the VIP and haproxy up, and the events it is put through."""
+    label: str
+    vip_agent: str = ""  # "" for keepalived
+    topology: str = "guide"
+    watch: bool = True
+    interval: int = 20
+    events: tuple[str, ...] = EVENTS
+    slow: bool = False  # a killed haproxy waits for the monitor: fewer rounds
+
+    @property
+    def keepalived(self) -> bool:
+        return not self.vip_agent
+
+
+@dataclass
+class Sample:
+    """One round of one event: the client's results on a clock starting at the event."""
+    longest: float
+    failed: int
+    total: int
+    results: list[tuple[float, bool]]
+    agents_part: float | None = None
+
+
+@dataclass
+class Row:
+    stack: Stack
+    event: str
+    samples: list[Sample] = field(default_factory=list)
+
+
+def stacks() -> list[Stack]:
+    """Every stack, the main ones first; the watcher figures after them."""
+    main = [Stack(f"{name} {topo}", agent, topo)
+            for name, agent in (("kuth", "ocf:kuth:IPaddr2"),
+                                ("heartbeat", "ocf:heartbeat:IPaddr2"))
+            for topo in ("guide", "clone")]
+    watcher = [Stack(f"kuth {topo}, watch={str(watch).lower()}, monitor {interval} s",
+                     "ocf:kuth:IPaddr2", topo, watch, interval, ("kill -9",),
+                     slow=not watch)
+               for interval in (20, 60) for watch in (True, False) for topo in ("guide", "clone")
+               if (interval, watch) != (20, True)]  # the main kuth stacks are that one
+    return [*main, Stack("keepalived"), *watcher]
+
+
+# -- Pacemaker stacks ---------------------------------------------------------------------
+
+def pacemaker_config(stack: Stack) -> str:
+    """The guide's crm configuration, with the stack's VIP agent and haproxy's interval."""
+    text = (f"primitive {VIP_RSC} {stack.vip_agent} \\\n"
+            f"    params ip={VIP} nic=lan0 cidr_netmask=24 \\\n"
+            f"    meta migration-threshold=2 \\\n"
+            f"    op monitor interval=20 timeout=60 on-fail=restart\n"
+            f"primitive {HAPROXY_RSC} ocf:kuth:haproxy \\\n"
+            f"    params watch={str(stack.watch).lower()} \\\n"
+            f"    op monitor interval={stack.interval} timeout=60 on-fail=restart\n"
+            "rsc_defaults resource-stickiness=100\n")
+    if stack.topology == "guide":
+        return (text + f"colocation haproxy-with-vip inf: {HAPROXY_RSC} {VIP_RSC}\n"
+                + f"order vip-before-haproxy Mandatory: {VIP_RSC} {HAPROXY_RSC}\n")
+    return (text + f"clone haproxy-clone {HAPROXY_RSC}\n"
+            + f"colocation vip-with-haproxy inf: {VIP_RSC} haproxy-clone\n")
+
+
+class PacemakerStack:
+    """The events, done the way an operator or a failure does them to a Pacemaker cluster."""
+
+    def __init__(self, cluster: Cluster, stack: Stack) -> None:
+        self.cluster = cluster
+        self.stack = stack
+        self.token = 0
+
+    def setup(self) -> None:
+        self.cluster.reset()
+        self.cluster.configure(pacemaker_config(self.stack))
+        self.settle()
+
+    def settle(self) -> None:
+        """Resources started, no failure left, the client served."""
+        c = self.cluster
+        c.wait_for(lambda: c.locate(VIP_RSC) and self.active() in c.locate(HAPROXY_RSC),
+                   60, what="VIP and haproxy started")
+        c.settle()
+        c.view_node(None).run(["crm_resource", "--cleanup"])
+        c.settle()
+
+    def active(self) -> str:
+        [node] = self.cluster.locate(VIP_RSC)
+        return node
+
+    def teardown(self) -> None:
+        """Nothing: the next stack's reset() removes the resources."""
+
+    def move(self) -> Callable[[], bool]:
+        c = self.cluster
+        target = next(n for n in c.names if n != self.active())
+        c.crm("resource", "move", VIP_RSC, target)
+        return lambda: c.locate(VIP_RSC) == [target] and target in c.locate(HAPROXY_RSC)
+
+    def after_move(self) -> None:
+        self.cluster.crm("resource", "clear", VIP_RSC)
+        self.settle()
+
+    def link_down(self) -> Callable[[], bool]:
+        c = self.cluster
+        self.lost = self.active()
+        self.survivor = next(n for n in c.names if n != self.lost)
+        c.link_down(self.lost)
+        return lambda: (c.locate(VIP_RSC, view=self.survivor) == [self.survivor]
+                        and self.survivor in c.locate(HAPROXY_RSC, view=self.survivor))
+
+    def after_link_down(self) -> None:
+        """Cable back in; both nodes held the VIP: Pacemaker keeps one (a second outage,
+        not measured)."""
+        c = self.cluster
+        c.link_up(self.lost)
+        c.wait_for(lambda: len(c.status().online) == 2, 60, what="node back online")
+        c.wait_for(lambda: [n.name for n in c.nodes if n.has_address(VIP)] == c.locate(VIP_RSC)
+                   and len(c.locate(VIP_RSC)) == 1, 60, what="VIP on one node")
+        self.settle()
+
+    def agents_part(self, since_wall: float) -> float | None:
+        """When the survivor's Pacemaker began starting the VIP (pacemaker-execd's log), on
+        the wall clock; None when the log does not show it."""
+        return execd_started(self.cluster.node(self.survivor), VIP_RSC, since_wall)
+
+    def kill(self) -> Callable[[], bool]:
+        c = self.cluster
+        node = c.node(self.active())
+        before = set(kill_haproxy(node))
+        return lambda: (bool(c.status().failures)
+                        and len(set(node.pids("haproxy")) - before) >= 2
+                        and self.active() in c.locate(HAPROXY_RSC))
+
+    def after_kill(self) -> None:
+        self.settle()
+
+    def reload(self) -> Callable[[], bool]:
+        """As the README says; done once Pacemaker has run the reload."""
+        self.token += 1
+        self.cluster.crm("resource", "param", HAPROXY_RSC, "set", "reload_token",
+                         f"bench-{self.token}")
+        return lambda: self.cluster.settle() or True
+
+    def after_reload(self) -> None:
+        self.cluster.settle()
+
+
+def kill_haproxy(node: Node) -> list[int]:
+    """SIGKILL every haproxy of the node (master and worker): a crash."""
+    pids = node.pids("haproxy")
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return pids
+
+
+def execd_started(node: Node, resource: str, since_wall: float) -> float | None:
+    """The wall-clock time of the first start of resource that node's pacemaker-execd logged
+    after since_wall (its log has milliseconds, no year)."""
+    year = datetime.date.today().year
+    needle = f"executing - rsc:{resource} action:start "
+    for line in node.read("/var/log/pacemaker/pacemaker.log").splitlines():
+        if needle not in line:
+            continue
+        stamp = datetime.datetime.strptime(f"{year} {line[:19]}", "%Y %b %d %H:%M:%S.%f")
+        wall = stamp.timestamp()
+        if wall >= since_wall:
+            return wall
+    return None
+
+
+# -- keepalived ---------------------------------------------------------------------------
+
+KEEPALIVED_DIR = "/run/kuth-bench"
+HAPROXY_PIDFILE = f"{KEEPALIVED_DIR}/haproxy.pid"
+
+
+def keepalived_conf(node: Node, priority: int) -> str:
+    """The usual keepalived pair for HAProxy: VRRP with the default advert_int (1 s), both
+    BACKUP with nopreempt (no move back, like Pacemaker's stickiness), haproxy checked every
+    second. The check looks for an haproxy in this node's network namespace (pgrep --ns):
+    the nodes share /proc, so `killall -0 haproxy` would see the other node's; and
+    track_process needs the proc connector, which a namespace does not get."""
+    return f"""global_defs {{
+    router_id {node.name}
+    enable_script_security
+    script_user root
+}}
+vrrp_script chk_haproxy {{
+    script "/usr/bin/pgrep --ns {node.pid} --nslist net -x haproxy"
+    interval 1
+    fall 1
+    rise 1
+}}
+vrrp_instance kube_apiserver {{
+    state BACKUP
+    nopreempt
+    interface lan0
+    virtual_router_id 51
+    priority {priority}
+    virtual_ipaddress {{
+        {VIP}/24 dev lan0
+    }}
+    track_script {{
+        chk_haproxy
+    }}
+}}
+"""
+
+
+class KeepalivedStack:
+    """keepalived + haproxy on every node, started by hand the way their Debian units would
+    (the benchmark plays systemd), Pacemaker holding no resources."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.keepalived: dict[str, subprocess.Popen[bytes]] = {}
+        self.haproxy: dict[str, subprocess.Popen[bytes]] = {}
+
+    def setup(self) -> None:
+        self.cluster.reset()
+        for number, node in enumerate(self.cluster.nodes):
+            node.run(["mkdir", "-p", KEEPALIVED_DIR])
+            node.write(f"{KEEPALIVED_DIR}/keepalived.conf", keepalived_conf(node, 101 - number))
+            self.start_haproxy(node)
+            self.start_keepalived(node)
+        self.settle()
+
+    def start_haproxy(self, node: Node) -> None:
+        """As Debian's haproxy.service: master-worker, in the foreground."""
+        node.run(["mkdir", "-p", "/run/haproxy"])
+        self.haproxy[node.name] = node.popen(
+            ["haproxy", "-W", "-db", "-f", "/etc/haproxy/haproxy.cfg", "-p", HAPROXY_PIDFILE],
+            log=f"{KEEPALIVED_DIR}/haproxy.log")
+
+    def start_keepalived(self, node: Node) -> None:
+        """In the foreground, with its pid files in the node's private /run."""
+        d = KEEPALIVED_DIR
+        self.keepalived[node.name] = node.popen(
+            ["keepalived", "--dont-fork", "--log-console", "--log-detail",
+             "-f", f"{d}/keepalived.conf", "-p", f"{d}/keepalived.pid",
+             "-r", f"{d}/vrrp.pid", "-c", f"{d}/checkers.pid"],
+            log=f"{d}/keepalived.log")
+
+    def holders(self) -> list[str]:
+        return [n.name for n in self.cluster.nodes if n.has_address(VIP)]
+
+    def active(self) -> str:
+        [node] = self.holders()
+        return node
+
+    def settle(self) -> None:
+        self.cluster.wait_for(lambda: len(self.holders()) == 1, 30, what="VIP on one node")
+
+    def teardown(self) -> None:
+        for proc in [*self.keepalived.values(), *self.haproxy.values()]:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.keepalived.clear()
+        self.haproxy.clear()
+
+    def move(self) -> Callable[[], bool]:
+        """`systemctl stop keepalived` on the master: it sends a priority-0 advert."""
+        self.old = self.active()
+        target = next(n for n in self.cluster.names if n != self.old)
+        proc = self.keepalived.pop(self.old)
+        proc.terminate()
+        proc.wait(10)
+        return lambda: self.holders() == [target]
+
+    def after_move(self) -> None:
+        self.start_keepalived(self.cluster.node(self.old))
+        time.sleep(2)  # back as BACKUP; nopreempt keeps the VIP where it is
+        self.settle()
+
+    def link_down(self) -> Callable[[], bool]:
+        self.lost = self.active()
+        self.survivor = next(n for n in self.cluster.names if n != self.lost)
+        self.cluster.link_down(self.lost)
+        return lambda: self.cluster.node(self.survivor).has_address(VIP)
+
+    def after_link_down(self) -> None:
+        self.cluster.link_up(self.lost)
+        self.settle()
+
+    def agents_part(self, since_wall: float) -> float | None:
+        return None
+
+    def kill(self) -> Callable[[], bool]:
+        """haproxy crashes; systemd would restart it after RestartSec, the benchmark does once
+        the VIP has moved."""
+        self.crashed = self.active()
+        kill_haproxy(self.cluster.node(self.crashed))
+        self.haproxy.pop(self.crashed).wait(10)
+        return lambda: self.holders() not in ([], [self.crashed])
+
+    def after_kill(self) -> None:
+        self.start_haproxy(self.cluster.node(self.crashed))
+        time.sleep(2)
+        self.settle()
+
+    def reload(self) -> Callable[[], bool]:
+        """`systemctl reload haproxy`: check, then SIGUSR2 to the master."""
+        node = self.cluster.node(self.active())
+        node.run(["haproxy", "-c", "-q", "-f", "/etc/haproxy/haproxy.cfg"])
+        self.haproxy[node.name].send_signal(signal.SIGUSR2)
+        return lambda: True
+
+    def after_reload(self) -> None:
+        time.sleep(1)
+
+
+# -- measuring ----------------------------------------------------------------------------
+
+class Bench:
+    """Runs stacks through their events on one cluster, collecting rows as it goes (so a
+    run stopped early still reports what it measured)."""
+
+    def __init__(self, cluster: Cluster, traffic: Traffic, repeat: int, slow_repeat: int,
+                 began: float) -> None:
+        self.cluster = cluster
+        self.traffic = traffic
+        self.repeat = repeat
+        self.slow_repeat = slow_repeat
+        self.began = began
+        self.rows: list[Row] = []
+        # The wall clock of a monotonic instant (pacemaker-execd logs wall-clock times).
+        self.wall_offset = time.time() - time.monotonic()
+
+    def say(self, text: str) -> None:
+        elapsed = time.monotonic() - self.began
+        print(f"[{elapsed // 60:3.0f}:{elapsed % 60:02.0f}] {text}", flush=True)
+
+    def steady(self, since: float, timeout: float = 30) -> None:
+        """Wait until every request of a whole STEADY_S, all sent after since, succeeded."""
+        def ok() -> bool:
+            now = time.monotonic()
+            start = now - STEADY_S - REQUEST_TIMEOUT
+            recent = [good for sent, good in list(self.traffic.results)
+                      if start <= sent <= now - REQUEST_TIMEOUT]
+            return start >= since and len(recent) >= STEADY_S / INTERVAL * 0.5 and all(recent)
+        self.cluster.wait_for(ok, timeout, interval=0.1, what="every request served")
+
+    def run_stack(self, stack: Stack) -> None:
+        driver = KeepalivedStack(self.cluster) if stack.keepalived else \
+            PacemakerStack(self.cluster, stack)
+        self.say(f"{stack.label}: setting up")
+        try:
+            driver.setup()
+            for event in stack.events:
+                self.run_event(driver, stack, event)
+        finally:
+            driver.teardown()
+
+    def run_event(self, driver: PacemakerStack | KeepalivedStack, stack: Stack, event: str
+                  ) -> None:
+        row = Row(stack, event)
+        self.rows.append(row)
+        method = event.replace(" -9", "").replace(" ", "_")
+        for round_ in range(self.slow_repeat if stack.slow else self.repeat):
+            self.steady(time.monotonic() - STEADY_S - REQUEST_TIMEOUT)
+            sample = self.measure(driver, method)
+            row.samples.append(sample)
+            part = (f", agents' part {sample.agents_part * 1000:.0f} ms"
+                    if sample.agents_part is not None else "")
+            self.say(f"{stack.label}: {event} #{round_ + 1}: longest outage "
+                     f"{sample.longest:.3f} s, {sample.failed} of {sample.total} failed{part}")
+            getattr(driver, f"after_{method}")()
+
+    def measure(self, driver: PacemakerStack | KeepalivedStack, method: str) -> Sample:
+        """Do the event, wait until the stack is done with it and the client is served
+        again, and cut out the client's view from just before the event."""
+        since = time.monotonic() - 0.5
+        event_at = time.monotonic()
+        done = getattr(driver, method)()
+        self.cluster.wait_for(done, RECOVERY_S, interval=0.1, what=f"{method} done")
+        self.steady(time.monotonic(), RECOVERY_S)
+        until = time.monotonic() - REQUEST_TIMEOUT
+        outage = self.traffic.outage(since, until)
+        results = sorted((sent - event_at, ok) for sent, ok in list(self.traffic.results)
+                         if since <= sent <= until)
+        sample = Sample(outage.longest_gap, outage.failed, outage.total, results)
+        if method == "link_down":
+            started = driver.agents_part(event_at + self.wall_offset)
+            if started is not None:
+                first = next((sent for sent, ok in sorted(self.traffic.results)
+                              if ok and sent + self.wall_offset >= started), None)
+                if first is not None:
+                    sample.agents_part = first + self.wall_offset - started
+        return sample
+
+
+# -- the report -----------------------------------------------------------------------------
+
+def stat(values: list[float], fmt: str) -> str:
+    if not values:
+        return "-"
+    return f"{max(values):{fmt}} / {statistics.median(values):{fmt}}"
+
+
+def target_note(row: Row, rows: list[Row]) -> str:
+    """The row's target and whether it is met (by its longest round)."""
+    longest = max(s.longest for s in row.samples)
+    if row.event == "reload":
+        failed = max(s.failed for s in row.samples)
+        return f"0 failed: {'met' if failed == 0 else 'missed'}"
+    if row.event == "kill -9" and row.stack.watch and not row.stack.keepalived:
+        return f"<= {KILL_S} s: {'met' if longest <= KILL_S else 'missed'}"
+    if row.event == "move" and row.stack.label.startswith("kuth "):
+        ref = [r for r in rows if r.event == "move"
+               and r.stack.label == row.stack.label.replace("kuth", "heartbeat")]
+        if ref:
+            limit = MOVE_RATIO * max(s.longest for s in ref[0].samples)
+            return (f"<= {MOVE_RATIO} x heartbeat's = {limit:.3f} s: "
+                    f"{'met' if longest <= limit else 'missed'}")
+    if row.event == "link down" and not row.stack.keepalived:
+        parts = [s.agents_part for s in row.samples if s.agents_part is not None]
+        if parts:
+            return (f"agents' part <= {AGENTS_PART_S * 1000:.0f} ms: "
+                    f"{'met' if max(parts) <= AGENTS_PART_S else 'missed'}")
+    return ""
+
+
+def table(rows: list[Row]) -> list[str]:
+    lines = ["| event | stack | rounds | longest outage s (max / median) | failed requests "
+             "(max / median) | agents' part on node loss ms (max / median) | target |",
+             "|---|---|---|---|---|---|---|"]
+    for event in EVENTS:
+        for row in (r for r in rows if r.event == event):
+            parts = [s.agents_part * 1000 for s in row.samples if s.agents_part is not None]
+            total = statistics.median(s.total for s in row.samples)
+            lines.append(
+                f"| {event} | {row.stack.label} | {len(row.samples)} | "
+                f"{stat([s.longest for s in row.samples], '.3f')} | "
+                f"{stat([float(s.failed) for s in row.samples], '.0f')} of ~{total:.0f} | "
+                f"{stat(parts, '.0f')} | {target_note(row, rows)} |")
+    return lines
+
+
+def report(rows: list[Row], args: argparse.Namespace, seconds: float, plot: Path) -> str:
+    load = os.getloadavg()
+    head = [
+        "# Failover: outage seen by a client through the VIP",
+        "",
+        f"Run {datetime.datetime.now():%Y-%m-%d %H:%M} on {platform.node()} "
+        f"({os.cpu_count()} CPUs), commit {commit()}, {seconds / 60:.1f} minutes; "
+        f"load average at the end {load[0]:.2f}.",
+        f"2 nodes, Corosync token {TOKEN_MS} ms; a GET to {URL} every {INTERVAL * 1000:.0f} ms "
+        f"(timeout {REQUEST_TIMEOUT} s); {args.repeat} rounds per event "
+        f"({args.slow_repeat} where a killed haproxy waits for the monitor). Versions: "
+        f"{versions()}.",
+        "",
+        "Longest outage: the longest time between two successful requests (from half a second "
+        "before the event until every request of a whole second succeeded again). Agents' "
+        "part: from the survivor's pacemaker-execd starting the VIP's start to the first "
+        "request served through the VIP.",
+        "",
+    ]
+    return "\n".join([*head, *table(rows), "", f"![requests around each event]({plot.name})",
+                      ""])
+
+
+def commit() -> str:
+    out = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                         capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
+def versions() -> str:
+    packages = ("pacemaker", "corosync", "haproxy", "keepalived", "resource-agents")
+    out = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Version}\\n", *packages],
+                         capture_output=True, text=True)
+    return ", ".join(out.stdout.split("\n")[:len(packages)]).strip(", ")
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    """One panel per event, one lane per stack: each request as a tick, green if served,
+    red if failed, around the round with the longest outage. Where the ticks stop, requests
+    were still waiting for their timeout."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    panels = [(e, [r for r in rows if r.event == e and not r.stack.slow
+                   and "monitor 60" not in r.stack.label]) for e in EVENTS]
+    watcher = [r for r in rows if r.event == "kill -9" and ("watch=" in r.stack.label
+                                                          or r.stack.label.startswith("kuth "))]
+    panels.append(("kill -9: crash watcher on/off, monitor 20 s / 60 s", watcher))
+    panels = [(title, rs) for title, rs in panels if rs]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 2.2 + sum(
+        0.35 * len(rs) for _, rs in panels)), squeeze=False,
+        gridspec_kw={"height_ratios": [max(len(rs), 1) for _, rs in panels]})
+    for ax, (title, rs) in zip(axes[:, 0], panels):
+        for lane, row in enumerate(rs):
+            worst = max(row.samples, key=lambda s: s.longest)
+            for ok, colour in ((True, "tab:green"), (False, "tab:red")):
+                xs = [t for t, good in worst.results if good is ok]
+                ax.scatter(xs, [lane] * len(xs), marker="|", s=60, color=colour, linewidths=0.6)
+        ax.set_yticks(range(len(rs)), [r.stack.label for r in rs], fontsize=8)
+        ax.set_ylim(-0.7, len(rs) - 0.3)
+        ax.invert_yaxis()
+        ax.axvline(0, color="grey", linewidth=0.8)
+        ax.set_title(title, fontsize=10, loc="left")
+        ax.set_xlabel("seconds since the event (green: served, red: failed)", fontsize=8)
+        ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- main ----------------------------------------------------------------------------------
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repeat", type=int, default=3, help="rounds per event (default 3)")
+    p.add_argument("--slow-repeat", type=int, default=2,
+                   help="rounds of a kill that waits for the monitor (watch=false; default 2)")
+    p.add_argument("--only", action="append", default=[],
+                   help="run only stacks whose label contains this (repeatable)")
+    p.add_argument("--logs", metavar="DIR",
+                   help="keep every node's Pacemaker and Corosync logs there")
+    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
+                   help=f"markdown report; the PNG goes beside it (default {DEFAULT_OUTPUT})")
+    return p.parse_args(argv)
+
+
+def raise_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("failover: run as root (it builds namespaces and a cluster)", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, raise_on_sigterm)
+    chosen = [s for s in stacks() if not args.only or any(o in s.label for o in args.only)]
+    began = time.monotonic()
+    rows: list[Row] = []
+    print(f"failover: {len(chosen)} stacks, {args.repeat} rounds per event; starting a "
+          f"2-node cluster (token {TOKEN_MS} ms)", flush=True)
+    with Cluster(nodes=2, token_ms=TOKEN_MS, logs_dir=args.logs) as cluster:
+        print(f"failover: cluster up in {cluster.started_in:.1f} s", flush=True)
+        with Traffic(cluster.client, URL, interval=INTERVAL, timeout=REQUEST_TIMEOUT) as traffic:
+            bench = Bench(cluster, traffic, args.repeat, args.slow_repeat, began)
+            rows = bench.rows
+            try:
+                for stack in chosen:
+                    bench.run_stack(stack)
+            except (ClusterError, subprocess.SubprocessError) as err:
+                bench.say(f"stopped early: {err}")
+    seconds = time.monotonic() - began
+    rows = [row for row in rows if row.samples]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    png = args.output.with_suffix(".png")
+    if rows:
+        plot(rows, png)
+    text = report(rows, args, seconds, png)
+    args.output.write_text(text)
+    print(text)
+    print(f"failover: wrote {args.output} and {png}; everything torn down")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
