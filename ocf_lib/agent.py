@@ -73,8 +73,10 @@ class OcfEnv:
 
 
 def _int_env(key: str, default: int) -> int:
+    """A non-negative integer from the environment, default when absent or malformed. At
+    most 18 digits: int() refuses over 4300 and a float of the timeout overflows sooner."""
     text = os.environ.get(key, "")
-    return int(text) if text.isascii() and text.isdigit() else default
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else default
 
 
 def _supported_depth(requested: int, depths: tuple[int, ...]) -> int:
