@@ -38,6 +38,7 @@ deb:
 bench:
 	tools/install-packages $(BENCH_PACKAGES)
 	$(PYTHON) bench/agent_speed.py
+	$(PYTHON) bench/haproxy_speed.py
 
 ## bench-failover: outages through the VIP (move, node loss, haproxy kill -9, reload) for our
 ## agents, heartbeat's IPaddr2 and keepalived, in a real cluster (about 20 minutes)
