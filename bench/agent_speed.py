@@ -5,10 +5,11 @@ Pacemaker runs `monitor` every few seconds on every node and waits for `start`/`
 during fail-over, so the wall time of one agent run is what an operator pays. Both agents
 run the same lifecycle (monitor while absent, start, monitor while present, stop), each on
 a throw-away pair of network namespaces of its own, alternating action by action (the order
-flips every round) so that drift of the machine hits both alike. This process steps into the namespace around
-each spawn (setns) instead of going through `ip netns exec`, so the timing covers the agent
-and not a second program. A peer on the link counts the gratuitous ARP /
-unsolicited NA frames each start sends, so an agent cannot look fast by skipping them.
+flips every round) so that drift of the machine hits both alike. This process steps into
+the namespace around each spawn (setns) instead of going through `ip netns exec`, so the
+timing covers the agent and not a second program. A peer on the link counts the gratuitous
+ARP / unsolicited NA frames each start sends, so an agent cannot look fast by skipping them.
+bench/haproxy_speed.py reuses the Runner for the haproxy agent.
 
 Run as root: `make bench` or `bench/agent_speed.py --runs 30`.
 """
@@ -546,7 +547,7 @@ def announcement_mismatch(agents: list[Agent], cases: list[Case]) -> list[str]:
     return notes
 
 
-def machine_lines(runs: int, load_before: float) -> list[str]:
+def machine_lines(load_before: float) -> list[str]:
     """Where and when the figures were taken; the load average shows whether other work
     competed for the CPUs (the spread of the ratios shows how much it mattered)."""
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
@@ -554,15 +555,16 @@ def machine_lines(runs: int, load_before: float) -> list[str]:
     return [f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
             f"- Machine: {len(os.sched_getaffinity(0))} CPUs ({cpu}),"
             f" kernel {platform.release()}, Python {platform.python_version()}",
-            f"- Load average (1 min): {load_before:.2f} before, {os.getloadavg()[0]:.2f} after",
-            f"- Runs: {runs} per action and agent, alternating ours/reference, medians shown"]
+            f"- Load average (1 min): {load_before:.2f} before, {os.getloadavg()[0]:.2f} after"]
 
 
 def report(agents: list[Agent], cases: list[Case], notes: list[str], floors: list[str],
            runs: int, load_before: float) -> str:
     ours, ref = agents
     lines = ["# IPaddr2: ours against ocf:heartbeat:IPaddr2", "",
-             *machine_lines(runs, load_before), *floors,
+             *machine_lines(load_before),
+             f"- Runs: {runs} per action and agent, alternating ours/reference, medians shown",
+             *floors,
              f"- Ours: `{ours.path}` ({ours.version})",
              f"- Reference: `{ref.path}` ({ref.version})", "",
              "| action | ours (ms) | reference (ms) | ours/ref | per-round ratio, middle half |"
