@@ -45,6 +45,30 @@ def is_link_local(family: int, packed: bytes) -> bool:
     return packed[0] == 0xFE and packed[1] & 0xC0 == 0x80
 
 
+def not_unicast(family: int, packed: bytes) -> str | None:
+    """Why no host can own the address as its own, or None when one can: unspecified,
+    multicast, the IPv4 limited broadcast, IPv6 loopback and IPv4-mapped IPv6 addresses.
+    The kernel refuses some of them only after a change was tried, and takes others
+    (a multicast address on an interface) without complaint."""
+    if family == AF_INET:
+        if packed[0] == 0:
+            return "is in 0.0.0.0/8 (this network, unspecified)"
+        if packed[0] >> 4 == 0xE:
+            return "is a multicast address"
+        if packed == b"\xff" * 4:
+            return "is the limited broadcast address"
+        return None
+    if packed == bytes(16):
+        return "is the unspecified address"
+    if packed == bytes(15) + b"\x01":
+        return "is the loopback address"
+    if packed[0] == 0xFF:
+        return "is a multicast address"
+    if packed[:12] == bytes(10) + b"\xff\xff":
+        return "is an IPv4-mapped address; give the IPv4 address itself"
+    return None
+
+
 def _mask(family: int, prefixlen: int) -> int:
     bits = _BITS[family]
     return ((1 << bits) - 1) ^ ((1 << (bits - prefixlen)) - 1)

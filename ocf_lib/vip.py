@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ocf_lib.state import StateDir
 
 MAX_IFNAME = 15  # IFNAMSIZ - 1: the kernel's limit for interface names and address labels
+MAX_LIFETIME = 0xFFFFFFFF  # address lifetimes are 32-bit seconds (the largest is forever)
 
 
 class ConfigInvalid(ValueError):
@@ -64,13 +65,18 @@ def parse(ip: str, nic: str, netmask: str, broadcast: str, iflabel: str,
           preferred_lft: str = "forever") -> Vip:
     """Check the parameters' syntax and consistency; ConfigInvalid says what is wrong.
     Nothing on this host is looked at."""
-    if preferred_lft != "forever" and not (preferred_lft.isascii() and preferred_lft.isdigit()):
+    if preferred_lft != "forever" and not (preferred_lft.isascii() and preferred_lft.isdigit()
+                                           and len(preferred_lft) <= 10
+                                           and int(preferred_lft) <= MAX_LIFETIME):
         raise ConfigInvalid(f"preferred_lft {preferred_lft!r} is neither 'forever' nor a "
-                            f"number of seconds")
+                            f"number of seconds up to {MAX_LIFETIME}")
     try:
         family, packed = inet.parse_ip(ip)
     except ValueError as err:
         raise ConfigInvalid(f"ip: {err}") from None
+    problem = inet.not_unicast(family, packed)
+    if problem:
+        raise ConfigInvalid(f"ip {ip} {problem}: it cannot be a floating address")
     if nic:
         check_ifname("nic", nic)
     elif inet.is_link_local(family, packed):

@@ -195,3 +195,25 @@ def test_unknown_actions_are_unimplemented_and_change_nothing(lab, action):
     check_outcome(lab, "unknown action", out, {3})
     lab.tally.add("unknown action")
     lab.assert_unchanged(repr(action))
+
+
+@pytest.mark.parametrize("ip", ["0.0.0.0", "224.0.0.1", "255.255.255.255", "::", "::1",
+                                "ff02::1", "::ffff:198.18.0.10"])
+def test_addresses_no_host_can_own_are_not_configured(lab, ip):
+    """Found by the property tests: the kernel took a multicast or broadcast VIP (start
+    said 0) or refused it only when adding (start said 1, so Pacemaker tried every node)."""
+    params = {"ip": ip, "nic": "lan0", "cidr_netmask": "24"}
+    out = lab.run("start", params, {})
+    check_outcome(lab, ip, out, {6})
+    assert "cannot be a floating address" in out.reason
+    lab.assert_unchanged(ip)
+
+
+def test_a_lifetime_beyond_32_bits_is_not_configured(lab):
+    """Found by the property tests: `ip` refused it only at start, as ERR_GENERIC."""
+    out = lab.run("start", {**CORES[0], "preferred_lft": "4294967296"}, {})
+    check_outcome(lab, "preferred_lft", out, {6})
+    assert "preferred_lft" in out.reason
+    assert lab.run("start", {**CORES[0], "preferred_lft": "4294967295"}, {}).rc == 0
+    assert lab.run("stop", CORES[0], {}).rc == 0
+    lab.assert_unchanged("preferred_lft")
