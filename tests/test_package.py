@@ -241,8 +241,9 @@ def upgrade_under_running_resources(root: str, node, newer: str) -> None:
 
 def live_haproxy(node) -> list[int]:
     """haproxy processes in node's namespace, without zombies that init has yet to reap."""
+    inside = set(node.pids())  # pgrep sees the machine's pid namespace: keep the node's
     pids = [int(p) for p in node.run("pgrep", "-x", "haproxy", check=False).stdout.split()]
-    return [pid for pid in pids if process_state(pid) not in ("Z", "")]
+    return [pid for pid in pids if pid in inside and process_state(pid) not in ("Z", "")]
 
 
 def process_state(pid: int) -> str:
