@@ -65,7 +65,7 @@ class Instance:
 
     def check_files(self) -> None:
         """The binary is executable, the configuration readable and root's alone."""
-        if not os.access(self.binpath, os.X_OK):
+        if not (os.path.isfile(self.binpath) and os.access(self.binpath, os.X_OK)):
             raise NotInstalled(f"haproxy binary {self.binpath} is not installed on this node")
         try:
             st = os.stat(self.conffile)
@@ -266,8 +266,9 @@ class Instance:
             process.signal_all(pids, process.SIGKILL)
             pids = process.wait_gone(pids, deadline)
         if not pids:
-            for path in (self.pidfile, self.master_socket):
-                _unlink(path)
+            if process.read_pidfile(self.pidfile):  # never a file that holds no pids
+                _unlink(self.pidfile)
+            _unlink(self.master_socket)
             for suffix in ("argv", "socket"):
                 self.state.remove(suffix)
         self._master = None

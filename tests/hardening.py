@@ -126,6 +126,17 @@ def shell_calls(log: Path) -> str:
     return log.read_text() if log.exists() else ""
 
 
+def check_outcome(out: object, allowed: set[int], shell_log: Path, label: str) -> None:
+    """The invariants of every run: an allowed code, no traceback, a one-line exit reason
+    for every error, nothing run through a shell, no injected command executed."""
+    assert out.rc in allowed, (label, out)  # type: ignore[attr-defined]
+    assert "Traceback" not in out.stderr, (label, out)  # type: ignore[attr-defined]
+    if out.rc not in (0, 7):  # type: ignore[attr-defined]
+        assert out.reason and out.reason.strip(), (label, out)  # type: ignore[attr-defined]
+    assert shell_calls(shell_log) == "", (label, shell_calls(shell_log))
+    assert not os.path.exists(PWNED), label
+
+
 # -- snapshots ---------------------------------------------------------------------------------
 
 def network_state(ns: Netns) -> str:
