@@ -1,5 +1,6 @@
 """The namespace fixture itself: hosts reach each other, and nothing is left after."""
 import subprocess
+import time
 
 
 def test_lan_hosts_reach_each_other(lan):
@@ -12,6 +13,10 @@ def test_lan_hosts_reach_each_other(lan):
 def test_cleanup_removes_namespaces_and_processes(netns_pool):
     ns = netns_pool.new()
     proc = ns.popen("sleep", "60")
+    for _ in range(250):  # popen returns before the child has entered the namespace
+        if ns.pids():
+            break
+        time.sleep(0.02)
     netns_pool.cleanup()
     assert proc.wait(timeout=5) != 0
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
