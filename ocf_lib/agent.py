@@ -29,6 +29,10 @@ __all__ = ["Agent", "Config", "OCF", "OcfError", "STRING", "INTEGER", "BOOLEAN",
 # Actions answered without parameters, and the ones that must not demand required
 # parameters: stop must succeed on a resource that could never have started.
 _LENIENT_ACTIONS = ("stop", "meta-data", "usage", "help")
+# Actions that change the node: only root may run them (Pacemaker always runs agents as
+# root; anyone else gets ERR_PERM and a reason instead of a half-done change).
+_ROOT_ACTIONS = ("start", "stop", "reload", "reload-agent", "promote", "demote",
+                 "migrate_to", "migrate_from")
 # A safety margin kept before Pacemaker's own timeout kills the agent.
 _DEADLINE_MARGIN = 0.2
 
@@ -147,6 +151,9 @@ class Agent:
                                     f"unknown action {action!r}" if action else "no action given")
         env = OcfEnv(self.name, action, self._monitor_depths())
         try:
+            if action in _ROOT_ACTIONS and os.geteuid() != 0:
+                raise OcfError(OCF.ERR_PERM, f"{action} changes the node and needs root; it "
+                                             f"runs as uid {os.geteuid()}")
             cfg = self._config(env)
             if cfg is None:
                 return self._without_required(env)
