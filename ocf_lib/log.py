@@ -102,7 +102,9 @@ class Logger:
     @staticmethod
     def _append(path: str, text: str) -> None:
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            # O_NOFOLLOW: a log in /tmp could be a symlink planted by any user.
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o640)
         except OSError:
             return
         try:
