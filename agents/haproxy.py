@@ -212,7 +212,11 @@ def validate_all(cfg: Config) -> int:
     ha = instance(cfg)
     check_installed(ha)
     check_config(ha, cfg)
-    if ha.foreign_pids():
+    try:
+        foreign = ha.foreign_pids()
+    except PermissionError:  # as non-root: the pidfile is root's, and this is advice only
+        foreign = []
+    if foreign:
         cfg.log.warning(f"haproxy with {ha.conffile} also runs outside Pacemaker "
                         f"(haproxy.service?); disable it on cluster nodes")
     return OCF.SUCCESS
