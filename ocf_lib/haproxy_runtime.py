@@ -25,6 +25,8 @@ __all__ = ["Instance", "RuntimeApiError", "backend_servers_up", "closed_frontend
 
 # Options the agent sets itself; extraconf may not override them.
 _RESERVED_OPTIONS = ("-W", "-Ws", "-D", "-db", "-p", "-S", "-sf", "-st", "-x", "-c", "-f")
+# Seconds of a start's time kept to stop an haproxy that never served.
+_CLEANUP_RESERVE = 1.0
 
 
 class ConfigInvalid(ValueError):
@@ -171,10 +173,14 @@ class Instance:
         if result.rc != 0:
             raise LaunchFailed(f"haproxy did not start: "
                                f"{first_alert(result.stdout + result.stderr) or result.rc}")
-        self.state.write("argv", "\0".join(argv))
-        self.state.write("socket", self._config_socket())
-        self._master = None
-        self.wait_serving(deadline, "start")
+        try:
+            self.state.write("argv", "\0".join(argv))
+            self.state.write("socket", self._config_socket())
+            self._master = None
+            self.wait_serving(deadline - _CLEANUP_RESERVE, "start")
+        except BaseException:
+            self.stop(grace=0, deadline=deadline)  # a failed start leaves nothing running
+            raise
 
     def wait_serving(self, deadline: float, what: str) -> None:
         """Wait until the runtime API answers and every frontend is open."""
