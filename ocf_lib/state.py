@@ -75,7 +75,12 @@ class StateDir:
             raise StateError(f"cannot write {final}: {err.strerror}") from None
 
     def remove(self, suffix: str) -> None:
-        _unlink(self.path(suffix))
+        """Forget a state file. Never fails: stop calls it, and a failed stop fences the
+        node; a record left on a read-only directory names a process gone (see live_pid)."""
+        try:
+            _unlink(self.path(suffix))
+        except OSError:
+            pass
 
     def recorded_pid(self, suffix: str) -> int | None:
         """The pid recorded (with pid_record) under suffix, if that very process still runs."""
