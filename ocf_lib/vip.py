@@ -217,7 +217,11 @@ def announce(vip: Vip, *, count: int, interval_ms: int, mode: str, background: b
             pid = sender.spawn_background(vip.nic or "", vip.ip, count=count,
                                           interval_ms=interval_ms, mode=mode)
             if pid:
-                state.write("announcer", pid_record(pid))
+                try:
+                    state.write("announcer", pid_record(pid))
+                except StateError:
+                    os.kill(pid, 9)  # unrecorded, stop could never end it
+                    raise
         else:
             sender.announce(vip.nic or "", vip.ip, count=count, interval_ms=interval_ms,
                             mode=mode)
