@@ -512,7 +512,8 @@ def report(rows: list[Row], args: argparse.Namespace, seconds: float, plot: Path
         "# Failover: outage seen by a client through the VIP",
         "",
         f"Run {datetime.datetime.now():%Y-%m-%d %H:%M} on {platform.node()} "
-        f"({os.cpu_count()} CPUs), commit {commit()}, {seconds / 60:.1f} minutes; "
+        f"({os.cpu_count()} CPUs), checkout {commit()}, agents from {args.agents}, "
+        f"{seconds / 60:.1f} minutes; "
         f"load average at the end {load[0]:.2f}.",
         f"2 nodes, Corosync token {TOKEN_MS} ms; a GET to {URL} every {INTERVAL * 1000:.0f} ms "
         f"(timeout {REQUEST_TIMEOUT} s); {args.repeat} rounds per event "
@@ -585,6 +586,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="rounds of a kill that waits for the monitor (watch=false; default 2)")
     p.add_argument("--only", action="append", default=[],
                    help="run only stacks whose label contains this (repeatable)")
+    p.add_argument("--agents", metavar="DIR", default=str(REPO / "agents"),
+                   help="the ocf:kuth agents to run (default: this checkout's; give a copy of a "
+                        "commit, e.g. from git archive, while others edit the checkout)")
     p.add_argument("--logs", metavar="DIR",
                    help="keep every node's Pacemaker and Corosync logs there")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
@@ -607,7 +611,8 @@ def main(argv: list[str]) -> int:
     rows: list[Row] = []
     print(f"failover: {len(chosen)} stacks, {args.repeat} rounds per event; starting a "
           f"2-node cluster (token {TOKEN_MS} ms)", flush=True)
-    with Cluster(nodes=2, token_ms=TOKEN_MS, logs_dir=args.logs) as cluster:
+    with Cluster(nodes=2, token_ms=TOKEN_MS, agents_dir=args.agents,
+                 logs_dir=args.logs) as cluster:
         print(f"failover: cluster up in {cluster.started_in:.1f} s", flush=True)
         with Traffic(cluster.client, URL, interval=INTERVAL, timeout=REQUEST_TIMEOUT) as traffic:
             bench = Bench(cluster, traffic, args.repeat, args.slow_repeat, began)
