@@ -12,6 +12,7 @@ import os
 import time
 
 DEFAULT_RSCTMP = "/run/resource-agents"
+_MAX_NAME = 160  # bytes of a resource name kept in a state file's name
 
 
 class StateError(Exception):
@@ -19,9 +20,17 @@ class StateError(Exception):
 
 
 def _safe_name(text: str) -> str:
-    """A file-name component made from a resource name: no '/', no leading dot."""
+    """A file-name component made from a resource name: no '/', no leading dot, and short
+    enough for a file name (255 bytes with our prefix and suffixes); a longer name keeps
+    its start and a checksum of the whole, so that two long names stay apart."""
     cleaned = "".join(c if c.isalnum() or c in "-_.:@" else "_" for c in text)
-    return cleaned.lstrip(".") or "_"
+    cleaned = cleaned.lstrip(".") or "_"
+    encoded = cleaned.encode()
+    if len(encoded) <= _MAX_NAME:
+        return cleaned
+    import zlib
+    checksum = zlib.crc32(text.encode("utf-8", "surrogateescape"))
+    return f"{encoded[:_MAX_NAME - 9].decode('utf-8', 'ignore')}-{checksum:08x}"
 
 
 class StateDir:
