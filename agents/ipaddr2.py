@@ -139,7 +139,15 @@ def keep_watch(cfg: Config, vip: vips.Vip) -> None:
 
 
 def announce(cfg: Config, vip: vips.Vip, count: int, background: bool) -> None:
+    """Announce vip count times; in the foreground, only as many as fit in the action's
+    timeout (with half a second to spare): an action killed on its timeout has failed."""
     mode = "reply" if "-A" in cfg.send_arp_opts.split() else "request"
+    if not background:
+        fits = 1 + int(max(cfg.env.remaining() - 0.5, 0.0) * 1000 / cfg.arp_interval)
+        if count > fits:
+            cfg.log.warning(f"sending {fits} of {count} announcements: the rest would "
+                            f"outlast the {cfg.env.action} timeout")
+            count = fits
     vips.announce(vip, count=count, interval_ms=cfg.arp_interval, mode=mode,
                   background=background, state=cfg.env.state(), log=cfg.log)
 

@@ -213,3 +213,38 @@ def test_a_lifetime_beyond_32_bits_is_not_configured(lab):
     assert lab.run("start", {**CORES[0], "preferred_lft": "4294967295"}, {}).rc == 0
     assert lab.run("stop", CORES[0], {}).rc == 0
     lab.assert_unchanged("preferred_lft")
+
+
+@pytest.mark.parametrize("instance", ["v" * 300, "\u4e2d" * 100], ids=["ascii-300", "cjk-100"])
+def test_a_long_resource_name_still_starts_and_stops(lab, instance):
+    """Pacemaker puts no limit on resource names; a file name has 255 bytes. Start failed
+    with 'File name too long' (ERR_GENERIC, on every node) when the name made one."""
+    params = {**CORES[0], "arp_count": "50", "arp_interval": "100"}
+    extra = {"OCF_RESOURCE_INSTANCE": instance}
+    check_outcome(lab, "start", lab.run("start", params, extra), {0})
+    check_outcome(lab, "monitor", lab.run("monitor", params, extra, interval_ms=10000), {0})
+    check_outcome(lab, "stop", lab.run("stop", params, extra), {0})
+    lab.assert_unchanged(instance)
+
+
+@pytest.mark.parametrize("action,params", [
+    ("start", {"arp_bg": "false", "arp_count": "1000", "arp_interval": "1000"}),
+    ("monitor", {"arp_count_refresh": "1000", "arp_interval": "1000"})])
+def test_announcements_in_the_foreground_end_before_the_timeout(lab, action, params):
+    """arp_bg=false (or arp_count_refresh on monitor) sent every announcement before
+    returning, however long that took: 1000 x 1 s outlived any timeout, so the action failed
+    on Pacemaker's timeout. Only what fits in the timeout is sent now."""
+    import time
+    params = {**CORES[0], **params}
+    if action == "monitor":
+        assert lab.run("start", CORES[0], {}).rc == 0
+    started = time.monotonic()
+    out = run_agent("IPaddr2", action, params, ns=lab.node, timeout_ms=3000,
+                    extra={"PATH": lab.path, "HA_RSCTMP": lab.state,
+                           "OCF_RESKEY_CRM_meta_interval": "10000"} if action == "monitor"
+                    else {"PATH": lab.path, "HA_RSCTMP": lab.state}, timeout=10)
+    took = time.monotonic() - started
+    check_outcome(lab, action, out, {0})
+    assert took < 3, f"{action} took {took:.1f} s of its 3 s timeout"
+    assert lab.run("stop", CORES[0], {}).rc == 0
+    lab.assert_unchanged(action)
