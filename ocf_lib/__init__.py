@@ -4,7 +4,9 @@ Modules on an agent's monitor path import only cheap built-in modules (os, sys, 
 struct, _socket, select, fcntl, syslog, errno): Pacemaker runs monitor every few seconds on
 every node, and `re`, `enum`, `json`, `socket`, `subprocess`, `logging` or `typing` would each
 add milliseconds to every run. Heavier modules are imported inside the functions that need
-them.
+them. For the same reason those modules do without `from __future__ import annotations`
+(an import of its own): their annotations are plain 3.11 syntax, quoted where they name a
+type imported only for type checkers.
 """
 
 __version__ = "0.1.0"

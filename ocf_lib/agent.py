@@ -14,7 +14,6 @@ on: an `OcfError` leaves with its code and a one-line exit reason on stderr; any
 exception leaves with OCF_ERR_GENERIC and a one-line reason, its traceback going to the debug
 log only.
 """
-from __future__ import annotations
 
 import os
 import sys

@@ -16,7 +16,6 @@ command prefixed with a route (`@1 show info` for the current worker, `@!<pid>` 
 given one) to a worker. It keeps the connection open after answering unless the client
 shuts its sending side, so `command` always does that.
 """
-from __future__ import annotations
 
 import _csv
 import _socket

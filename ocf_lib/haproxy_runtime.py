@@ -9,7 +9,6 @@ configuration has no `stats socket`.
 The monitor path (master_pid, show_stat) reads only the pidfile, /proc, a small state file
 and the runtime socket; the configuration is parsed on start, reload and validate only.
 """
-from __future__ import annotations
 
 import os
 import time

@@ -4,7 +4,6 @@ The `ipaddress` module would do all of this, but importing it costs about 6 ms o
 agent run; the few operations a floating-IP agent needs fit in a page of integer
 arithmetic on packed addresses.
 """
-from __future__ import annotations
 
 import _socket
 

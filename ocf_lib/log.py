@@ -9,7 +9,6 @@ pacemaker-execd passes (the HA_* names, or their PCMK_* forms):
 A log destination that fails (a full disk, no permission for `nobody`) never fails the
 action: logging is best effort.
 """
-from __future__ import annotations
 
 import os
 import sys

@@ -5,7 +5,6 @@ AF_NETLINK socket costs well under a millisecond, where spawning `ip -j addr` an
 JSON costs several. Only dumps are sent (no changes): changes go through `ip` in
 `ocf_lib.iproute`, where the exact command shows up in logs.
 """
-from __future__ import annotations
 
 import _socket
 import struct

@@ -3,7 +3,6 @@
 A plain class of ints rather than an IntEnum: `enum` costs about 3 ms to import, paid on
 every monitor of every resource on every node.
 """
-from __future__ import annotations
 
 
 class OCF:

@@ -5,7 +5,6 @@ The four OCF content types are supported. An empty value counts as unset (crmsh 
 `ocf_is_true` accepts, in any case, and refuse what is neither true nor false instead of
 silently taking it as false.
 """
-from __future__ import annotations
 
 import os
 

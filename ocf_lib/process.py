@@ -6,7 +6,6 @@ process -- so identity is the executable, the command line and the start time to
 Signal numbers come from `_signal` (the C module, already loaded by the interpreter;
 `signal` imports `enum`), so they are right on every architecture.
 """
-from __future__ import annotations
 
 import errno
 import os

@@ -4,7 +4,6 @@ HA_RSCTMP (/run/resource-agents, made by resource-agents at boot) lives on tmpfs
 vanishes with a reboot, as it must: nothing there survives the node. Files are created with
 O_NOFOLLOW and mode 0600, so a symlink planted in the directory is never followed.
 """
-from __future__ import annotations
 
 import errno
 import fcntl

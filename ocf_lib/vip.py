@@ -5,7 +5,6 @@ different things, so they are separate classes: `ConfigInvalid` is wrong everywh
 address or prefix), `NotOnThisNode` is fine elsewhere but impossible here (the nic is missing
 on this node, no interface has a route to the address).
 """
-from __future__ import annotations
 
 import os
 import sys
@@ -206,7 +205,7 @@ def enter_netns(name: str, script: str, action: str) -> None:
 
 
 def announce(vip: Vip, *, count: int, interval_ms: int, mode: str, background: bool,
-             state: StateDir, log: Logger) -> None:
+             state: "StateDir", log: "Logger") -> None:
     """Tell the link where the address now lives (see ocf_lib.announce); with background,
     the repeats come from a process whose pid is recorded so that stop can end it. A failure
     is logged, not fatal: the address works anyway once neighbours' caches expire."""
@@ -229,7 +228,7 @@ def announce(vip: Vip, *, count: int, interval_ms: int, mode: str, background: b
         log.warning(f"announcing {vip.ip} on {vip.nic} failed: {err}")
 
 
-def stop_announcer(state: StateDir, log: Logger) -> None:
+def stop_announcer(state: "StateDir", log: "Logger") -> None:
     """End a background announcer still sending for this resource: it would re-announce an
     address this node no longer has. Never fails: stop must not fail over it."""
     try:

@@ -18,7 +18,6 @@ The watcher also waits on a pidfd of pacemaker-execd (the agent's parent): when 
 leaves the cluster, the watcher leaves too. It runs this file as a script, so that `ps`
 shows what it is (`kuth-watcher` in its command line).
 """
-from __future__ import annotations
 
 import os
 import select
@@ -69,7 +68,7 @@ def spawn(lib_root: str, *, resource: str, node: str, guardian: int, lock_path: 
     return int(reported)
 
 
-def ensure(state: StateDir, *, resource: str, node: str, target: list[str]) -> None:
+def ensure(state: "StateDir", *, resource: str, node: str, target: list[str]) -> None:
     """Make sure a watcher of target, of this version of the library, runs for resource:
     none yet, a dead one, one of an older package version (after an upgrade) or one of
     another target (a new pid after a restart) is replaced. Cheap when nothing needs doing:
@@ -87,8 +86,8 @@ def ensure(state: StateDir, *, resource: str, node: str, target: list[str]) -> N
     state.write("watcher-of", wanted)
 
 
-def keep(state: StateDir, *, enabled: bool, resource: str, target: list[str],
-         log: Logger) -> None:
+def keep(state: "StateDir", *, enabled: bool, resource: str, target: list[str],
+         log: "Logger") -> None:
     """ensure() when watching is enabled and Pacemaker runs the agent (only then is there a
     node to report for). A watcher that cannot start is logged: the monitor still notices
     what it would have."""
@@ -101,7 +100,7 @@ def keep(state: StateDir, *, enabled: bool, resource: str, target: list[str],
         log.warning(f"cannot start the {MARK}: {err}")
 
 
-def end(state: StateDir) -> None:
+def end(state: "StateDir") -> None:
     """Stop watching (before an intended stop): the watcher goes without reporting."""
     state.end_recorded("watcher")
     state.remove("watcher-of")
