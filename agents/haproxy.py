@@ -93,8 +93,9 @@ def check_config(ha: hx.Instance, cfg: Config) -> None:
 def answers(cfg: Config, ha: hx.Instance) -> list[dict[str, str]]:
     """`show stat` from the running haproxy, bounded to leave time before Pacemaker's
     timeout: a frozen haproxy is a reported error, never a hanging monitor."""
+    kinds = hx.SERVERS | (hx.FRONTENDS if cfg.env.check_level >= 10 else 0)
     try:
-        return ha.show_stat(timeout=min(10.0, max(cfg.env.remaining() / 2, 0.5)))
+        return ha.show_stat(timeout=min(10.0, max(cfg.env.remaining() / 2, 0.5)), kinds=kinds)
     except hx.RuntimeApiError as err:
         raise OcfError(OCF.ERR_GENERIC, f"haproxy (pid {ha.master_pid()}) does not answer on "
                                         f"its runtime API: {err}") from None

@@ -100,9 +100,16 @@ def show_info(path: str, *, timeout: float, route: str | None = None) -> dict[st
     return parse_info(command(path, "show info", timeout=timeout, route=route))
 
 
-def show_stat(path: str, *, timeout: float, route: str | None = None) -> list[dict[str, str]]:
-    """`show stat`: one dict per frontend, backend, server and listener row."""
-    return parse_stat(command(path, "show stat", timeout=timeout, route=route))
+FRONTENDS, BACKENDS, SERVERS = 1, 2, 4  # `show stat` type filter bits
+
+
+def show_stat(path: str, *, timeout: float, route: str | None = None,
+              kinds: int | None = None) -> list[dict[str, str]]:
+    """`show stat`: one dict per frontend, backend, server and listener row; with kinds
+    (FRONTENDS | BACKENDS | SERVERS), only rows of those kinds, which HAProxy then does not
+    even format."""
+    cmd = "show stat" if kinds is None else f"show stat -1 {kinds} -1"
+    return parse_stat(command(path, cmd, timeout=timeout, route=route))
 
 
 def show_servers_state(path: str, *, timeout: float, backend: str | None = None,

@@ -14,12 +14,13 @@ import os
 import time
 
 from ocf_lib import haproxy_api, process
-from ocf_lib.haproxy_api import RuntimeApiError, backend_servers_up, closed_frontends
+from ocf_lib.haproxy_api import (FRONTENDS, SERVERS, RuntimeApiError, backend_servers_up,
+                                 closed_frontends)
 from ocf_lib.log import Logger
 from ocf_lib.state import StateDir
 
-__all__ = ["Instance", "RuntimeApiError", "backend_servers_up", "closed_frontends",
-           "ConfigInvalid", "NotInstalled", "UnsafeFile", "LaunchFailed",
+__all__ = ["Instance", "RuntimeApiError", "FRONTENDS", "SERVERS", "backend_servers_up",
+           "closed_frontends", "ConfigInvalid", "NotInstalled", "UnsafeFile", "LaunchFailed",
            "publish_backend_attributes", "clear_backend_attributes"]
 
 # Options the agent sets itself; extraconf may not override them.
@@ -157,9 +158,9 @@ class Instance:
             return ""
         return sockets[0].path if sockets else ""
 
-    def show_stat(self, timeout: float) -> list[dict[str, str]]:
+    def show_stat(self, timeout: float, kinds: int | None = None) -> list[dict[str, str]]:
         path, route = self.api_socket()
-        return haproxy_api.show_stat(path, timeout=timeout, route=route)
+        return haproxy_api.show_stat(path, timeout=timeout, route=route, kinds=kinds)
 
     # -- start, reload, stop ------------------------------------------------------------------
 
