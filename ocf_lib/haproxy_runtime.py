@@ -78,6 +78,10 @@ class Instance:
             raise UnsafeFile(f"{self.conffile} (owner uid {st.st_uid}, mode "
                              f"{st.st_mode & 0o7777:04o}) can be changed by others than root, "
                              f"who runs haproxy with it: chown root and chmod go-w")
+        if _not_a_pidfile(self.pidfile):
+            raise UnsafeFile(f"pidfile {self.pidfile} exists and is not a pidfile (a link, or "
+                             f"a file holding no pid): haproxy would overwrite it; set "
+                             f"pidfile= to a path of its own")
 
     def extra_args(self) -> list[str]:
         """extraconf split like a shell would, never run through one."""
@@ -279,6 +283,17 @@ class Instance:
                 self.state.remove(suffix)
         self._master = None
         return pids
+
+
+def _not_a_pidfile(path: str) -> bool:
+    """True when path exists as something haproxy (root) must not write its pid into: a
+    symlink (maybe planted), not a regular file, or a file with other content. An empty
+    file counts as a pidfile: a crash may leave one."""
+    if not os.path.lexists(path):
+        return False
+    if os.path.islink(path) or not os.path.isfile(path):
+        return True
+    return os.path.getsize(path) > 0 and not process.read_pidfile(path)
 
 
 def first_alert(output: str) -> str:
