@@ -115,12 +115,18 @@ def keep_watch(cfg: Config, ha: hx.Instance) -> None:
 def start(cfg: Config) -> int:
     ha = instance(cfg)
     check_installed(ha)
-    check_config(ha, cfg)
     if ha.master_pid():
+        check_config(ha, cfg)  # the running haproxy stays; a broken file is still reported
         return monitor(cfg)
     try:
         ha.launch(deadline=cfg.env.deadline)
+    except hx.ConfigInvalid as err:  # extraconf
+        raise OcfError(OCF.ERR_CONFIGURED, str(err)) from None
     except hx.LaunchFailed as err:
+        # haproxy refuses a broken configuration before it binds or forks anything, so
+        # `haproxy -c` is only asked why (ERR_CONFIGURED) when the launch failed: a failover
+        # does not wait for a second reading of the configuration.
+        check_config(ha, cfg)
         raise OcfError(OCF.ERR_GENERIC, str(err)) from None
     keep_watch(cfg, ha)
     cfg.log.info(f"started haproxy (pid {ha.master_pid()}) with {ha.conffile}")

@@ -19,6 +19,10 @@ from ocf_lib.haproxy_api import (FRONTENDS, SERVERS, RuntimeApiError, backend_se
 from ocf_lib.log import Logger
 from ocf_lib.state import StateDir
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ocf_lib.haproxy_config import HaproxyConfig
+
 __all__ = ["Instance", "RuntimeApiError", "FRONTENDS", "SERVERS", "backend_servers_up",
            "closed_frontends", "ConfigInvalid", "NotInstalled", "UnsafeFile", "LaunchFailed",
            "publish_backend_attributes", "clear_backend_attributes"]
@@ -78,6 +82,10 @@ class Instance:
             raise UnsafeFile(f"{self.conffile} (owner uid {st.st_uid}, mode "
                              f"{st.st_mode & 0o7777:04o}) can be changed by others than root, "
                              f"who runs haproxy with it: chown root and chmod go-w")
+        directory = os.path.dirname(self.pidfile)
+        if self.pidfile != self.state.path("pid") and not os.path.isdir(directory):
+            raise NotInstalled(f"the directory {directory} of pidfile {self.pidfile} does not "
+                               f"exist on this node")
         if _not_a_pidfile(self.pidfile):
             raise UnsafeFile(f"pidfile {self.pidfile} exists and is not a pidfile (a link, or "
                              f"a file holding no pid): haproxy would overwrite it; set "
@@ -157,10 +165,9 @@ class Instance:
     def _config_socket(self) -> str:
         from ocf_lib.haproxy_config import ConfigReadError, read_config
         try:
-            sockets = read_config(self.conffile).unix_stats_sockets()
+            return _first_unix_socket(read_config(self.conffile))
         except (ConfigReadError, OSError):
             return ""
-        return sockets[0].path if sockets else ""
 
     def show_stat(self, timeout: float, kinds: int | None = None) -> list[dict[str, str]]:
         path, route = self.api_socket()
@@ -171,7 +178,7 @@ class Instance:
     def launch(self, deadline: float) -> None:
         """Start haproxy and return once it answers with every frontend open."""
         from ocf_lib.command import run
-        self.prepare_runtime_dirs()
+        config = self.prepare_runtime_dirs()
         argv = self.argv()
         result = run(argv, timeout=max(deadline - time.monotonic(), 1.0))
         if result.rc != 0:
@@ -179,7 +186,7 @@ class Instance:
                                f"{first_alert(result.stdout + result.stderr) or result.rc}")
         try:
             self.state.write("argv", "\0".join(argv))
-            self.state.write("socket", self._config_socket())
+            self.state.write("socket", _first_unix_socket(config))
             self._master = None
             self.wait_serving(deadline - _CLEANUP_RESERVE, "start")
         except BaseException:
@@ -199,13 +206,14 @@ class Instance:
                     problem = f"frontends not open: {', '.join(closed)}"
                 except RuntimeApiError as err:
                     problem = str(err)
-            time.sleep(0.05)
+            time.sleep(0.01)  # haproxy serves within tens of ms: every 10 ms counts in a failover
         raise LaunchFailed(f"haproxy did not serve before the {what} timeout: {problem}")
 
-    def prepare_runtime_dirs(self) -> None:
+    def prepare_runtime_dirs(self) -> "HaproxyConfig":
         """Create the directories the configuration's sockets live in (a node fresh from boot
         has no /run/haproxy: Debian makes it through haproxy.service's tmpfiles, which a
-        Pacemaker node does not run), owned as Debian's tmpfiles would own them."""
+        Pacemaker node does not run), owned as Debian's tmpfiles would own them. Returns the
+        configuration as read."""
         from ocf_lib.haproxy_config import ConfigReadError, read_config
         try:
             config = read_config(self.conffile)
@@ -221,6 +229,7 @@ class Instance:
                 os.makedirs(directory, mode=0o755, exist_ok=True)
                 os.chown(directory, uid, gid)
                 os.chmod(directory, 0o2775 if gid >= 0 else 0o755)
+        return config
 
     def reload(self, deadline: float) -> None:
         """Apply the configuration: a master-worker reload (SIGUSR2) keeps the listening
@@ -294,6 +303,11 @@ def _not_a_pidfile(path: str) -> bool:
     if os.path.islink(path) or not os.path.isfile(path):
         return True
     return os.path.getsize(path) > 0 and not process.read_pidfile(path)
+
+
+def _first_unix_socket(config: "HaproxyConfig") -> str:
+    sockets = config.unix_stats_sockets()
+    return sockets[0].path if sockets else ""
 
 
 def first_alert(output: str) -> str:
