@@ -86,6 +86,10 @@ class Instance:
         if self.pidfile != self.state.path("pid") and not os.path.isdir(directory):
             raise NotInstalled(f"the directory {directory} of pidfile {self.pidfile} does not "
                                f"exist on this node")
+        directory = os.path.dirname(self.pidfile)
+        if self.pidfile != self.state.path("pid") and not os.path.isdir(directory):
+            raise NotInstalled(f"the directory {directory} of pidfile {self.pidfile} does not "
+                               f"exist on this node")
         if _not_a_pidfile(self.pidfile):
             raise UnsafeFile(f"pidfile {self.pidfile} exists and is not a pidfile (a link, or "
                              f"a file holding no pid): haproxy would overwrite it; set "

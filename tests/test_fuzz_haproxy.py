@@ -199,3 +199,13 @@ def test_start_refuses_a_pidfile_that_is_another_file(lab, tmp_path):
         lab.assert_unchanged("pidfile")
     finally:
         link.unlink()
+
+
+def test_a_pidfile_in_a_missing_directory_is_not_installed_here(lab):
+    """Found by the property tests: haproxy could not create the pidfile, and start said
+    ERR_GENERIC; the directory is what this node lacks."""
+    pidfile = str(lab.work / "lab" / "no-such-dir" / "x.pid")
+    out = lab.run("start", {"conffile": lab.conffile, "pidfile": pidfile}, {})
+    hardening.check_outcome(out, {5}, lab.shell_log, "start")
+    assert "does not exist" in out.reason
+    lab.assert_unchanged("pidfile directory")
