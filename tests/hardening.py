@@ -207,13 +207,15 @@ class Tally:
     def __init__(self, title: str) -> None:
         self.title = title
         self.counts: collections.Counter[str] = collections.Counter()
-        self.started = time.monotonic()
+        self.started: float | None = None
 
     def add(self, label: str, n: int = 1) -> None:
+        if self.started is None:
+            self.started = time.monotonic()
         self.counts[label] += n
 
     def report(self) -> str:
-        took = time.monotonic() - self.started
+        took = time.monotonic() - (self.started or time.monotonic())
         lines = [f"{self.title}: {sum(self.counts.values())} cases in {took:.0f} s"]
         lines += [f"  {label:<40} {n:>6}" for label, n in sorted(self.counts.items())]
         return "\n".join(lines)
