@@ -63,7 +63,7 @@ class Instance:
         self.conffile = conffile
         self.extraconf = extraconf
         self.pidfile = pidfile or self.state.path("pid")
-        self.master_socket = self.state.path("master.sock")
+        self.master_socket = self.state.socket_path("master.sock")
         self.stats_socket = stats_socket
         self._master: int | None = None
 
@@ -82,10 +82,6 @@ class Instance:
             raise UnsafeFile(f"{self.conffile} (owner uid {st.st_uid}, mode "
                              f"{st.st_mode & 0o7777:04o}) can be changed by others than root, "
                              f"who runs haproxy with it: chown root and chmod go-w")
-        directory = os.path.dirname(self.pidfile)
-        if self.pidfile != self.state.path("pid") and not os.path.isdir(directory):
-            raise NotInstalled(f"the directory {directory} of pidfile {self.pidfile} does not "
-                               f"exist on this node")
         directory = os.path.dirname(self.pidfile)
         if self.pidfile != self.state.path("pid") and not os.path.isdir(directory):
             raise NotInstalled(f"the directory {directory} of pidfile {self.pidfile} does not "

@@ -12,6 +12,7 @@ import time
 
 DEFAULT_RSCTMP = "/run/resource-agents"
 _MAX_NAME = 160  # bytes of a resource name kept in a state file's name
+_MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the final NUL
 
 
 class StateError(Exception):
@@ -41,6 +42,15 @@ class StateDir:
 
     def path(self, suffix: str) -> str:
         return os.path.join(self.directory, f"{self.stem}.{suffix}")
+
+    def socket_path(self, suffix: str) -> str:
+        """Like path(), but short enough for a unix socket (107 bytes): a long resource name
+        is replaced by a checksum of it there."""
+        path = self.path(suffix)
+        if len(path.encode()) <= _MAX_SOCKET_PATH:
+            return path
+        import zlib
+        return os.path.join(self.directory, f"kuth-{zlib.crc32(self.stem.encode()):08x}.{suffix}")
 
     def ensure(self) -> None:
         """Create the directory (0755) when the node booted without resource-agents' tmpfiles."""

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from haproxy_lab import FRONT, SERVERS, SOCKET, HaNode, freeze, guide_config_for_test, wait_for
-from ocfshim import AGENTS, HEAVY_MODULES, assert_clean_failure, imported_modules
+from ocfshim import AGENTS, HEAVY_MODULES, assert_clean_failure, imported_modules, run_agent
 
 from ocf_lib import process
 
@@ -263,3 +263,13 @@ def test_extraconf_change_reloads_by_restarting(ha, tmp_path):
 def _gid(group):
     import grp
     return grp.getgrnam(group).gr_gid
+
+
+def test_a_long_resource_name_still_gets_a_master_socket(ha):
+    name = "haproxy-" + "x" * 120
+    out = run_agent("haproxy", "start", {"conffile": ha.config}, ns=ha.node, instance=name)
+    assert out.rc == 0, out
+    assert run_agent("haproxy", "monitor", {"conffile": ha.config}, ns=ha.node, instance=name,
+                     interval_ms=20000).rc == 0
+    assert run_agent("haproxy", "stop", {"conffile": ha.config}, ns=ha.node, instance=name).rc == 0
+    assert ha.haproxy_pids() == []
