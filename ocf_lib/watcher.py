@@ -89,10 +89,13 @@ def ensure(state: "StateDir", *, resource: str, node: str, target: list[str]) ->
 def keep(state: "StateDir", *, enabled: bool, resource: str, target: list[str],
          log: "Logger") -> None:
     """ensure() when watching is enabled and Pacemaker runs the agent (only then is there a
-    node to report for). A watcher that cannot start is logged: the monitor still notices
+    node to report for); end() a watcher left from before when watching is disabled. A watcher that cannot start is logged: the monitor still notices
     what it would have."""
     node = os.environ.get("OCF_RESKEY_CRM_meta_on_node")
-    if not (enabled and node):
+    if not node:
+        return
+    if not enabled:  # watch=false set on a running resource (through a reload)
+        end(state)
         return
     try:
         ensure(state, resource=resource, node=node, target=target)

@@ -143,6 +143,15 @@ def test_watch_false_and_outside_pacemaker_start_no_watcher(ha, pcmk):
     assert watchers(ha) == []
 
 
+def test_watch_false_through_a_reload_ends_the_watcher(ha, pcmk):
+    assert ha.agent("start", extra=pcmk.env).rc == 0
+    assert len(watchers(ha)) == 1
+    assert ha.agent("reload", watch="false", extra=pcmk.env).rc == 0
+    assert watchers(ha) == []
+    assert ha.agent("monitor", interval_ms=20000, watch="false", extra=pcmk.env).rc == 0
+    assert watchers(ha) == []
+
+
 def test_monitor_replaces_a_dead_watcher(ha, pcmk):
     assert ha.agent("start", extra=pcmk.env).rc == 0
     [first] = watchers(ha)
