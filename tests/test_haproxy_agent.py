@@ -8,7 +8,7 @@ import time
 import pytest
 
 from haproxy_lab import FRONT, SERVERS, SOCKET, HaNode, freeze, guide_config_for_test, wait_for
-from ocfshim import AGENTS, HEAVY_MODULES, assert_clean_failure, imported_modules, run_agent
+from ocfshim import AGENTS, HEAVY_MODULES, STATE_DIR, assert_clean_failure, imported_modules, run_agent
 
 from ocf_lib import process
 
@@ -44,7 +44,8 @@ def test_start_on_fresh_run_monitor_stop(ha):
 
 def test_ocf_tester_passes_with_the_guides_config(ha):
     proc = ha.node.run("ocf-tester", "-n", "haproxy-resource", "-o", f"conffile={ha.config}",
-                       os.path.join(AGENTS, "haproxy"), check=False, timeout=300)
+                       os.path.join(AGENTS, "haproxy"), check=False, timeout=300,
+                       env={**os.environ, "HA_RSCTMP": STATE_DIR})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "passed all tests" in proc.stdout
     assert ha.haproxy_pids() == []

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from ocfshim import AGENTS
+from ocfshim import AGENTS, STATE_DIR
 
 CASES = {
     "ipv4": ["ip=198.18.0.10", "nic=lan0", "cidr_netmask=24"],
@@ -18,7 +18,8 @@ def test_ocf_tester_passes(lan, case):
     argv = ["ocf-tester", "-n", f"vip-{case}"]
     for option in CASES[case]:
         argv += ["-o", option]
-    proc = node.run(*argv, os.path.join(AGENTS, "IPaddr2"), check=False, timeout=180)
+    proc = node.run(*argv, os.path.join(AGENTS, "IPaddr2"), check=False, timeout=180,
+                    env={**os.environ, "HA_RSCTMP": STATE_DIR})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "passed all tests" in proc.stdout
     address = CASES[case][0].split("=")[1]
