@@ -167,7 +167,7 @@ def config_check_line(ours: HaproxyRunner, runs: int) -> str:
     code, _ = ours.spawn(argv, {})
     if code != 0:
         raise BenchError(f"{' '.join(argv)} exited {code}")
-    return (f"- Configuration check (`haproxy -c -f`), which start and reload run first:"
+    return (f"- Configuration check (`haproxy -c -f`), which reload runs first (start only when its launch fails):"
             f" {ms(median_seconds(ours, argv, runs))} ms")
 
 
