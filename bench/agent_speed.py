@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -641,20 +641,26 @@ def exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str]) -> int:
-    args = parse_args(argv)
+    return run_main("agent_speed", parse_args(argv), run, "namespaces removed")
+
+
+def run_main(name: str, args: argparse.Namespace, bench: Callable[[argparse.Namespace], str],
+             removed: str) -> int:
+    """The frame every benchmark here shares: it needs root, ends cleanly on SIGTERM and
+    Ctrl-C (saying what was removed), prints its report and writes it to args.output."""
     if os.geteuid() != 0:
-        print("agent_speed: network namespaces need root; run as root (make bench)",
+        print(f"{name}: network namespaces need root; run as root (make bench)",
               file=sys.stderr)
         return 1
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     started = time.monotonic()
     try:
-        text = run(args)
+        text = bench(args)
     except BenchError as err:
-        print(f"agent_speed: {err}", file=sys.stderr)
+        print(f"{name}: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("agent_speed: interrupted; namespaces removed", file=sys.stderr)
+        print(f"{name}: interrupted; {removed}", file=sys.stderr)
         return 130
     print(text, end="")
     args.output.parent.mkdir(parents=True, exist_ok=True)

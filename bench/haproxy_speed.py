@@ -17,17 +17,15 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import signal
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from agent_speed import (DEFAULT_REFERENCE, REPO, Agent, BenchError, Case, Lane, NetnsView,
-                         Runner, check_executable, describe_version, exit_on_sigterm,
+                         Runner, check_executable, describe_version,
                          floor_lines, machine_lines, median_seconds, ms, open_namespace,
-                         ratio_spread, source_digest, wait_quiet)
+                         ratio_spread, run_main, source_digest, wait_quiet)
 
 sys.path.insert(0, str(REPO))
 from haproxy_lab import FRONT, HAPROXY, SERVERS, SOCKET, HaNode, wait_for  # noqa: E402
@@ -326,27 +324,8 @@ def run(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str]) -> int:
-    args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("haproxy_speed: network namespaces need root; run as root (make bench)",
-              file=sys.stderr)
-        return 1
-    signal.signal(signal.SIGTERM, exit_on_sigterm)
-    started = time.monotonic()
-    try:
-        text = run(args)
-    except BenchError as err:
-        print(f"haproxy_speed: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("haproxy_speed: interrupted; haproxy, servers and namespaces removed",
-              file=sys.stderr)
-        return 130
-    print(text, end="")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
-    print(f"written to {args.output} in {time.monotonic() - started:.0f} s", file=sys.stderr)
-    return 0
+    return run_main("haproxy_speed", parse_args(argv), run,
+                    "haproxy, servers and namespaces removed")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,10 @@ from ocf_lib.log import Logger
 from ocf_lib.ocf import OCF, OcfError
 from ocf_lib.params import BOOLEAN, INTEGER, STRING, TIME, Param, ParamError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ocf_lib.state import StateDir
+
 __all__ = ["Agent", "Config", "OCF", "OcfError", "STRING", "INTEGER", "BOOLEAN", "TIME"]
 
 # Actions answered without parameters, and the ones that must not demand required

@@ -12,11 +12,7 @@ test. Set KUTH_CLUSTER_LOGS=DIR to keep every node's Pacemaker and Corosync logs
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-from collections.abc import Iterator
-
-import pytest
 
 from ocf_lib import process
 
@@ -53,21 +49,6 @@ def clone_topology(interval: int = 20) -> str:
     return (VIP_PRIMITIVE + haproxy_primitive(interval)
             + f"clone haproxy-clone {HAPROXY}\n"
             + "colocation vip-with-haproxy inf: virtual-ip-resource haproxy-clone\n")
-
-
-@pytest.fixture(scope="module")
-def shared_cluster() -> Iterator[Cluster]:
-    if os.geteuid() != 0 or not all(shutil.which(p) for p in ("corosync", "pacemakerd", "crm",
-                                                               "haproxy")):
-        pytest.skip("needs root, corosync, pacemaker, crmsh and haproxy")
-    with Cluster(nodes=2, logs_dir=os.environ.get("KUTH_CLUSTER_LOGS")) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def cluster(shared_cluster: Cluster) -> Cluster:
-    shared_cluster.reset()
-    return shared_cluster
 
 
 def start(cluster: Cluster, config: str) -> str:

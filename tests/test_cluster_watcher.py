@@ -10,10 +10,6 @@ KUTH_WATCHER_ROUNDS=100). Set KUTH_CLUSTER_LOGS=DIR to keep every node's logs.
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Iterator
-
-import pytest
 
 from cluster import KUBE_PORT, VIP_NETWORK, Cluster, Node, haproxy_config
 
@@ -46,21 +42,6 @@ listen taken
     mode tcp
     server kube-mast01 198.18.1.11:6443
 """
-
-
-@pytest.fixture(scope="module")
-def shared_cluster() -> Iterator[Cluster]:
-    if os.geteuid() != 0 or not all(shutil.which(p) for p in ("corosync", "pacemakerd", "crm",
-                                                               "haproxy")):
-        pytest.skip("needs root, corosync, pacemaker, crmsh and haproxy")
-    with Cluster(nodes=2, logs_dir=os.environ.get("KUTH_CLUSTER_LOGS")) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def cluster(shared_cluster: Cluster) -> Cluster:
-    shared_cluster.reset()
-    return shared_cluster
 
 
 def watchers(node: Node, resource: str | None = None) -> list[int]:

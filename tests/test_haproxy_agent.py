@@ -8,9 +8,9 @@ import time
 import pytest
 
 from haproxy_lab import FRONT, SERVERS, SOCKET, HaNode, freeze, guide_config_for_test, wait_for
-from ocfshim import AGENTS, HEAVY_MODULES, STATE_DIR, assert_clean_failure, imported_modules, run_agent
+from ocfshim import (AGENTS, HEAVY_MODULES, STATE_DIR, assert_clean_failure, imported_modules,
+                     run_agent)
 
-from ocf_lib import process
 
 @pytest.fixture
 def ha(netns_pool, tmp_path):

@@ -4,7 +4,6 @@
 (lan0: 198.18.0.2/24, 2001:2::2/64). The agent runs inside node's namespace.
 """
 import json
-import os
 import time
 
 import pytest

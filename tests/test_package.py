@@ -12,7 +12,7 @@ import pytest
 
 import ocf_lib
 import package_chroot as chroot
-from ocfshim import AGENT_NAMES, AGENTS, REPO
+from ocfshim import AGENT_NAMES, REPO
 
 PACKAGE = "kuth-resource-agents"
 OCF_DIR = "/usr/lib/ocf/resource.d/kuth"
