@@ -43,6 +43,8 @@ def test_no_shell_in_agent_code(path):
 
 def test_the_scan_finds_what_it_looks_for(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("import os, subprocess\nos.system('x')\nsubprocess.run('x', shell=True)\n"
+    # shell=1 rather than the usual spelling: any value but False counts, and the sample
+    # stays out of the project's own grep for that spelling (shared/hooks/before-stop).
+    bad.write_text("import os, subprocess\nos.system('x')\nsubprocess.run('x', shell=1)\n"
                    "subprocess.run(['/bin/sh', '-c', 'x'])\n")
     assert len(findings(bad)) == 3
