@@ -2,7 +2,8 @@
 PYTHON := /usr/bin/python3
 # What the agents need at run time, and what the tests and benchmarks drive.
 RUNTIME_PACKAGES := python3 iproute2
-TEST_PACKAGES := $(RUNTIME_PACKAGES) python3-pytest python3-lxml iputils-ping resource-agents libxml2-utils tcpdump haproxy python3-hypothesis
+TEST_PACKAGES := $(RUNTIME_PACKAGES) python3-pytest python3-lxml iputils-ping resource-agents libxml2-utils tcpdump haproxy python3-hypothesis \
+	procps util-linux man-db
 BENCH_PACKAGES := $(TEST_PACKAGES) time
 # The one-machine Pacemaker cluster of the end-to-end tests (tests/cluster.py).
 CLUSTER_PACKAGES := pacemaker corosync crmsh
