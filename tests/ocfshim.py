@@ -76,6 +76,16 @@ HEAVY_MODULES = {"re", "enum", "json", "socket", "subprocess", "logging", "typin
                  "__future__"}  # not heavy, but an import of its own on every run
 
 
+def modules_loaded_by(code: str) -> set[str]:
+    """The modules a fresh `/usr/bin/python3 -IS` (as the agents run) loads to run code with
+    the checkout's ocf_lib importable: what one library module costs the monitor path."""
+    script = (f"import sys; sys.path.insert(0, {REPO!r}); before = set(sys.modules)\n{code}\n"
+              "print(' '.join(sorted(set(sys.modules) - before)))")
+    proc = subprocess.run(["/usr/bin/python3", "-IS", "-c", script], capture_output=True,
+                          text=True, check=True, timeout=60)
+    return set(proc.stdout.split())
+
+
 def imported_modules(agent: str, action: str, params: dict[str, str], *, ns: Netns,
                      interval_ms: int | None = None) -> set[str]:
     """The modules one run of the agent imports (python -X importtime), after checking the
