@@ -2,8 +2,8 @@
 
 The executable Pacemaker runs is agents/haproxy, which imports this module.
 """
-from ocf_lib import haproxy_runtime as hx
-from ocf_lib.agent import BOOLEAN, INTEGER, OCF, STRING, TIME, Agent, Config, OcfError
+from ocf_lib.logic import haproxy_runtime as hx
+from ocf_lib.ocf.agent import BOOLEAN, INTEGER, OCF, STRING, TIME, Agent, Config, OcfError
 
 agent = Agent(
     "haproxy", version="1.0",
@@ -104,7 +104,7 @@ def answers(cfg: Config, ha: hx.Instance) -> list[dict[str, str]]:
 def keep_watch(cfg: Config, ha: hx.Instance) -> None:
     master = ha.master_pid()
     if master:
-        from ocf_lib import watcher
+        from ocf_lib.logic import watcher
         watcher.keep(ha.state, enabled=cfg.watch, resource=cfg.env.instance,
                      target=["process", str(master)], log=cfg.log)
 
@@ -139,7 +139,7 @@ def stop(cfg: Config) -> int:
         ha = instance(cfg)
     except OcfError:
         return OCF.SUCCESS  # a configuration that cannot work never started anything
-    from ocf_lib import watcher
+    from ocf_lib.logic import watcher
     watcher.end(ha.state)
     left = ha.stop(grace=min(cfg.stop_grace, cfg.env.remaining() / 2),
                    deadline=cfg.env.deadline)

@@ -6,8 +6,8 @@ The executable Pacemaker runs is agents/IPaddr2, which imports this module.
 import os
 import sys
 
-from ocf_lib import vip as vips
-from ocf_lib.agent import BOOLEAN, INTEGER, OCF, STRING, Agent, Config, OcfError
+from ocf_lib.logic import vip as vips
+from ocf_lib.ocf.agent import BOOLEAN, INTEGER, OCF, STRING, Agent, Config, OcfError
 
 agent = Agent(
     "IPaddr2", version="1.0",
@@ -132,7 +132,7 @@ def on_this_node(cfg: Config) -> vips.Vip:
 
 
 def keep_watch(cfg: Config, vip: vips.Vip) -> None:
-    from ocf_lib import watcher
+    from ocf_lib.logic import watcher
     watcher.keep(cfg.env.state(), enabled=cfg.watch, resource=cfg.env.instance,
                  target=["address", vip.ip, vip.nic or "", "1" if cfg.check_link_status else "0"],
                  log=cfg.log)
@@ -159,9 +159,9 @@ def start(cfg: Config) -> int:
     vip = on_this_node(cfg)
     if vips.served(vip):
         return OCF.SUCCESS
-    from ocf_lib import iproute
+    from ocf_lib.adapters import iproute
     if cfg.run_arping and not vip.is_ipv6:
-        from ocf_lib import announce as sender
+        from ocf_lib.adapters import announce as sender
         try:
             owner = sender.arp_probe(vip.nic, vip.ip)
         except sender.AnnounceError as err:
@@ -193,13 +193,13 @@ def start(cfg: Config) -> int:
 
 
 def remove(vip: vips.Vip) -> None:
-    from ocf_lib import iproute
+    from ocf_lib.adapters import iproute
     iproute.delete_address(vip.nic, vip.ip, vip.prefixlen)
 
 
 @agent.action("stop", timeout=20, locked=True)
 def stop(cfg: Config) -> int:
-    from ocf_lib import watcher
+    from ocf_lib.logic import watcher
     watcher.end(cfg.env.state())
     vips.stop_announcer(cfg.env.state(), cfg.log)
     try:
@@ -212,7 +212,7 @@ def stop(cfg: Config) -> int:
         return OCF.SUCCESS
     address, link = found
     vip.nic, vip.prefixlen = link.name, address.prefixlen
-    from ocf_lib import iproute
+    from ocf_lib.adapters import iproute
     try:
         remove(vip)
     except iproute.IprouteError as err:
@@ -259,7 +259,7 @@ def monitor_served(cfg: Config, vip: vips.Vip) -> int:
 @agent.action("validate-all", timeout=20)
 def validate_all(cfg: Config) -> int:
     on_this_node(cfg)
-    from ocf_lib.command import installed
+    from ocf_lib.adapters.command import installed
     if not installed("ip"):
         raise OcfError(OCF.ERR_INSTALLED, "ip (iproute2) is not installed on this node")
     return OCF.SUCCESS

@@ -234,7 +234,7 @@ def agent_sources(path: Path) -> list[Path]:
     """The agent and what it runs from its checkout: the Python modules beside it (the
     executable may be a launcher) and the ocf_lib next to its directory, when there is one."""
     return [path, *sorted(path.parent.glob("*.py")),
-            *sorted((path.parent.parent / "ocf_lib").glob("*.py"))]
+            *sorted((path.parent.parent / "ocf_lib").glob("**/*.py"))]
 
 
 def describe_version(path: Path) -> str:

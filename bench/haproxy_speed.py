@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 from haproxy_lab import FRONT, HAPROXY, SERVERS, SOCKET, HaNode, wait_for  # noqa: E402
 from netns import NetnsPool, Node  # noqa: E402
 
-from ocf_lib import haproxy_api, process  # noqa: E402
+from ocf_lib.adapters import haproxy_api, process  # noqa: E402
 
 DEFAULT_AGENT = REPO / "agents" / "haproxy"
 DEFAULT_OUTPUT = REPO / "bench" / "results" / "haproxy_speed.md"

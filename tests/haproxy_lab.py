@@ -19,8 +19,8 @@ from pathlib import Path
 from netns import Netns
 from ocfshim import AGENTS, agent_env, run_agent
 
-from ocf_lib import haproxy_api as api
-from ocf_lib import process
+from ocf_lib.adapters import haproxy_api as api
+from ocf_lib.adapters import process
 
 DATA = Path(__file__).parent / "data" / "haproxy"
 HAPROXY = "/usr/sbin/haproxy"

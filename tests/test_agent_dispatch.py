@@ -1,4 +1,4 @@
-"""ocf_lib.agent: dispatch, exit codes, exit reasons, lenient stop/probe, logging."""
+"""ocf_lib.ocf.agent: dispatch, exit codes, exit reasons, lenient stop/probe, logging."""
 import os
 import subprocess
 

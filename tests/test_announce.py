@@ -1,4 +1,5 @@
-"""ocf_lib.announce: frames checked byte by byte, then sent for real between two namespaces.
+"""ocf_lib.adapters.announce: frames checked byte by byte, then sent for real between two
+namespaces.
 
 The real tests run the library inside the `node` namespace (a child Python process under
 `ip netns exec`) and judge the result where an operator would: the peer's neighbour table,
@@ -18,8 +19,8 @@ import pytest
 
 from netns import Netns
 from ocfshim import modules_loaded_by
-from ocf_lib import announce
-from ocf_lib.announce import AnnounceError
+from ocf_lib.adapters import announce
+from ocf_lib.adapters.announce import AnnounceError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = "/usr/bin/python3"
@@ -110,7 +111,7 @@ def test_bad_arguments_are_refused_before_any_socket_is_opened(call, reason: str
 def test_import_pulls_in_only_cheap_builtin_modules() -> None:
     allowed = {"__future__", "_socket", "errno", "os", "select", "struct", "_struct", "syslog",
                "time", "stat", "_stat", "posixpath", "genericpath", "_collections_abc"}
-    loaded = modules_loaded_by("import ocf_lib.announce")
+    loaded = modules_loaded_by("import ocf_lib.adapters.announce")
     ours = {name for name in loaded if not name.startswith("ocf_lib")}
     assert ours <= allowed, f"expensive imports: {sorted(ours - allowed)}"
 
@@ -118,8 +119,8 @@ def test_import_pulls_in_only_cheap_builtin_modules() -> None:
 # --- for real, between two namespaces ----------------------------------------------------
 
 def run_py(ns: Netns, code: str) -> str:
-    """Run code inside ns with `from ocf_lib.announce import *` done; return its stdout."""
-    proc = ns.run(PYTHON, "-c", "from ocf_lib.announce import *\n" + textwrap.dedent(code),
+    """Run code inside ns with `from ocf_lib.adapters.announce import *` done; return its stdout."""
+    proc = ns.run(PYTHON, "-c", "from ocf_lib.adapters.announce import *\n" + textwrap.dedent(code),
                   check=False, env={**os.environ, "PYTHONPATH": REPO})
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
@@ -278,7 +279,7 @@ print(agent.stdout.strip(), round(agent_seconds, 3), os.waitstatus_to_exitcode(s
 """
 AGENT = """
 import os
-from ocf_lib.announce import spawn_background
+from ocf_lib.adapters.announce import spawn_background
 pid = spawn_background('lan0', '198.18.0.10', count=5, interval_ms=250, mode='request')
 try:
     os.waitpid(-1, os.WNOHANG)
@@ -307,7 +308,7 @@ def test_spawn_background_returns_at_once_and_leaves_no_zombie(lan: tuple[Netns,
 # copy of it, must not run that handler but die as `kill PID` from a stop action intends.
 AGENT_THAT_TRAPS_SIGTERM = """
 import os, signal, sys
-from ocf_lib.announce import spawn_background
+from ocf_lib.adapters.announce import spawn_background
 signal.signal(signal.SIGTERM, lambda *_: print('agent handler ran in', os.getpid()))
 pid = spawn_background('lan0', '198.18.0.10', count=100, interval_ms=100)
 os.kill(pid, signal.SIGTERM)
@@ -347,7 +348,7 @@ def test_loopback_is_refused_as_not_ethernet(lan: tuple[Netns, Netns]) -> None:
 
 def test_unprivileged_caller_is_told_what_is_missing(lan: tuple[Netns, Netns]) -> None:
     node, _ = lan
-    code = "from ocf_lib.announce import *\n" + _CATCH.format(
+    code = "from ocf_lib.adapters.announce import *\n" + _CATCH.format(
         call=f"gratuitous_arp('lan0', {VIP4!r}, count=1)")
     proc = node.run("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
                     "--inh-caps=-all", PYTHON, "-c", code, check=False,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import signal
 
-from ocf_lib import process
+from ocf_lib.adapters import process
 
 from cluster import (KUBE_MASTERS, KUBE_PORT, NODE_ENV, OCF_PROVIDERS, STATS_AUTH, STATS_PORT,
                      VIP_NETWORK, Cluster, haproxy_config)

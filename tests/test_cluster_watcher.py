@@ -13,7 +13,7 @@ import os
 
 from cluster import KUBE_PORT, VIP_NETWORK, Cluster, Node, haproxy_config
 
-from ocf_lib.watcher import MARK
+from ocf_lib.logic.watcher import MARK
 
 VIP = f"{VIP_NETWORK}.20"
 VIP_RSC = "virtual-ip-resource"

@@ -1,4 +1,4 @@
-"""ocf_lib.command: programs run with argument lists, output captured, time bounded."""
+"""ocf_lib.adapters.command: programs run with argument lists, output captured, time bounded."""
 from __future__ import annotations
 
 import os
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from ocf_lib import command
+from ocf_lib.adapters import command
 
 
 def _children_left() -> list[str]:
@@ -104,6 +104,6 @@ def test_no_children_are_left_after_normal_runs() -> None:
 
 
 def test_installed_searches_path_and_accepts_paths():
-    from ocf_lib.command import installed
+    from ocf_lib.adapters.command import installed
     assert installed("ip") and installed("/bin/sh")
     assert not installed("kuth-no-such-program") and not installed("/nonexistent/ip")

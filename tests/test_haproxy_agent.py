@@ -232,7 +232,7 @@ def test_monitor_imports_only_cheap_modules(ha):
     assert ha.agent("start").rc == 0
     imported = imported_modules("haproxy", "monitor", {"conffile": ha.config}, ns=ha.node,
                                 interval_ms=20000)
-    assert "ocf_lib.haproxy_api" in imported
+    assert "ocf_lib.adapters.haproxy_api" in imported
     assert not imported & HEAVY_MODULES, sorted(imported & HEAVY_MODULES)
 
 

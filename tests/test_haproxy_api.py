@@ -1,4 +1,4 @@
-"""ocf_lib.haproxy_api: the runtime API client, on recorded HAProxy 2.6 answers and
+"""ocf_lib.adapters.haproxy_api: the runtime API client, on recorded HAProxy 2.6 answers and
 against a real haproxy (and its master CLI) inside a test namespace."""
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from haproxy_lab import DATA, SERVERS, HaproxyLab, freeze, wait_for
 from netns import NetnsPool
 
-from ocf_lib import haproxy_api as api
-from ocf_lib import process
-from ocf_lib.haproxy_api import MasterProcess, RuntimeApiError
+from ocf_lib.adapters import haproxy_api as api
+from ocf_lib.adapters import process
+from ocf_lib.adapters.haproxy_api import MasterProcess, RuntimeApiError
 from ocfshim import modules_loaded_by
 
 
@@ -139,7 +139,7 @@ def test_set_server_state_accepts_only_ready_drain_maint() -> None:
 
 
 def test_monitor_path_imports_no_costly_module() -> None:
-    loaded = modules_loaded_by("import ocf_lib.haproxy_api")
+    loaded = modules_loaded_by("import ocf_lib.adapters.haproxy_api")
     assert not loaded & {"re", "enum", "json", "socket", "subprocess", "logging",
                                  "typing", "dataclasses", "signal", "csv", "psutil"}
 

@@ -1,4 +1,4 @@
-"""ocf_lib.haproxy_config: the facts an agent needs from haproxy.cfg, with HAProxy's own
+"""ocf_lib.adapters.haproxy_config: the facts an agent needs from haproxy.cfg, with HAProxy's own
 word splitting (checked against `.notice` lines that haproxy -c prints back)."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from haproxy_lab import DATA, HAPROXY
 
-from ocf_lib.haproxy_config import Bind, ConfigReadError, StatsSocket, parse_address, \
+from ocf_lib.adapters.haproxy_config import Bind, ConfigReadError, StatsSocket, parse_address, \
     read_config, split_line
 
 

@@ -1,11 +1,11 @@
-"""ocf_lib.inet: address parsing and arithmetic, checked against the ipaddress module."""
+"""ocf_lib.adapters.inet: address parsing and arithmetic, checked against the ipaddress module."""
 from __future__ import annotations
 
 import ipaddress
 
 import pytest
 
-from ocf_lib import inet
+from ocf_lib.adapters import inet
 
 
 @pytest.mark.parametrize("text, family, canonical", [

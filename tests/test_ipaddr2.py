@@ -249,7 +249,7 @@ def test_monitor_imports_only_cheap_modules(lan):
     node, _ = lan
     assert agent("start", V4, node).rc == 0
     imported = imported_modules("IPaddr2", "monitor", V4, ns=node, interval_ms=10000)
-    assert "ocf_lib.netlink" in imported
+    assert "ocf_lib.adapters.netlink" in imported
     assert not imported & HEAVY_MODULES, sorted(imported & HEAVY_MODULES)
     assert agent("stop", V4, node).rc == 0
 

@@ -1,4 +1,4 @@
-"""ocf_lib.iproute: argument guards, ip's errors, and findif's interface lookup.
+"""ocf_lib.adapters.iproute: argument guards, ip's errors, and findif's interface lookup.
 
 The recorded route tables under data/iproute/ come from `_build_routes` below, dumped with
 `ip -j -4|-6 route show table main|local` (pretty-printed); the live tests build the
@@ -14,8 +14,8 @@ import sys
 import pytest
 
 from netns import Netns, NetnsPool
-from ocf_lib import command, iproute
-from ocf_lib.iproute import Found
+from ocf_lib.adapters import command, iproute
+from ocf_lib.adapters.iproute import Found
 from test_netlink import entered
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "iproute")
@@ -253,7 +253,8 @@ def test_delete_and_link_up_refuse_unsafe_device_names(nothing_runs: None, dev: 
 def test_iproute_and_netlink_load_no_expensive_module() -> None:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = (f"import sys; sys.path.insert(0, {root!r}); "
-            "import ocf_lib.iproute, ocf_lib.netlink; print(' '.join(sys.modules))")
+            "import ocf_lib.adapters.iproute, ocf_lib.adapters.netlink; "
+            "print(' '.join(sys.modules))")
     loaded = set(subprocess.run([sys.executable, "-IS", "-c", code], capture_output=True,
                                 text=True, check=True).stdout.split())
     banned = {"re", "enum", "json", "socket", "subprocess", "logging", "typing", "dataclasses",

@@ -1,4 +1,4 @@
-"""ocf_lib.netlink against `ip -j link` / `ip -j addr` inside test namespaces."""
+"""ocf_lib.adapters.netlink against `ip -j link` / `ip -j addr` inside test namespaces."""
 from __future__ import annotations
 
 import contextlib
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from netns import Netns
-from ocf_lib import netlink
+from ocf_lib.adapters import netlink
 from ocfshim import modules_loaded_by
 
 _CLONE_NEWNET = 0x40000000
@@ -176,6 +176,6 @@ def test_dumps_spanning_many_messages_are_read_to_the_end(netns_pool) -> None:  
 
 
 def test_netlink_loads_no_expensive_module() -> None:
-    loaded = modules_loaded_by("import ocf_lib.netlink as n; n.addresses(); n.links()")
-    assert loaded <= {"ocf_lib", "ocf_lib.netlink", "__future__", "_socket", "struct",
-                        "_struct"}
+    loaded = modules_loaded_by("import ocf_lib.adapters.netlink as n; n.addresses(); n.links()")
+    assert loaded <= {"ocf_lib", "ocf_lib.adapters", "ocf_lib.adapters.netlink", "__future__",
+                      "_socket", "struct", "_struct"}

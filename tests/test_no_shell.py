@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SOURCES = sorted([*REPO.glob("ocf_lib/*.py"), *REPO.glob("agents/*.py"),
+SOURCES = sorted([*REPO.glob("ocf_lib/**/*.py"), *REPO.glob("agents/*.py"),
                   REPO / "agents" / "IPaddr2", REPO / "agents" / "haproxy"])
 SHELL_CALLS = {("os", "system"), ("os", "popen"), ("os", "spawnl"), ("os", "spawnlp"),
                ("os", "spawnv"), ("os", "spawnvp"), ("subprocess", "getoutput"),

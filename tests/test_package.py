@@ -110,7 +110,8 @@ def test_package_holds_every_agent_its_man_page_the_library_and_the_docs(deb: st
     files = {line.split()[-1].lstrip("."): line.split()[0] for line in listing
              if not line.startswith("d")}
     library = sorted(os.path.relpath(p, REPO) for package in ("ocf_lib", "agents")
-                     for p in glob.glob(os.path.join(REPO, package, "*.py")))
+                     for p in glob.glob(os.path.join(REPO, package, "**", "*.py"),
+                                       recursive=True))
     examples = os.listdir(os.path.join(REPO, "packaging", "debian", "crm"))
     expected = ({f"{OCF_DIR}/{a}" for a in AGENT_NAMES}
                 | {f"/usr/share/man/man7/ocf_kuth_{a}.7.gz" for a in AGENT_NAMES}

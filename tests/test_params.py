@@ -1,7 +1,7 @@
 """Typed parameters: parsing, defaults and the reasons given for bad values."""
 import pytest
 
-from ocf_lib.params import BOOLEAN, INTEGER, STRING, TIME, Param, ParamError
+from ocf_lib.ocf.params import BOOLEAN, INTEGER, STRING, TIME, Param, ParamError
 
 
 def param(kind, **kw):

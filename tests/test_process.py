@@ -1,4 +1,4 @@
-"""ocf_lib.process: identity from /proc, pidfiles, signals and waiting, and finding a real
+"""ocf_lib.adapters.process: identity from /proc, pidfiles, signals and waiting, and finding a real
 haproxy by its binary and configuration."""
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from haproxy_lab import HAPROXY, HaproxyLab, freeze
 from netns import NetnsPool
 
-from ocf_lib import process
-from ocf_lib.process import ProcessInfo
+from ocf_lib.adapters import process
+from ocf_lib.adapters.process import ProcessInfo
 from ocfshim import modules_loaded_by
 
 
@@ -185,7 +185,7 @@ def test_wait_gone_returns_survivors_at_the_deadline(sleeper: subprocess.Popen[b
 
 
 def test_monitor_path_imports_no_costly_module() -> None:
-    loaded = modules_loaded_by("import ocf_lib.process")
+    loaded = modules_loaded_by("import ocf_lib.adapters.process")
     assert not loaded & {"re", "enum", "json", "socket", "subprocess", "logging",
                                  "typing", "dataclasses", "signal", "csv", "psutil"}
 

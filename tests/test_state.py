@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from ocf_lib.state import StateDir, StateError, live_pid, pid_record
+from ocf_lib.ocf.state import StateDir, StateError, live_pid, pid_record
 
 
 @pytest.fixture

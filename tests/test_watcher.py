@@ -9,8 +9,8 @@ import pytest
 
 from haproxy_lab import FRONT, SERVERS, HaNode, wait_for
 from ocfshim import run_agent
-from ocf_lib import process
-from ocf_lib.watcher import MARK, quiet_reason
+from ocf_lib.adapters import process
+from ocf_lib.logic.watcher import MARK, quiet_reason
 
 CRM_MON_OK = """<pacemaker-result api-version="2.2" request="crm_mon --output-as=xml">
   <summary><cluster_options stonith-enabled="false" maintenance-mode="{maintenance}"/></summary>

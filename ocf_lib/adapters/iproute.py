@@ -7,7 +7,7 @@ argument comes from untrusted resource parameters and is checked before anything
 """
 from __future__ import annotations
 
-from ocf_lib import command, inet
+from ocf_lib.adapters import command, inet
 
 IP = "ip"
 TIMEOUT = 10.0  # seconds; `ip` answers in milliseconds unless the kernel is stuck

@@ -13,15 +13,15 @@ and the runtime socket; the configuration is parsed on start, reload and validat
 import os
 import time
 
-from ocf_lib import haproxy_api, process
-from ocf_lib.haproxy_api import (FRONTENDS, SERVERS, RuntimeApiError, backend_servers_up,
-                                 closed_frontends)
-from ocf_lib.log import Logger
-from ocf_lib.state import StateDir
+from ocf_lib.adapters import haproxy_api, process
+from ocf_lib.adapters.haproxy_api import (FRONTENDS, SERVERS, RuntimeApiError,
+                                          backend_servers_up, closed_frontends)
+from ocf_lib.ocf.log import Logger
+from ocf_lib.ocf.state import StateDir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ocf_lib.haproxy_config import HaproxyConfig
+    from ocf_lib.adapters.haproxy_config import HaproxyConfig
 
 __all__ = ["Instance", "RuntimeApiError", "FRONTENDS", "SERVERS", "backend_servers_up",
            "closed_frontends", "ConfigInvalid", "NotInstalled", "UnsafeFile", "LaunchFailed",
@@ -110,7 +110,7 @@ class Instance:
 
     def config_problem(self, timeout: float) -> str | None:
         """None when `haproxy -c` accepts the configuration, else its first complaint."""
-        from ocf_lib.command import run
+        from ocf_lib.adapters.command import run
         result = run([self.binpath, "-c", "-f", self.conffile, *self.extra_args()],
                      timeout=max(timeout, 1.0))
         if result.rc == 0:
@@ -163,7 +163,7 @@ class Instance:
         return self.master_socket, haproxy_api.CURRENT_WORKER
 
     def _config_socket(self) -> str:
-        from ocf_lib.haproxy_config import ConfigReadError, read_config
+        from ocf_lib.adapters.haproxy_config import ConfigReadError, read_config
         try:
             return _first_unix_socket(read_config(self.conffile))
         except (ConfigReadError, OSError):
@@ -177,7 +177,7 @@ class Instance:
 
     def launch(self, deadline: float) -> None:
         """Start haproxy and return once it answers with every frontend open."""
-        from ocf_lib.command import run
+        from ocf_lib.adapters.command import run
         config = self.prepare_runtime_dirs()
         argv = self.argv()
         result = run(argv, timeout=max(deadline - time.monotonic(), 1.0))
@@ -214,7 +214,7 @@ class Instance:
         has no /run/haproxy: Debian makes it through haproxy.service's tmpfiles, which a
         Pacemaker node does not run), owned as Debian's tmpfiles would own them. Returns the
         configuration as read."""
-        from ocf_lib.haproxy_config import ConfigReadError, read_config
+        from ocf_lib.adapters.haproxy_config import ConfigReadError, read_config
         try:
             config = read_config(self.conffile)
         except (ConfigReadError, OSError) as err:
@@ -353,7 +353,7 @@ def _published(state: StateDir) -> dict[str, str]:
 
 def _attrd_updater(args: list[str], log: Logger) -> bool:
     """Run attrd_updater; a failure is logged, never fatal: the attributes are advice."""
-    from ocf_lib.command import CommandTimeout, run
+    from ocf_lib.adapters.command import CommandTimeout, run
     try:
         result = run(["attrd_updater", *args], timeout=5)
     except (OSError, CommandTimeout) as err:

@@ -3,7 +3,7 @@
 Monitor runs every few seconds on every node; asking the kernel directly over an
 AF_NETLINK socket costs well under a millisecond, where spawning `ip -j addr` and parsing
 JSON costs several. Only dumps are sent (no changes): changes go through `ip` in
-`ocf_lib.iproute`, where the exact command shows up in logs.
+`ocf_lib.adapters.iproute`, where the exact command shows up in logs.
 """
 
 import _socket

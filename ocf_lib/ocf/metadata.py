@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ocf_lib.params import Param
+from ocf_lib.ocf.params import Param
 
 # The OCF API version the agents claim: 1.0, so that Pacemaker 2.1 calls `reload` (the legacy
 # rule) when a non-unique parameter changes, and ocf-tester's DTD accepts the actions.

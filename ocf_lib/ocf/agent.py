@@ -19,13 +19,13 @@ import os
 import sys
 import time
 
-from ocf_lib.log import Logger
-from ocf_lib.ocf import OCF, OcfError
-from ocf_lib.params import BOOLEAN, INTEGER, STRING, TIME, Param, ParamError
+from ocf_lib.ocf.codes import OCF, OcfError
+from ocf_lib.ocf.log import Logger
+from ocf_lib.ocf.params import BOOLEAN, INTEGER, STRING, TIME, Param, ParamError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ocf_lib.state import StateDir
+    from ocf_lib.ocf.state import StateDir
 
 __all__ = ["Agent", "Config", "OCF", "OcfError", "STRING", "INTEGER", "BOOLEAN", "TIME"]
 
@@ -75,7 +75,7 @@ class OcfEnv:
         return max(self.deadline - time.monotonic(), 0.0)
 
     def state(self) -> "StateDir":
-        from ocf_lib.state import StateDir
+        from ocf_lib.ocf.state import StateDir
         return StateDir(self.agent, self.instance)
 
 
@@ -167,7 +167,7 @@ class Agent:
         except OcfError as err:
             return self.exit_reason(err.code, err.reason)
         except Exception as err:  # noqa: BLE001 - an agent must never die with a traceback
-            from ocf_lib.command import CommandNotFound
+            from ocf_lib.adapters.command import CommandNotFound
             if isinstance(err, CommandNotFound):
                 return self.exit_reason(OCF.ERR_INSTALLED,
                                         f"{err.program} is not installed on this node")
@@ -205,7 +205,7 @@ class Agent:
     def _run_locked(self, handler: object, cfg: Config) -> int:
         """Run handler holding the resource lock. A stop that cannot take the lock (state
         directory unusable) goes on without it: a failed stop would fence the node."""
-        from ocf_lib.state import StateError
+        from ocf_lib.ocf.state import StateError
         try:
             lock = cfg.env.state().lock(cfg.env.deadline)
             lock.__enter__()
@@ -244,7 +244,7 @@ class Agent:
         return tuple(spec.get("depth", 0) for name, spec in self.specs if name == "monitor")
 
     def metadata(self) -> str:
-        from ocf_lib.metadata import ActionSpec, render
+        from ocf_lib.ocf.metadata import ActionSpec, render
         actions = [ActionSpec(name, **spec) for name, spec in self.specs]
         shown = {name for name, _ in self.specs}
         actions += [ActionSpec(name, timeout=5) for name in ("meta-data", "usage")

@@ -10,12 +10,12 @@ import os
 import sys
 import time
 
-from ocf_lib import inet, netlink
+from ocf_lib.adapters import inet, netlink
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ocf_lib.log import Logger
-    from ocf_lib.state import StateDir
+    from ocf_lib.ocf.log import Logger
+    from ocf_lib.ocf.state import StateDir
 
 MAX_IFNAME = 15  # IFNAMSIZ - 1: the kernel's limit for interface names and address labels
 MAX_LIFETIME = 0xFFFFFFFF  # address lifetimes are 32-bit seconds (the largest is forever)
@@ -116,7 +116,7 @@ def check_ifname(what: str, name: str) -> None:
 def complete(vip: Vip) -> Vip:
     """Fill in nic and prefix length from the routing table when they are not configured, the
     way the heartbeat agent's findif does. NotOnThisNode when that is impossible here."""
-    from ocf_lib import iproute
+    from ocf_lib.adapters import iproute
     if vip.nic and netlink.link_by_name(vip.nic) is None:
         raise NotOnThisNode(f"nic {vip.nic!r} does not exist on this node; set nic= to an "
                             f"interface present on every node")
@@ -206,11 +206,11 @@ def enter_netns(name: str, script: str, action: str) -> None:
 
 def announce(vip: Vip, *, count: int, interval_ms: int, mode: str, background: bool,
              state: "StateDir", log: "Logger") -> None:
-    """Tell the link where the address now lives (see ocf_lib.announce); with background,
+    """Tell the link where the address now lives (see ocf_lib.adapters.announce); with background,
     the repeats come from a process whose pid is recorded so that stop can end it. A failure
     is logged, not fatal: the address works anyway once neighbours' caches expire."""
-    from ocf_lib import announce as sender
-    from ocf_lib.state import StateError, pid_record
+    from ocf_lib.adapters import announce as sender
+    from ocf_lib.ocf.state import StateError, pid_record
     try:
         if background:
             pid = sender.spawn_background(vip.nic or "", vip.ip, count=count,

@@ -18,7 +18,7 @@ import struct
 import syslog
 import time
 
-from ocf_lib import inet
+from ocf_lib.adapters import inet
 
 DEFAULT_COUNT = 5
 DEFAULT_INTERVAL_MS = 200

@@ -28,8 +28,8 @@ MARK = "kuth-watcher"
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ocf_lib.log import Logger
-    from ocf_lib.state import StateDir
+    from ocf_lib.ocf.log import Logger
+    from ocf_lib.ocf.state import StateDir
 
 
 LINK_DOWN_GRACE = 1.0  # seconds a link may lose its carrier before it is a failure
@@ -40,8 +40,8 @@ def spawn(lib_root: str, *, resource: str, node: str, guardian: int, lock_path: 
     """Start a detached watcher for resource on node; return the watcher's pid. target is
     ["process", PID] or ["address", IP, NIC, CHECK_LINK (1/0)]. guardian is a process whose
     end means the cluster is gone here (0: none)."""
-    argv = [sys.executable, "-IS", os.path.join(lib_root, "ocf_lib", "watcher.py"), MARK,
-            lib_root, resource, node, str(guardian), lock_path, *target]
+    script = os.path.join(lib_root, "ocf_lib", "logic", "watcher.py")
+    argv = [sys.executable, "-IS", script, MARK, lib_root, resource, node, str(guardian), lock_path, *target]
     read_end, write_end = os.pipe()
     child = os.fork()
     if child == 0:  # first child: detach, start the watcher, report its pid, leave
@@ -74,12 +74,12 @@ def ensure(state: "StateDir", *, resource: str, node: str, target: list[str]) ->
     another target (a new pid after a restart) is replaced. Cheap when nothing needs doing:
     two small reads."""
     from ocf_lib import __version__
-    from ocf_lib.state import pid_record
+    from ocf_lib.ocf.state import pid_record
     wanted = " ".join([__version__, *target])
     if state.recorded_pid("watcher") and state.read("watcher-of") == wanted:
         return
     state.end_recorded("watcher")
-    lib_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    lib_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     watcher = spawn(lib_root, resource=resource, node=node, guardian=os.getppid(),
                     lock_path=state.path("lock"), target=target)
     state.write("watcher", pid_record(watcher))
@@ -155,7 +155,7 @@ def _process_ended(poller: select.poll, pid: int) -> str:
 def _address_lost(poller: select.poll, ip: str, nic: str, check_link: bool) -> str:
     """'' when the guardian ended first, else how the address was lost: removed, its
     interface removed, or (check_link) the link without carrier for LINK_DOWN_GRACE."""
-    from ocf_lib import netlink
+    from ocf_lib.adapters import netlink
     events = netlink.Events()  # subscribed before looking, so that nothing falls between
     poller.register(events.fileno(), select.POLLIN)
     link = netlink.link_by_name(nic)
@@ -201,7 +201,7 @@ def cluster_says_quiet(resource: str, node: str) -> str:
     """Why a failure must not be reported ('' when it must): maintenance of the cluster, of
     this node or of the resource, or an unmanaged resource. Read from crm_mon's XML; when
     crm_mon cannot tell, report anyway (Pacemaker itself ignores failures it should)."""
-    from ocf_lib.command import CommandTimeout, run
+    from ocf_lib.adapters.command import CommandTimeout, run
     try:
         result = run(["crm_mon", "--one-shot", "--output-as=xml", "--inactive"], timeout=10)
     except (OSError, CommandTimeout):
@@ -237,7 +237,7 @@ def quiet_reason(xml: str, resource: str, node: str) -> str:
 
 def report_failure(resource: str, node: str, failure: str) -> str:
     """crm_resource --fail: Pacemaker records the failure and recovers the resource."""
-    from ocf_lib.command import CommandTimeout, run
+    from ocf_lib.adapters.command import CommandTimeout, run
     try:
         result = run(["crm_resource", "--fail", "--resource", resource, "--node", node],
                      timeout=20)
