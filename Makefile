@@ -5,7 +5,7 @@ RUNTIME_PACKAGES := python3 iproute2
 TEST_PACKAGES := $(RUNTIME_PACKAGES) python3-pytest python3-lxml iputils-ping resource-agents libxml2-utils tcpdump haproxy python3-hypothesis \
 	procps util-linux man-db
 BENCH_PACKAGES := $(TEST_PACKAGES) time
-# The one-machine Pacemaker cluster of the end-to-end tests (tests/cluster.py).
+# The one-machine Pacemaker cluster of the lab (lab/cluster.py): tests, demo, benchmarks.
 CLUSTER_PACKAGES := pacemaker corosync crmsh
 # The failover benchmark: the cluster's packages, keepalived to compare with, and the plot.
 FAILOVER_PACKAGES := $(TEST_PACKAGES) $(CLUSTER_PACKAGES) keepalived python3-matplotlib
@@ -28,7 +28,7 @@ deps:
 ## client sends traffic through the VIP; ARGS="--nodes 3", ARGS="--keep" (see demo/demo.py)
 demo: deb
 	tools/install-packages $(DEMO_PACKAGES)
-	$(PYTHON) demo/demo.py $(ARGS)
+	$(PYTHON) -m demo.demo $(ARGS)
 
 ## deb: build dist/kuth-resource-agents_<version>_all.deb (and the source package) from a clean copy
 deb:
@@ -38,14 +38,14 @@ deb:
 ## bench: start-up and action times of our agents against the reference agents
 bench:
 	tools/install-packages $(BENCH_PACKAGES)
-	$(PYTHON) bench/agent_speed.py
-	$(PYTHON) bench/haproxy_speed.py
+	$(PYTHON) -m bench.agent_speed
+	$(PYTHON) -m bench.haproxy_speed
 
 ## bench-failover: outages through the VIP (move, node loss, haproxy kill -9, reload) for our
 ## agents, heartbeat's IPaddr2 and keepalived, in a real cluster (about 20 minutes)
 bench-failover:
 	tools/install-packages $(FAILOVER_PACKAGES)
-	$(PYTHON) bench/failover.py
+	$(PYTHON) -m bench.failover
 
 ## metadata: regenerate heartbeat_metadata/ from the agents' declarations
 metadata:

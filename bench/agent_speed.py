@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """How fast our IPaddr2 agent is against ocf:heartbeat:IPaddr2, action by action.
 
 Pacemaker runs `monitor` every few seconds on every node and waits for `start`/`stop`
@@ -11,7 +10,7 @@ timing covers the agent and not a second program. A peer on the link counts the 
 ARP / unsolicited NA frames each start sends, so an agent cannot look fast by skipping them.
 bench/haproxy_speed.py reuses the Runner for the haproxy agent.
 
-Run as root: `make bench` or `bench/agent_speed.py --runs 30`.
+Run as root: `make bench` or `python3 -m bench.agent_speed --runs 30`.
 """
 from __future__ import annotations
 
@@ -36,8 +35,7 @@ from pathlib import Path
 from typing import IO
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-from netns import Netns, NetnsPool  # noqa: E402
+from lab.netns import Netns, NetnsPool
 
 DEFAULT_AGENT = REPO / "agents" / "IPaddr2"
 DEFAULT_REFERENCE = Path("/usr/lib/ocf/resource.d/heartbeat/IPaddr2")

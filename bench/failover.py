@@ -1,8 +1,7 @@
-#!/usr/bin/python3
 """How long the control-plane endpoint is gone when something happens, seen by a client.
 
 A client sends a GET through the VIP to the kube-apiserver stand-ins behind HAProxy every
-10 ms (tests/cluster.py's Traffic) while the benchmark moves the resources, pulls the active
+10 ms (lab/traffic.py's Traffic) while the benchmark moves the resources, pulls the active
 node's cables, kills haproxy with SIGKILL and reloads it. The same 2-node cluster (Corosync
 token 1000 ms) runs every stack in turn, so the figures compare like with like:
 
@@ -16,7 +15,7 @@ each Pacemaker stack in the guide's topology (haproxy follows the VIP) and the c
 and off with a 20 s and a 60 s monitor interval. Output: a markdown table and a PNG of every
 request's result around each event, under bench/results/.
 
-Run as root: `make bench-failover` or `bench/failover.py --repeat 3`.
+Run as root: `make bench-failover` or `python3 -m bench.failover --repeat 3`.
 """
 from __future__ import annotations
 
@@ -34,9 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-from cluster import (KUBE_PORT, VIP_NETWORK, Cluster, ClusterError, Node,  # noqa: E402
-                     Traffic)
+from lab.cluster import Cluster
+from lab.command import ClusterError
+from lab.nodes import Node
+from lab.topology import KUBE_PORT, VIP_NETWORK
+from lab.traffic import Traffic
 
 VIP = f"{VIP_NETWORK}.20"
 URL = f"http://{VIP}:{KUBE_PORT}/"

@@ -1,16 +1,15 @@
-#!/usr/bin/python3
 """How fast ocf:kuth:haproxy is, with ocf:heartbeat:IPaddr2's monitor as the yardstick.
 
 resource-agents has no haproxy agent, so the reference is the monitor a cluster of the guide
 runs beside ours: heartbeat IPaddr2's, on an address that is present. Our haproxy runs the
-guide's haproxy.cfg with test addresses (tests/haproxy_lab.py) in a node with a private /run,
+guide's haproxy.cfg with test addresses (lab/haproxy.py) in a node with a private /run,
 where the guide's stats socket /run/haproxy/admin.sock lives, with two of the three
 kube-apiserver servers UP and one DOWN. Each round: start, our depth-0 monitor and the
 reference's back to back (the order flips every round), our depth-10 monitor, a reload with
 the same configuration, stop. The agents run the way bench/agent_speed.py runs them (its
 Runner: this process steps into the namespaces around each spawn and waits on the pid).
 
-Run as root: `make bench` or `bench/haproxy_speed.py --runs 30`.
+Run as root: `make bench` or `python3 -m bench.haproxy_speed --runs 30`.
 """
 from __future__ import annotations
 
@@ -22,16 +21,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from agent_speed import (DEFAULT_REFERENCE, REPO, Agent, BenchError, Case, Lane, NetnsView,
-                         Runner, check_executable, describe_version,
-                         floor_lines, machine_lines, median_seconds, ms, open_namespace,
-                         ratio_spread, run_main, source_digest, wait_quiet)
-
-sys.path.insert(0, str(REPO))
-from haproxy_lab import FRONT, HAPROXY, SERVERS, SOCKET, HaNode, wait_for  # noqa: E402
-from netns import NetnsPool, Node  # noqa: E402
-
-from ocf_lib.adapters import haproxy_api, process  # noqa: E402
+from bench.agent_speed import (DEFAULT_REFERENCE, REPO, Agent, BenchError, Case, Lane,
+                               NetnsView, Runner, check_executable, describe_version,
+                               floor_lines, machine_lines, median_seconds, ms, open_namespace,
+                               ratio_spread, run_main, source_digest, wait_quiet)
+from lab.haproxy import FRONT, HAPROXY, SERVERS, SOCKET, HaNode, wait_for
+from lab.netns import Host, NetnsPool
+from ocf_lib.adapters import haproxy_api, process
 
 DEFAULT_AGENT = REPO / "agents" / "haproxy"
 DEFAULT_OUTPUT = REPO / "bench" / "results" / "haproxy_speed.md"
@@ -51,11 +47,11 @@ OURS_ALONE = (("start", "start (to listeners bound)"), ("reload", "reload (same 
 
 
 class NodeView(NetnsView):
-    """The namespaces of a tests/netns Node: its network namespace and its holder's mount
+    """The namespaces of a lab.netns Host: its network namespace and its holder's mount
     namespace, which has the node's private /run and, being made under `ip netns exec`,
     the /sys of the node's network namespace."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Host) -> None:
         self.holder = node.holder.pid
         super().__init__(node.name)
 
@@ -110,7 +106,7 @@ def make_lab(pool: NetnsPool, workdir: str) -> HaNode:
     """A node with a private /run, the guide's config and its servers, SERVERS_UP of them
     with an HTTP server behind (UP), the rest with nothing (DOWN)."""
     os.mkdir(workdir)
-    ha = HaNode(pool.node(), Path(workdir))
+    ha = HaNode(pool.host(), Path(workdir))
     for address in SERVERS[:SERVERS_UP]:
         ha.lab.start_server(address)
     return ha
@@ -254,7 +250,7 @@ def report(ours: Agent, ref: Agent, counts: tuple[int, int], floors: list[str],
              f"- Reference: `{ref.path}` ({ref.version}), monitor of {VIP.cidr_address}"
              f" (present)",
              f"- HAProxy: `{HAPROXY}` ({describe_version(Path(HAPROXY))}), the guide's"
-             f" haproxy.cfg with test addresses (tests/haproxy_lab.py): frontends {FRONT}:"
+             f" haproxy.cfg with test addresses (lab/haproxy.py): frontends {FRONT}:"
              f"{' and :'.join(str(p) for p in sorted(PORTS))}, backend {BACKEND} with"
              f" {counts[0]} of {counts[1]} servers UP (checks every 200 ms), stats socket"
              f" {SOCKET} in the node's private /run",

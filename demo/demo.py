@@ -2,14 +2,14 @@
 real Pacemaker + Corosync cluster on this machine, while a client sends traffic through the
 VIP and the demo moves the resources, kills HAProxy and cuts a node off.
 
-Run as root after `make deb` (make demo does both). The cluster is tests/cluster.py's: each
+Run as root after `make deb` (make demo does both). The cluster is the lab's (lab/cluster.py): each
 node is a set of namespaces with a private /run, /etc/haproxy, /var/lib/pacemaker..., on a
 switch of their own; every address is in 198.18.0.0/15, inside those namespaces. The .deb is
 unpacked into a temporary directory (`dpkg-deb -x`) and laid over each node's /usr, so the
 nodes run the package's files where apt would install them, while the machine's /usr and
 /usr/lib/ocf stay untouched. Teardown leaves no namespace, process, mount or file behind.
 
-    demo.py [--nodes 2|3] [--keep] [--deb PATH] [--interval MS]
+    python3 -m demo.demo [--nodes 2|3] [--keep] [--deb PATH] [--interval MS]
 
 KUTH_CLUSTER_LOGS=DIR keeps every node's Pacemaker and Corosync logs.
 """
@@ -25,13 +25,12 @@ import tempfile
 import time
 from collections.abc import Callable
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(REPO, "tests"), REPO]
-
-from cluster import (KUBE_PORT, STATS_AUTH, STATS_PORT, VIP_NETWORK, Cluster,  # noqa: E402
-                     ClusterError, Traffic)
-
-import ocf_lib  # noqa: E402
+import ocf_lib
+from lab import REPO
+from lab.cluster import Cluster
+from lab.command import ClusterError
+from lab.topology import KUBE_PORT, STATS_AUTH, STATS_PORT, VIP_NETWORK
+from lab.traffic import Traffic
 
 VIP = f"{VIP_NETWORK}.20"
 VIP_RSC = "virtual-ip-resource"

@@ -3,19 +3,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from netns import Netns, NetnsPool  # noqa: E402
+from lab.netns import Netns, NetnsPool
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from cluster import Cluster
+    from lab.cluster import Cluster
 
 
 @pytest.fixture
@@ -45,12 +41,12 @@ def lan(netns_pool: NetnsPool) -> tuple[Netns, Netns]:
 
 @pytest.fixture(scope="module")
 def shared_cluster() -> Iterator["Cluster"]:
-    """A 2-node Pacemaker cluster (tests/cluster.py) shared by one test module: starting one
+    """A 2-node Pacemaker cluster (lab.cluster) shared by one test module: starting one
     costs about 5 s, a reset between tests well under 1 s."""
     if os.geteuid() != 0 or not all(shutil.which(p) for p in ("corosync", "pacemakerd", "crm",
                                                                "haproxy")):
         pytest.skip("needs root, corosync, pacemaker, crmsh and haproxy")
-    from cluster import Cluster
+    from lab.cluster import Cluster
     with Cluster(nodes=2, logs_dir=os.environ.get("KUTH_CLUSTER_LOGS")) as cluster:
         yield cluster
 

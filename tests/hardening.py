@@ -23,7 +23,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from netns import Netns
+from lab.netns import Netns
 
 SCALE = int(os.environ.get("KUTH_FUZZ_SCALE", "1") or 1)
 SEED = os.environ.get("KUTH_FUZZ_SEED")

@@ -3,7 +3,8 @@
 `run_agent` sets the environment Pacemaker sets (OCF_ROOT, OCF_RESOURCE_INSTANCE,
 OCF_RESKEY_* parameters, CRM_meta_timeout and _interval), optionally inside a test network
 namespace, and returns the exit code, the output and the exit reason. stderr is not a
-terminal, as under Pacemaker.
+terminal, as under Pacemaker. `HaAgentNode` is the lab's HaNode with the haproxy agent run
+inside it.
 """
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ import shutil
 import subprocess
 import tempfile
 
-from netns import Netns
+from lab import AGENTS, REPO
+from lab.haproxy import HaNode
+from lab.netns import Netns
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-AGENTS = os.path.join(REPO, "agents")
 REASON_PREFIX = "ocf-exit-reason:"
 # The executables Pacemaker runs (each imports the module of the same name in lower case).
 AGENT_NAMES = sorted(name for name in os.listdir(AGENTS)
@@ -105,3 +106,20 @@ def assert_clean_failure(outcome: Outcome, code: int) -> None:
     assert outcome.rc == code, outcome
     assert outcome.reason, outcome
     assert "Traceback" not in outcome.stderr, outcome
+
+
+class HaAgentNode(HaNode):
+    """A lab HaNode whose haproxy the tests drive through the agent (conffile= its config)."""
+
+    def agent_argv(self, action: str) -> list[str]:
+        """The command line that runs the agent inside the node."""
+        return self.node.exec_argv([os.path.join(AGENTS, "haproxy"), action])
+
+    def agent_env(self, **kwargs: object) -> dict[str, str]:
+        return agent_env({"conffile": self.config}, **kwargs)  # type: ignore[arg-type]
+
+    def agent(self, action: str, interval_ms: int | None = None, **params: object) -> Outcome:
+        extra = params.pop("extra", None)
+        timeout_ms = params.pop("timeout_ms", 20000)
+        return run_agent("haproxy", action, {"conffile": self.config, **params}, ns=self.node,
+                         interval_ms=interval_ms, timeout_ms=timeout_ms, extra=extra)

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from netns import Netns
+from lab.netns import Netns
 from ocfshim import modules_loaded_by
 from ocf_lib.adapters import announce
 from ocf_lib.adapters.announce import AnnounceError

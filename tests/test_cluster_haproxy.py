@@ -1,5 +1,5 @@
 """ocf:kuth:haproxy with ocf:kuth:IPaddr2 inside a real Pacemaker + Corosync cluster
-(tests/cluster.py), configured with crmsh as the guide does: the stats page and the
+(lab/cluster.py), configured with crmsh as the guide does: the stats page and the
 kube-apiserver stand-ins answer through the VIP, a killed haproxy is recovered, an edited
 haproxy.cfg is reloaded through Pacemaker without moving the VIP or dropping a connection,
 backend health shows as node attributes, and in the clone topology a failover moves only the
@@ -16,8 +16,13 @@ import signal
 
 from ocf_lib.adapters import process
 
-from cluster import (KUBE_MASTERS, KUBE_PORT, NODE_ENV, OCF_PROVIDERS, STATS_AUTH, STATS_PORT,
-                     VIP_NETWORK, Cluster, haproxy_config)
+from lab.cluster import Cluster
+
+from lab.guide import haproxy_config
+
+from lab.nodes import NODE_ENV, OCF_PROVIDERS
+
+from lab.topology import KUBE_MASTERS, KUBE_PORT, STATS_AUTH, STATS_PORT, VIP_NETWORK
 
 VIP = f"{VIP_NETWORK}.20"
 HAPROXY = "haproxy-resource"

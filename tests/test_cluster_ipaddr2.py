@@ -1,4 +1,4 @@
-"""ocf:kuth:IPaddr2 inside a real Pacemaker + Corosync cluster (tests/cluster.py): the VIP
+"""ocf:kuth:IPaddr2 inside a real Pacemaker + Corosync cluster (lab.cluster): the VIP
 starts and serves, moves when asked, when its node is cut off or its Pacemaker dies, settles
 on one node after a split brain heals, and stops in a minority partition. Also: a harness
 killed by SIGKILL, or failing half-way through its start, leaves nothing behind.
@@ -18,7 +18,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from cluster import NODE_HTTP_PORT, VIP_NETWORK, Cluster, Status, harness_prefix
+from lab import REPO
+from lab.cluster import Cluster, Status
+
+from lab.teardown import harness_prefix
+
+from lab.topology import NODE_HTTP_PORT, VIP_NETWORK
 
 VIP = f"{VIP_NETWORK}.20"
 # The guide's primitive, with our provider, the test lan's nic and prefix.
@@ -262,9 +267,8 @@ def _leftovers(prefix: str, pids: list[int]) -> list[str]:
 
 
 KILLED_HARNESS = """
-import sys, time
-sys.path.insert(0, sys.argv[1])
-from cluster import Cluster
+import time
+from lab.cluster import Cluster
 cluster = Cluster(nodes=2)
 cluster.start()
 pids = [p for n in cluster.nodes for p in n.netns.pids()]
@@ -275,8 +279,7 @@ time.sleep(600)
 
 def test_a_harness_killed_with_sigkill_leaves_nothing_behind(clusters: Clusters) -> None:
     clusters.close()  # one cluster at a time
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
-    harness = subprocess.Popen([sys.executable, "-c", KILLED_HARNESS, tests_dir],
+    harness = subprocess.Popen([sys.executable, "-c", KILLED_HARNESS], cwd=REPO,
                                stdout=subprocess.PIPE, text=True)
     try:
         prefix, *pids = harness.stdout.readline().split()  # type: ignore[union-attr]

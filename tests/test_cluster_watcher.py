@@ -1,4 +1,4 @@
-"""ocf:kuth:haproxy's crash watcher inside a real Pacemaker + Corosync cluster (tests/cluster.py):
+"""ocf:kuth:haproxy's crash watcher inside a real Pacemaker + Corosync cluster (lab/cluster.py):
 many reloads and planned moves never make it report a failure, and no watcher outlives the
 resource, after a stop or after a start that failed.
 
@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import os
 
-from cluster import KUBE_PORT, VIP_NETWORK, Cluster, Node, haproxy_config
+from lab.cluster import Cluster
+
+from lab.guide import haproxy_config
+
+from lab.nodes import Node
+
+from lab.topology import KUBE_PORT, VIP_NETWORK
 
 from ocf_lib.logic.watcher import MARK
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from haproxy_lab import HaproxyLab, guide_config_for_test, wait_for
+from lab.haproxy import HaproxyLab, guide_config_for_test, wait_for
 from hardening import Tally, network_state, print_tally, processes, settled_processes
 from ocfshim import run_agent
 
@@ -113,7 +113,7 @@ def test_background_announcer_at_stop(lan, state):
 
 
 def test_haproxy_two_starts_at_once_run_one_master(netns_pool, tmp_path):
-    node = netns_pool.node()
+    node = netns_pool.host()
     lab = HaproxyLab(node, tmp_path)
     lab.config.write_text(guide_config_for_test("/run/haproxy/admin.sock"))
     params = {"conffile": str(lab.config)}

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from haproxy_lab import FRONT, HaproxyLab, guide_config_for_test, wait_for
+from lab.haproxy import FRONT, HaproxyLab, guide_config_for_test, wait_for
 from hardening import Tally, print_tally, processes, settled_processes
 from ocfshim import assert_clean_failure, run_agent
 
@@ -38,7 +38,7 @@ def ipaddr2(action, params, ns, **kw):
 @pytest.fixture
 def node(netns_pool):
     """A node with lan0 (198.18.0.1/24) to a peer, and a private /run for state mounts."""
-    node, peer = netns_pool.node(), netns_pool.new()
+    node, peer = netns_pool.host(), netns_pool.new()
     netns_pool.link(node, "lan0", peer, "lan0")
     node.ip("addr", "add", "198.18.0.1/24", "dev", "lan0")
     peer.ip("addr", "add", "198.18.0.2/24", "dev", "lan0")
@@ -154,7 +154,7 @@ class Ha:
 
 @pytest.fixture
 def ha(netns_pool, tmp_path):
-    ha = Ha(netns_pool.node(), tmp_path)
+    ha = Ha(netns_pool.host(), tmp_path)
     try:
         yield ha
     finally:

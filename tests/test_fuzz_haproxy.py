@@ -18,11 +18,11 @@ import pytest
 from hypothesis import given
 
 import hardening
-from haproxy_lab import HaproxyLab, guide_config_for_test
+from lab.haproxy import HaproxyLab, guide_config_for_test
 from hardening import (Tally, check_lock_files, extra_env_strategy, fake_shells, fuzz_settings,
                        network_state, params_strategy, print_tally, processes,
                        settled_processes, tree_state)
-from netns import NetnsPool
+from lab.netns import NetnsPool
 from ocfshim import run_agent
 
 SOCKET = "/run/haproxy/admin.sock"
@@ -47,7 +47,7 @@ class Lab:
 
     def __init__(self, work: Path) -> None:
         self.pool = NetnsPool()
-        self.node = self.pool.node()
+        self.node = self.pool.host()
         self.work = work
         (work / "lab").mkdir()
         self.haproxy = HaproxyLab(self.node, work / "lab")

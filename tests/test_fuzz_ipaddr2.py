@@ -23,8 +23,8 @@ import hardening
 from hardening import (Tally, check_lock_files, extra_env_strategy, fake_shells, fuzz_settings,
                        network_state, params_strategy, print_tally, processes,
                        settled_processes, tree_state)
-from haproxy_lab import wait_for
-from netns import NetnsPool
+from lab.haproxy import wait_for
+from lab.netns import NetnsPool
 from ocfshim import run_agent
 
 CORES = [  # ip, nic and prefix that work together on the node

@@ -7,15 +7,15 @@ import time
 
 import pytest
 
-from haproxy_lab import FRONT, SERVERS, SOCKET, HaNode, freeze, guide_config_for_test, wait_for
-from ocfshim import (AGENTS, HEAVY_MODULES, STATE_DIR, assert_clean_failure, imported_modules,
-                     run_agent)
+from lab.haproxy import FRONT, SERVERS, SOCKET, freeze, guide_config_for_test, wait_for
+from ocfshim import (AGENTS, HEAVY_MODULES, STATE_DIR, HaAgentNode, assert_clean_failure,
+                     imported_modules, run_agent)
 
 
 @pytest.fixture
 def ha(netns_pool, tmp_path):
-    node = netns_pool.node()
-    ha = HaNode(node, tmp_path)
+    node = netns_pool.host()
+    ha = HaAgentNode(node, tmp_path)
     for address in SERVERS[:2]:
         ha.lab.start_server(address)
     try:

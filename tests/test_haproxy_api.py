@@ -10,13 +10,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from haproxy_lab import DATA, SERVERS, HaproxyLab, freeze, wait_for
-from netns import NetnsPool
+from lab.haproxy import SERVERS, HaproxyLab, freeze, wait_for
+from lab.netns import NetnsPool
 
 from ocf_lib.adapters import haproxy_api as api
 from ocf_lib.adapters import process
 from ocf_lib.adapters.haproxy_api import MasterProcess, RuntimeApiError
 from ocfshim import modules_loaded_by
+
+DATA = Path(__file__).parent / "data" / "haproxy"
 
 
 def _recorded(name: str) -> str:

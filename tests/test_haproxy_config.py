@@ -7,10 +7,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from haproxy_lab import DATA, HAPROXY
+from lab.guide import GUIDE_CFG
+from lab.haproxy import HAPROXY
 
 from ocf_lib.adapters.haproxy_config import Bind, ConfigReadError, StatsSocket, parse_address, \
     read_config, split_line
+
+RECORDED_CFG = Path(__file__).parent / "data" / "haproxy" / "recorded.cfg"
 
 
 def _write(tmp_path: Path, text: str, name: str = "haproxy.cfg") -> str:
@@ -20,7 +23,7 @@ def _write(tmp_path: Path, text: str, name: str = "haproxy.cfg") -> str:
 
 
 def test_the_guides_config_gives_what_the_agent_needs() -> None:
-    config = read_config(str(DATA / "guide.cfg"))
+    config = read_config(GUIDE_CFG)
     assert (config.daemon, config.master_worker, config.pidfile) == (True, False, None)
     assert (config.user, config.group, config.chroot) == ("haproxy", "haproxy",
                                                           "/var/lib/haproxy")
@@ -35,7 +38,7 @@ def test_the_guides_config_gives_what_the_agent_needs() -> None:
 def test_the_guides_config_names_a_user_and_group_of_this_node() -> None:
     import grp
     import pwd
-    uid, gid = read_config(str(DATA / "guide.cfg")).ids()
+    uid, gid = read_config(GUIDE_CFG).ids()
     assert (uid, gid) == (pwd.getpwnam("haproxy").pw_uid, grp.getgrnam("haproxy").gr_gid)
 
 
@@ -51,7 +54,7 @@ def test_an_unknown_user_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_the_recorded_config_has_master_worker_facts(tmp_path: Path) -> None:
-    text = (DATA / "recorded.cfg").read_text() + "global\n    master-worker\n"
+    text = RECORDED_CFG.read_text() + "global\n    master-worker\n"
     config = read_config(_write(tmp_path, text))
     assert config.master_worker and config.pidfile == "/run/haproxy/h.pid"
     [sock] = config.stats_sockets
@@ -175,7 +178,7 @@ def test_a_missing_config_is_a_config_error(tmp_path: Path) -> None:
 
 def test_the_sample_configs_are_valid_for_haproxy(tmp_path: Path) -> None:
     """The configs these tests read are ones haproxy itself accepts."""
-    for cfg in ("guide.cfg", "recorded.cfg"):
-        result = subprocess.run([HAPROXY, "-c", "-q", "-f", str(DATA / cfg)],
+    for cfg in (GUIDE_CFG, str(RECORDED_CFG)):
+        result = subprocess.run([HAPROXY, "-c", "-q", "-f", cfg],
                                 capture_output=True, text=True, env={**os.environ})
         assert result.returncode == 0, (cfg, result.stderr)

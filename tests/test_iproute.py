@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from netns import Netns, NetnsPool
+from lab.netns import Netns, NetnsPool
 from ocf_lib.adapters import command, iproute
 from ocf_lib.adapters.iproute import Found
 from test_netlink import entered

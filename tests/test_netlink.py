@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from netns import Netns
+from lab.netns import Netns
 from ocf_lib.adapters import netlink
 from ocfshim import modules_loaded_by
 

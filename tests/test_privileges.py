@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from haproxy_lab import guide_config_for_test
+from lab.haproxy import guide_config_for_test
 from hardening import network_state, processes
 from ocfshim import AGENTS, Outcome, agent_env, assert_clean_failure, run_agent
 

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from haproxy_lab import HAPROXY, HaproxyLab, freeze
-from netns import NetnsPool
+from lab.haproxy import HAPROXY, HaproxyLab, freeze
+from lab.netns import NetnsPool
 
 from ocf_lib.adapters import process
 from ocf_lib.adapters.process import ProcessInfo

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from haproxy_lab import FRONT, SERVERS, HaNode, wait_for
-from ocfshim import run_agent
+from lab.haproxy import FRONT, SERVERS, wait_for
+from ocfshim import HaAgentNode, run_agent
 from ocf_lib.adapters import process
 from ocf_lib.logic.watcher import MARK, quiet_reason
 
@@ -52,7 +52,7 @@ class Pacemaker:
 
 @pytest.fixture
 def ha(netns_pool, tmp_path):
-    ha = HaNode(netns_pool.node(), tmp_path)
+    ha = HaAgentNode(netns_pool.host(), tmp_path)
     ha.lab.start_server(SERVERS[0])
     try:
         yield ha

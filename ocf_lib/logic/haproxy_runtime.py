@@ -367,7 +367,7 @@ def _attrd_updater(args: list[str], log: Logger) -> bool:
 def _net_namespace(pid: str) -> str:
     """The network namespace of a process ("" once it is gone). /proc also shows the
     processes of containers and of the other nodes of a cluster run on one machine
-    (tests/cluster.py): an haproxy in another network namespace is another host's, with its
+    (lab/cluster.py): an haproxy in another network namespace is another host's, with its
     own listeners and its own haproxy.cfg at the same path; it is neither a conflict to
     report nor a process to stop. (Not the mount namespace: Debian's haproxy.service runs in
     one of its own, for its BindReadOnlyPaths.)"""

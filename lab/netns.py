@@ -1,9 +1,12 @@
-"""Network namespaces for tests: real iproute2, nothing on the root namespace.
+"""Network namespaces, veth links and switches: real iproute2, nothing on the root namespace.
 
-Every namespace is named ``kuth-t<pid>-<n>`` so that a run only ever deletes its own,
-and ``cleanup()`` kills whatever still runs inside before deleting it, so a failed test
-leaves no process, interface or address behind. Addresses come from 198.18.0.0/15
-(IPv4) and 2001:2::/48 (IPv6), the ranges set aside for benchmarking.
+What callers get: `NetnsPool` makes namespaces (`new()`), hosts with a private /run
+(`host()`), veth links (`link()`) and switches (`switch()`: a bridge in a namespace of its
+own), and `cleanup()` kills whatever still runs inside them before deleting them, so a failed
+test leaves no process, interface or address behind. Every namespace of a NetnsPool is named
+``kuth-t<pid>-<n>``, so that a run only ever deletes its own; `NamedPool` names them by role
+under a harness's prefix instead (see teardown). Addresses come from 198.18.0.0/15 (IPv4) and
+2001:2::/48 (IPv6), the ranges set aside for benchmarking.
 """
 from __future__ import annotations
 
@@ -71,7 +74,7 @@ class Netns:
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
 
-class Node(Netns):
+class Host(Netns):
     """A host with a network namespace and a mount namespace of its own in which /run is a
     fresh tmpfs, as on a node fresh from boot (no /run/haproxy, no /run/resource-agents).
     A holder process keeps the mount namespace; commands enter both with nsenter."""
@@ -107,12 +110,12 @@ class NetnsPool:
         ns.ip("link", "set", "lo", "up")
         return ns
 
-    def node(self) -> Node:
+    def host(self) -> Host:
         """A network namespace plus a private mount namespace with a fresh /run."""
-        node = Node(self._add())
-        self.made.append(node)
-        node.ip("link", "set", "lo", "up")
-        return node
+        host = Host(self._add())
+        self.made.append(host)
+        host.ip("link", "set", "lo", "up")
+        return host
 
     @staticmethod
     def _add() -> str:
@@ -143,3 +146,19 @@ class NetnsPool:
         for ns in reversed(self.made):
             ns.delete()
         self.made.clear()
+
+
+class NamedPool(NetnsPool):
+    """A NetnsPool whose namespaces are called PREFIX<role>, so an operator sees what each is
+    and a reaper finds all of one harness by its prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def new(self, role: str = "") -> Netns:  # type: ignore[override]
+        ns = Netns(f"{self.prefix}{role or f'switch{len(self.made)}'}")
+        subprocess.run(["ip", "netns", "add", ns.name], check=True)
+        self.made.append(ns)
+        ns.ip("link", "set", "lo", "up")
+        return ns

@@ -1,8 +1,12 @@
-"""A real haproxy from Debian inside a test network namespace.
+"""A real haproxy from Debian inside one network namespace, for the agent tests and the
+haproxy benchmark (the cluster has its own, lab.cluster).
 
-The configuration is the guide's (tests/data/haproxy/guide.cfg) with what a test must
-change: frontends on 198.18.1.1, the kube-apiserver servers on 198.18.2.1-3 (never the
-guide's 192.168.4.x), checks every 200 ms, the stats socket under the test's tmp_path.
+What callers get: `HaproxyLab` (a namespace with the lab's addresses, backend servers and
+haproxy.cfg; `start` runs haproxy on it), `HaNode` (the same on a lab.netns.Host, with the
+stats socket in the host's /run/haproxy, where an agent finds it), `guide_config_for_test`,
+`wait_for` and `freeze`. The configuration is the guide's (lab/data/guide.cfg) with what a
+test must change: frontends on 198.18.1.1, the kube-apiserver servers on 198.18.2.1-3 (never
+the guide's 192.168.4.x), checks every 200 ms, the stats socket where the caller says.
 Backend servers are small HTTP servers in the same namespace; a server without one is
 DOWN. `close()` kills every haproxy and server the lab started (SIGCONT first, so a
 SIGSTOPped one dies too); the namespace pool then removes whatever is left.
@@ -16,13 +20,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from netns import Netns
-from ocfshim import AGENTS, agent_env, run_agent
-
+from lab.guide import GUIDE_CFG
+from lab.netns import Host, Netns
 from ocf_lib.adapters import haproxy_api as api
 from ocf_lib.adapters import process
 
-DATA = Path(__file__).parent / "data" / "haproxy"
 HAPROXY = "/usr/sbin/haproxy"
 FRONT = "198.18.1.1"
 SERVERS = ("198.18.2.1", "198.18.2.2", "198.18.2.3")
@@ -30,7 +32,7 @@ SERVERS = ("198.18.2.1", "198.18.2.2", "198.18.2.3")
 
 def guide_config_for_test(socket_path: str) -> str:
     """The guide's haproxy.cfg with the test's addresses, socket and check timing."""
-    text = (DATA / "guide.cfg").read_text()
+    text = Path(GUIDE_CFG).read_text()
     for number, address in enumerate(SERVERS, 1):
         text = text.replace(f"192.168.4.2{number}:", f"{address}:")
     text = text.replace("bind *:", f"bind {FRONT}:")
@@ -140,9 +142,10 @@ SOCKET = "/run/haproxy/admin.sock"
 
 
 class HaNode:
-    """For agent tests: a node (tests/netns.Node, with a fresh /run) with the lab's servers and a haproxy config whose socket is in /run/haproxy."""
+    """For agent tests: a host (lab.netns.Host, with a fresh /run) with the lab's servers and
+    a haproxy config whose socket is in /run/haproxy."""
 
-    def __init__(self, node, workdir):
+    def __init__(self, node: Host, workdir: Path) -> None:
         self.node = node
         self.lab = HaproxyLab(node, workdir)
         self.config = str(self.lab.config)
@@ -152,19 +155,6 @@ class HaNode:
         with open(self.config, "w") as f:
             f.write(text)
         os.chmod(self.config, mode)
-
-    def agent_argv(self, action):
-        """The command line that runs the agent inside the node."""
-        return self.node.exec_argv([os.path.join(AGENTS, "haproxy"), action])
-
-    def agent_env(self, **kwargs):
-        return agent_env({"conffile": self.config}, **kwargs)
-
-    def agent(self, action, interval_ms=None, **params):
-        extra = params.pop("extra", None)
-        timeout_ms = params.pop("timeout_ms", 20000)
-        return run_agent("haproxy", action, {"conffile": self.config, **params}, ns=self.node,
-                         interval_ms=interval_ms, timeout_ms=timeout_ms, extra=extra)
 
     def haproxy_pids(self):
         """Live haproxy processes of the node's network namespace (zombies not yet reaped by

@@ -1,0 +1,174 @@
+"""A cluster node: network, mount and UTS namespaces held by one `sleep` process.
+
+What callers get: `Node.boot()` makes the namespaces and lays out the node as a freshly
+booted Debian node would be: its hostname, private tmpfs state directories (PRIVATE_DIRS:
+/run, /dev/shm, /etc/{corosync,haproxy}, /var/lib/{corosync,pacemaker},
+/var/log/{pacemaker,corosync,crmsh}), the directories packages and systemd-tmpfiles make,
+and the OCF agents to run. Nodes never share state with each other or the machine, nothing
+is written to the machine's disk, and the state goes away with the namespaces, even after a
+SIGKILL. Then `run`, `popen`, `read`, `write`, `path` and friends work inside the node.
+
+The agents: /usr/lib/ocf/resource.d is replaced, only in the node, by a tmpfs holding bind
+mounts of the machine's providers (heartbeat, pacemaker) and `kuth` -> agents_dir (a
+symlink, not a bind mount, so the agent's realpath still finds ocf_lib next to it in a
+checkout), or, with package_root, the files of an unpacked .deb are laid over the node's
+/usr.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+from lab import command
+from lab.command import ClusterError
+from lab.netns import Netns
+from lab.topology import RING_NETWORK, VIP_NETWORK
+
+OCF_PROVIDERS = "/usr/lib/ocf/resource.d"
+# Private tmpfs in each node, with their modes: the state of one node's daemons, invisible to
+# the others (/dev/shm holds libqb's IPC buffers, made by hacluster too).
+PRIVATE_DIRS = {"/run": "0755", "/dev/shm": "1777", "/etc/corosync": "0755",
+                "/etc/haproxy": "0755", "/var/lib/corosync": "0755", "/var/lib/pacemaker": "0755",
+                "/var/log/pacemaker": "0770", "/var/log/corosync": "0755",
+                "/var/log/crmsh": "0775"}
+# The environment of every command in a node: HOME on the node's /run, so crmsh keeps its
+# cache and history there and not in the machine's /root.
+NODE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/run/home", "LANG": "C.UTF-8"}
+PACEMAKER_ENV = {**NODE_ENV, "PCMK_logfile": "/var/log/pacemaker/pacemaker.log",
+                 "PCMK_logfacility": "none"}
+
+
+class Node:
+    """A cluster node: network, mount and UTS namespaces held by one `sleep` process."""
+
+    def __init__(self, name: str, number: int, netns: Netns) -> None:
+        self.name = name
+        self.number = number
+        self.netns = netns
+        self.ring_address = f"{RING_NETWORK}.{number}"
+        self.lan_address = f"{VIP_NETWORK}.{number}"
+        self.holder: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"Node({self.name})"
+
+    @property
+    def pid(self) -> int:
+        assert self.holder is not None, f"{self.name} is not started"
+        return self.holder.pid
+
+    def enter(self, argv: list[str]) -> list[str]:
+        """argv wrapped to run inside this node's namespaces."""
+        return ["nsenter", "-t", str(self.pid), "-m", "-u", "-n", *argv]
+
+    def run(self, argv: list[str], *, check: bool = True, input: str | None = None,
+            timeout: float = 60, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+        """Run argv inside the node (environment NODE_ENV unless env); with check, a failure
+        raises ClusterError."""
+        return command.run(self.enter(argv), check=check, input=input, timeout=timeout,
+                           env=env or NODE_ENV)
+
+    def popen(self, argv: list[str], *, log: str | None = None,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start argv in the node in the background, output to the node's file log."""
+        out = open(self.path(log), "ab") if log else subprocess.DEVNULL
+        try:
+            return subprocess.Popen(self.enter(argv), stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, env=env or NODE_ENV)
+        finally:
+            if log:
+                out.close()  # type: ignore[union-attr]
+
+    def path(self, path: str) -> str:
+        """Where the node's file `path` is seen from the machine (its mount namespace)."""
+        return f"/proc/{self.pid}/root{path}"
+
+    def read(self, path: str) -> str:
+        with open(self.path(path), encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def write(self, path: str, text: str, owner: str | None = None) -> None:
+        with open(self.path(path), "w", encoding="utf-8") as f:
+            f.write(text)
+        if owner:
+            self.run(["chown", owner, path])
+
+    def addresses(self, dev: str = "lan0") -> list[str]:
+        """The node's addresses on dev, as 'addr/prefix'."""
+        return self.netns.addresses(dev)
+
+    def has_address(self, ip: str, dev: str = "lan0") -> bool:
+        return any(a.split("/")[0] == ip for a in self.addresses(dev))
+
+    def pids(self, comm_prefix: str) -> list[int]:
+        """Processes in the node whose command name starts with comm_prefix."""
+        found = []
+        for pid in self.netns.pids():
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    if f.read().startswith(comm_prefix):
+                        found.append(pid)
+            except FileNotFoundError:
+                pass
+        return found
+
+
+    # -- boot
+
+    def boot(self, agents_dir: str | None, package_root: str | None) -> None:
+        """Make the node's namespaces and lay it out as a freshly booted node: hostname,
+        private directories, the OCF agents (agents_dir, or package_root's /usr)."""
+        self.holder = subprocess.Popen(
+            ["ip", "netns", "exec", self.netns.name, "unshare", "--mount", "--uts",
+             "--propagation", "private", "sleep", "infinity"], stdin=subprocess.DEVNULL)
+        wait_exec(self.holder, "sleep")
+        self.run(["hostname", self.name])
+        for directory, mode in PRIVATE_DIRS.items():
+            self.run(["mount", "-t", "tmpfs", "-o", f"mode={mode}", f"{self.name}-state",
+                      directory])
+        self._make_dirs()
+        if package_root:
+            self.run(["mount", "-t", "overlay", "-o", f"lowerdir={package_root}/usr:/usr",
+                      f"{self.name}-package", "/usr"])
+        if agents_dir:
+            self._show_agents(agents_dir)
+
+    def _make_dirs(self) -> None:
+        """What the packages and systemd-tmpfiles would have made on a booted node."""
+        owned = ["/var/lib/pacemaker/cib", "/var/lib/pacemaker/pengine",
+                 "/var/lib/pacemaker/blackbox", "/var/lib/pacemaker/cores", "/run/crm"]
+        self.run(["mkdir", "-p", "-m", "0750", *owned, "/run/resource-agents", "/run/home"])
+        self.run(["chown", "hacluster:haclient", *owned, "/var/log/pacemaker", "/var/log/crmsh"])
+
+    def _show_agents(self, agents_dir: str) -> None:
+        """resource.d in the node: a tmpfs with the machine's providers bind-mounted back
+        (heartbeat's relative links ../../lib/heartbeat/... then still resolve) and kuth, a
+        symlink to agents_dir."""
+        providers = sorted(p for p in os.listdir(OCF_PROVIDERS) if p != "kuth")
+        hidden = "/run/ocf-providers"  # the machine's directory, before the tmpfs hides it
+        self.run(["mkdir", hidden])
+        self.run(["mount", "--bind", OCF_PROVIDERS, hidden])
+        self.run(["mount", "-t", "tmpfs", "-o", "mode=0755", f"{self.name}-ocf", OCF_PROVIDERS])
+        for provider in providers:
+            self.run(["mkdir", f"{OCF_PROVIDERS}/{provider}"])
+            self.run(["mount", "--bind", f"{hidden}/{provider}", f"{OCF_PROVIDERS}/{provider}"])
+        self.run(["umount", hidden])
+        self.run(["ln", "-s", agents_dir, f"{OCF_PROVIDERS}/kuth"])
+
+
+def wait_exec(proc: subprocess.Popen[bytes], comm: str, timeout: float = 10) -> None:
+    """Wait until proc has exec'd comm: before that it is not yet in its new namespaces."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{proc.pid}/comm") as f:
+                if f.read().strip() == comm:
+                    return
+        except FileNotFoundError:
+            pass
+        if proc.poll() is not None:
+            raise ClusterError(f"namespace holder exited {proc.returncode}")
+        time.sleep(0.005)
+    raise ClusterError(f"namespace holder did not become {comm} in {timeout} s")
