@@ -96,6 +96,14 @@ unless an action of this resource or maintenance explains it, tells Pacemaker at
 (crm_resource --fail) when the address is removed, its interface vanishes, or (with
 check_link_status) the link stays without carrier for a second. The monitor remains the
 safety net. false: only the monitor notices.""")
+agent.param("reset_connections", BOOLEAN, default=True,
+            shortdesc="Reset the connections on the address when it leaves",
+            longdesc="""true: stop closes every TCP connection this node holds on the address,
+with a reset to each client, just before it removes the address, so clients (an idle
+Kubernetes watch, say) reconnect to the new owner at once instead of waiting for their own
+timeout on a connection nobody answers. It uses the kernel's socket destroy (sock_diag, as
+`ss -K`); a kernel without it (CONFIG_INET_DIAG_DESTROY) gets a warning and the address still
+goes. false: connections are left as they are.""")
 agent.param("check_link_status", BOOLEAN, default=True,
             shortdesc="Fail when the link has no carrier",
             longdesc="""Monitor reports a failure when the interface has no carrier (cable out,
@@ -212,6 +220,8 @@ def stop(cfg: Config) -> int:
         return OCF.SUCCESS
     address, link = found
     vip.nic, vip.prefixlen = link.name, address.prefixlen
+    if cfg.reset_connections:  # while the address is here: a reset needs its route
+        vips.reset_connections(vip, cfg.log)
     from ocf_lib.adapters import iproute
     try:
         remove(vip)

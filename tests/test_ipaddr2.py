@@ -265,3 +265,111 @@ def test_missing_ip_binary_is_not_installed(lan, tmp_path):
     assert_clean_failure(out, 5)
     assert "iproute2" in out.reason
     assert "198.18.0.10/24" not in node.addresses("lan0")
+
+
+# -- connections on the address when it leaves --------------------------------------------
+
+HOLDING_SERVER = """
+import socket, sys, time
+family = socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET
+s = socket.socket(family)
+if family == socket.AF_INET6:
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 clients as ::ffff:a.b.c.d
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 7000))
+s.listen()
+print('listening', flush=True)
+held = [s.accept()[0] for _ in range(2)]
+time.sleep(60)
+"""
+# Connects to the VIP and to the node's own address, then waits on both like an idle watch.
+IDLE_CLIENT = """
+import socket, sys
+vip, own = (socket.create_connection((a, 7000), timeout=5) for a in sys.argv[1:3])
+print('open', flush=True)
+sys.stdin.readline()
+try:
+    print('vip', vip.recv(1) or 'eof', flush=True)
+except OSError as err:
+    print('vip', type(err).__name__, flush=True)
+own.setblocking(False)
+try:
+    print('own', own.recv(1) or 'eof', flush=True)
+except BlockingIOError:
+    print('own open', flush=True)
+"""
+
+
+def held_connections(node, peer, vip, own, bind):
+    """A server in node holding one connection from peer to vip and one to own."""
+    import subprocess
+    server = node.popen("/usr/bin/python3", "-c", HOLDING_SERVER, bind, stdout=subprocess.PIPE,
+                        text=True)
+    assert server.stdout.readline().strip() == "listening"
+    client = peer.popen("/usr/bin/python3", "-c", IDLE_CLIENT, vip, own, stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE, text=True)
+    assert client.stdout.readline().strip() == "open"
+    return server, client
+
+
+def what_the_client_saw(client):
+    client.stdin.write("go\n")
+    client.stdin.flush()
+    out, _ = client.communicate(timeout=30)
+    return out.split("\n")[:2]
+
+
+@pytest.mark.parametrize("params,own,bind", [(V4, "198.18.0.1", "0.0.0.0"),
+                                             (V4, "198.18.0.1", "::"),
+                                             (V6, "2001:2::1", "::")],
+                         ids=["ipv4", "ipv4-on-a-dual-stack-socket", "ipv6"])
+def test_stop_resets_the_connections_on_the_address_and_no_other(lan, params, own, bind):
+    node, peer = lan
+    assert agent("start", {**params, "nodad": "true"}, node).rc == 0
+    server, client = held_connections(node, peer, params["ip"], own, bind)
+    try:
+        out = agent("stop", params, node)
+        assert out.rc == 0, out
+        assert "reset 1 connection(s)" in out.stderr
+        assert what_the_client_saw(client) == ["vip ConnectionResetError", "own open"]
+    finally:
+        server.kill()
+        client.kill()
+
+
+def test_stop_leaves_the_connections_when_told_to(lan):
+    node, peer = lan
+    params = {**V4, "reset_connections": "false"}
+    assert agent("start", params, node).rc == 0
+    server, client = held_connections(node, peer, V4["ip"], "198.18.0.1", "0.0.0.0")
+    try:
+        out = agent("stop", params, node)
+        assert out.rc == 0, out
+        assert "reset" not in out.stderr
+        still = node.run("ss", "-Htn", "state", "established", "src", V4["ip"]).stdout
+        assert len(still.splitlines()) == 1, "the connection on the VIP is still there"
+    finally:
+        server.kill()
+        client.kill()
+
+
+def test_a_kernel_that_cannot_destroy_sockets_is_a_warning_not_a_failure(monkeypatch):
+    from ocf_lib.adapters import sock_diag
+    from ocf_lib.logic import vip as vips
+
+    def unsupported(connections):
+        raise sock_diag.Unsupported(95, "this kernel cannot destroy sockets")
+
+    class Log:
+        def __init__(self):
+            self.warnings = []
+
+        def warning(self, text):
+            self.warnings.append(text)
+
+    monkeypatch.setattr(sock_diag, "on_address", lambda ip: [])
+    monkeypatch.setattr(sock_diag, "destroy", unsupported)
+    log = Log()
+    vips.reset_connections(vips.parse("198.18.0.10", "lan0", "24", "", "", "forever"), log)
+    assert log.warnings == ["connections on 198.18.0.10 left open: [Errno 95] this kernel "
+                            "cannot destroy sockets"]

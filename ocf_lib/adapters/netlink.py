@@ -13,7 +13,7 @@ _NETLINK_ROUTE = 0
 _RECV_SIZE = 65536  # the kernel sizes dump batches to the reader's buffer, up to 32 KiB
 
 _NLMSG_ERROR, _NLMSG_DONE = 2, 3
-_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
+_NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_DUMP = 0x1, 0x4, 0x300
 _RTM_NEWLINK, _RTM_GETLINK, _RTM_NEWADDR, _RTM_GETADDR = 16, 18, 20, 22
 
 _NLMSGHDR = struct.Struct("=IHHII")     # len, type, flags, seq, pid
@@ -204,23 +204,41 @@ def _attrs(body: bytes, offset: int) -> dict[int, bytes]:
     return found
 
 
-def _exchange(msg_type: int, payload: bytes, reply_type: int, *, dump: bool) -> list[bytes]:
-    """Send one request and return the bodies of its replies of reply_type: for a dump,
-    every part until NLMSG_DONE; otherwise the single answer."""
-    sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC,
-                          _NETLINK_ROUTE)
-    try:
-        seq = 1
-        flags = _NLM_F_REQUEST | (_NLM_F_DUMP if dump else 0)
-        sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(payload), msg_type, flags, seq, 0)
-                  + payload)
+class Channel:
+    """One netlink socket of a protocol (rtnetlink unless told) for a series of requests,
+    so that many of them (one per connection to close, say) cost no socket each."""
+
+    def __init__(self, protocol: int = _NETLINK_ROUTE) -> None:
+        self.sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC,
+                                   protocol)
+        self.seq = 0
+
+    def ask(self, msg_type: int, payload: bytes, reply_type: int, *, dump: bool = False,
+            ack: bool = False) -> list[bytes]:
+        """Send one request and return the bodies of its replies of reply_type: for a dump,
+        every part until NLMSG_DONE; otherwise the single answer, or with ack none (the
+        kernel's acknowledgement). A refusal raises NetlinkError."""
+        self.seq += 1
+        flags = _NLM_F_REQUEST | (_NLM_F_DUMP if dump else 0) | (_NLM_F_ACK if ack else 0)
+        self.sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(payload), msg_type, flags,
+                                      self.seq, 0) + payload)
         bodies: list[bytes] = []
-        while not _collect(sock.recv(_RECV_SIZE), seq, reply_type, bodies):
-            if bodies and not dump:
+        while not _collect(self.sock.recv(_RECV_SIZE), self.seq, reply_type, bodies):
+            if bodies and not dump and not ack:
                 break
         return bodies
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _exchange(msg_type: int, payload: bytes, reply_type: int, *, dump: bool) -> list[bytes]:
+    """One rtnetlink request on a socket of its own (see Channel.ask)."""
+    channel = Channel()
+    try:
+        return channel.ask(msg_type, payload, reply_type, dump=dump)
     finally:
-        sock.close()
+        channel.close()
 
 
 def _collect(data: bytes, seq: int, reply_type: int, bodies: list[bytes]) -> bool:
@@ -250,7 +268,7 @@ def _error(code: int) -> NetlinkError:
     """The kernel's refusal with its errno text. `os` is imported only here: with python
     -S nothing else loads it, and it would cost the monitor path a millisecond."""
     import os
-    return NetlinkError(code, f"rtnetlink request failed: {os.strerror(code)}")
+    return NetlinkError(code, f"netlink request failed: {os.strerror(code)}")
 
 
 def _link(body: bytes) -> Link:

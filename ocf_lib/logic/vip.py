@@ -235,3 +235,17 @@ def stop_announcer(state: "StateDir", log: "Logger") -> None:
         state.end_recorded("announcer")
     except OSError as err:
         log.warning(f"cannot end the background announcer: {err}")
+
+
+def reset_connections(vip: Vip, log: "Logger") -> None:
+    """Close every TCP connection this node holds on the address, each client getting a
+    reset (see ocf_lib.adapters.sock_diag); call it while the address is still here. A
+    kernel that cannot is a warning, never a failure: the address must still go."""
+    from ocf_lib.adapters import sock_diag
+    try:
+        closed = sock_diag.destroy(sock_diag.on_address(vip.ip))
+    except OSError as err:  # Unsupported among them
+        log.warning(f"connections on {vip.ip} left open: {err}")
+        return
+    if closed:
+        log.info(f"reset {closed} connection(s) on {vip.ip}")

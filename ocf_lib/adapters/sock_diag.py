@@ -1,0 +1,107 @@
+"""TCP connections on a local address, listed and closed through the kernel's sock_diag
+netlink interface (what `ss` and `ss -K` use), without running a program.
+
+Why: when a floating address leaves a node, the connections this node holds on it stay
+open. A client that is only reading (an idle Kubernetes watch) never learns they are dead
+and waits for its own timeout, tens of seconds. Destroying them (SOCK_DESTROY) makes the
+kernel send each client a reset at once, so it reconnects to the address's new owner.
+Destroy while the address is still on the node: once it is gone, the kernel has no route
+for a reset from it and the client hears nothing (checked on this platform).
+
+SOCK_DESTROY needs CAP_NET_ADMIN and a kernel built with CONFIG_INET_DIAG_DESTROY;
+without it `destroy` raises Unsupported, which the caller reports as a warning.
+"""
+import _socket
+import struct
+
+from ocf_lib.adapters import inet, netlink
+
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY, _SOCK_DESTROY = 20, 21
+# struct inet_diag_req_v2: family, protocol, extensions, pad, states, then the socket id.
+_REQUEST = struct.Struct("=BBBxI")
+# struct inet_diag_sockid: ports (big-endian), addresses (16 bytes each, network order),
+# interface and cookie (host order). Kept raw: SOCK_DESTROY names a socket by it.
+_SOCKID_SIZE = 48
+_PORTS = struct.Struct("!HH")
+# struct inet_diag_msg: family, state, timer, retransmits, then the socket id.
+_MESSAGE_HEAD = struct.Struct("=BBBB")
+
+# TCP states (include/net/tcp_states.h) worth closing: every one with a peer that may still
+# be waiting. LISTEN (a server's own socket) and TIME_WAIT (no longer a socket) are left.
+_ESTABLISHED, _SYN_SENT, _SYN_RECV, _FIN_WAIT1, _FIN_WAIT2 = 1, 2, 3, 4, 5
+_CLOSE_WAIT, _LAST_ACK, _CLOSING = 8, 9, 11
+_STATES = sum(1 << s for s in (_ESTABLISHED, _SYN_SENT, _SYN_RECV, _FIN_WAIT1, _FIN_WAIT2,
+                               _CLOSE_WAIT, _LAST_ACK, _CLOSING))
+_ENOENT, _EOPNOTSUPP = 2, 95
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+class Unsupported(OSError):
+    """This kernel cannot destroy sockets (no CONFIG_INET_DIAG_DESTROY)."""
+
+
+class Connection:
+    """One TCP socket: its family, state, local and remote (address, port), and the
+    kernel's id for it."""
+
+    def __init__(self, family: int, state: int, sockid: bytes) -> None:
+        self.family = family
+        self.state = state
+        self.sockid = sockid
+        sport, dport = _PORTS.unpack_from(sockid)
+        size = 4 if family == _socket.AF_INET else 16
+        self.local = (_socket.inet_ntop(family, sockid[4:4 + size]), sport)
+        self.remote = (_socket.inet_ntop(family, sockid[20:20 + size]), dport)
+
+    def __repr__(self) -> str:
+        return f"Connection({self.local[0]}:{self.local[1]} <- {self.remote[0]}:{self.remote[1]})"
+
+
+def on_address(ip: str) -> list[Connection]:
+    """The TCP connections whose local address is ip (for IPv4 also as ::ffff:ip on a
+    dual-stack socket), in every state but LISTEN and TIME_WAIT."""
+    family, packed = inet.parse_ip(ip)
+    wanted = {(family, packed)}
+    if family == _socket.AF_INET:
+        wanted.add((_socket.AF_INET6, _V4_MAPPED + packed))
+    channel = netlink.Channel(_NETLINK_SOCK_DIAG)
+    try:
+        found = []
+        for dump_family in sorted({f for f, _ in wanted}):
+            size = 4 if dump_family == _socket.AF_INET else 16
+            request = (_REQUEST.pack(dump_family, _socket.IPPROTO_TCP, 0, _STATES)
+                       + bytes(_SOCKID_SIZE))
+            for body in channel.ask(_SOCK_DIAG_BY_FAMILY, request, _SOCK_DIAG_BY_FAMILY,
+                                    dump=True):
+                msg_family, state = body[0], body[1]
+                sockid = body[_MESSAGE_HEAD.size:_MESSAGE_HEAD.size + _SOCKID_SIZE]
+                if (msg_family, sockid[4:4 + size]) in wanted:
+                    found.append(Connection(msg_family, state, sockid))
+        return found
+    finally:
+        channel.close()
+
+
+def destroy(connections: list[Connection]) -> int:
+    """Close each connection at once, the peer getting a reset; return how many were
+    closed (one already gone does not count). Unsupported when the kernel cannot."""
+    channel = netlink.Channel(_NETLINK_SOCK_DIAG)
+    closed = 0
+    try:
+        for conn in connections:
+            request = (_REQUEST.pack(conn.family, _socket.IPPROTO_TCP, 0, 0xFFFFFFFF)
+                       + conn.sockid)
+            try:
+                channel.ask(_SOCK_DESTROY, request, _SOCK_DESTROY, ack=True)
+            except netlink.NetlinkError as err:
+                if err.errno == _ENOENT:
+                    continue
+                if err.errno == _EOPNOTSUPP:
+                    raise Unsupported(err.errno, "this kernel cannot destroy sockets "
+                                                 "(CONFIG_INET_DIAG_DESTROY is off)") from None
+                raise
+            closed += 1
+        return closed
+    finally:
+        channel.close()
