@@ -37,10 +37,16 @@ agent.param("stats_socket", STRING, default="",
             longdesc="""The unix socket monitor talks to. Empty (the default): the first `stats
 socket` of the configuration; when the configuration has none, the agent's own master socket
 (/run/kuth-haproxy/<resource>.master.sock), whose `@1` prefix reaches the current worker.""")
-agent.param("stop_grace", TIME, default=10.0,
+agent.param("stop_grace", TIME, default=0.0,
             shortdesc="Time for established connections on stop",
-            longdesc="""On stop HAProxy first stops listening and lets established connections
-finish for up to this long, then it is terminated. The stop timeout still bounds it all.""")
+            longdesc="""How long stop lets established connections finish after HAProxy stops
+listening, before it is terminated. 0 (the default): at once; every client is cut and
+reconnects, to the new owner once the address is there. Kubernetes clients hold watches for
+hours, so a grace is nearly always spent in full: where haproxy stops before the address
+moves (haproxy colocated with and ordered after the VIP, the guide's setup), the address
+stays here that long while new connections are refused. Where the address has already left
+(haproxy cloned on every node, the VIP's reset_connections closing its connections), a grace
+of a few seconds lets requests in flight finish. The stop timeout bounds it.""")
 agent.param("min_servers_up", INTEGER, default=0, minimum=0,
             shortdesc="Fail when a backend has fewer UP servers",
             longdesc="""0 (the default): backend health never fails the resource (before the
