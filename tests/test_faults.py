@@ -206,8 +206,10 @@ def test_stats_socket_parameter_naming_a_regular_file_fails_start_and_leaves_not
 
 
 def test_haproxy_that_exits_right_after_starting(ha):
-    """A worker that exits at once (a Lua task calling os.exit): the master follows it;
-    start fails with a reason and nothing is left running."""
+    """A worker that exits at once (a Lua task calling os.exit): the master follows it.
+    Start fails with a reason when the exit comes before its last check; on a busy machine
+    the worker may first answer that check, and then the next monitor reports it gone (the
+    watcher would, under Pacemaker). Either way nothing is left running."""
     script = os.path.join(os.path.dirname(ha.config), "exit.lua")
     with open(script, "w") as f:
         f.write("core.register_task(function() os.exit(1) end)\n")
@@ -215,7 +217,11 @@ def test_haproxy_that_exits_right_after_starting(ha):
     ha.write(text)
     assert ha.node.run("/usr/sbin/haproxy", "-c", "-f", ha.config, check=False).returncode == 0
     out = ha.agent("start", timeout_ms=8000)
-    assert_clean_failure(out, 1)
+    if out.rc == 0:  # the exit raced start's last check
+        wait_for(lambda: ha.agent("monitor", interval_ms=20000).rc == 7, timeout=10,
+                 what="monitor seeing the haproxy that exited")
+    else:
+        assert_clean_failure(out, 1)
     ha.assert_nothing_left()
     assert ha.agent("stop").rc == 0
     TALLY.add("haproxy: exits right after starting")
