@@ -354,7 +354,7 @@ def test_stop_leaves_the_connections_when_told_to(lan):
 
 
 def test_a_kernel_that_cannot_destroy_sockets_is_a_warning_not_a_failure(monkeypatch):
-    from ocf_lib.adapters import sock_diag
+    from ocf_lib.adapters import iproute, sock_diag
     from ocf_lib.logic import vip as vips
 
     def unsupported(connections):
@@ -367,9 +367,32 @@ def test_a_kernel_that_cannot_destroy_sockets_is_a_warning_not_a_failure(monkeyp
         def warning(self, text):
             self.warnings.append(text)
 
+    monkeypatch.setattr(iproute, "delete_local_route", lambda dev, ip: None)  # not on this host
     monkeypatch.setattr(sock_diag, "on_address", lambda ip: [])
     monkeypatch.setattr(sock_diag, "destroy", unsupported)
     log = Log()
     vips.reset_connections(vips.parse("198.18.0.10", "lan0", "24", "", "", "forever"), log)
     assert log.warnings == ["connections on 198.18.0.10 left open: [Errno 95] this kernel "
                             "cannot destroy sockets"]
+
+
+def test_without_its_local_route_the_node_takes_no_new_connection_but_still_resets(lan):
+    """What stop relies on between its reset and the address's removal: with the address's
+    local route gone, a client reconnecting at once is not taken (it would land on a
+    connection nobody answers), and the reset of the old connection still gets out."""
+    node, peer = lan
+    assert agent("start", V4, node).rc == 0
+    server, client = held_connections(node, peer, V4["ip"], "198.18.0.1", "0.0.0.0")
+    try:
+        node.ip("route", "del", "local", V4["ip"], "dev", "lan0", "table", "local")
+        refused = peer.run("/usr/bin/python3", "-c",
+                           "import socket; socket.create_connection(('198.18.0.10', 7000), 1)",
+                           check=False)
+        assert "TimeoutError" in refused.stderr, "no local route: the SYN goes unanswered"
+        out = agent("stop", V4, node)
+        assert out.rc == 0, out
+        assert "new connections" in out.stderr  # the route was already gone: a warning
+        assert what_the_client_saw(client) == ["vip ConnectionResetError", "own open"]
+    finally:
+        server.kill()
+        client.kill()

@@ -72,6 +72,15 @@ def delete_address(dev: str, address: str, prefixlen: int) -> None:
     _ip(["addr", "del", _prefixed(address, prefixlen), "dev", _arg(dev, "dev")])
 
 
+def delete_local_route(dev: str, address: str) -> None:
+    """`ip route del local ADDRESS dev DEV table local`: the node stops taking packets for
+    address (a new connection's SYN goes unanswered) while the address stays on dev, so
+    the node can still send from it (a reset, say) until the address itself goes."""
+    family, packed = inet.parse_ip(_arg(address, "address"))
+    _ip(["route", "del", "local", inet.canonical(family, packed), "dev", _arg(dev, "dev"),
+         "table", "local"])
+
+
 def set_link_up(dev: str) -> None:
     """`ip link set dev DEV up`."""
     _ip(["link", "set", "dev", _arg(dev, "dev"), "up"])
