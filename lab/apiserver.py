@@ -1,4 +1,6 @@
-"""The kube-apiserver stand-ins: a small HTTP server that answers every GET with its name.
+"""The kube-apiserver stand-ins: a small HTTP server that answers every GET with its name,
+and GET /watch with a stream that never ends, as a Kubernetes watch: a line naming the
+server every WATCH_INTERVAL seconds.
 
 The cluster runs one in each kube-mast0N namespace on :6443 (a stopped one refuses
 connections, as an apiserver that is down on a running machine), and one in every node on
@@ -10,6 +12,10 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+
+WATCH_PATH = "/watch"
+WATCH_INTERVAL = 0.5  # seconds between two messages of a watch stream
 
 def serve(name: str, port: int) -> None:
     """Answer every GET with name."""
@@ -17,12 +23,31 @@ def serve(name: str, port: int) -> None:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if self.path == WATCH_PATH:
+                self.watch()
+                return
             body = f"{name}\n".encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        def watch(self) -> None:
+            """Headers, then a line every WATCH_INTERVAL until the client goes (HTTP/1.0:
+            the body ends with the connection)."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            number = 0
+            try:
+                while True:
+                    number += 1
+                    self.wfile.write(f"{name} {number}\n".encode())
+                    self.wfile.flush()
+                    time.sleep(WATCH_INTERVAL)
+            except OSError:
+                pass  # the client left, or its connection was cut
 
         def log_message(self, *args: object) -> None:
             pass

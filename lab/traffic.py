@@ -4,7 +4,9 @@ What callers get: `Client` makes sockets in the client's namespace from this ver
 (setns around socket()), so a request costs no process start: `get` (an HTTP GET, OSError
 when it fails), `connect`, `ping`, `run`. `Traffic` sends short requests on a clock (a GET
 every interval, each in a thread of its own) and tells what they saw in a time window
-(`outage`: the longest time without a successful request, and the failed ones).
+(`outage`: the longest time without a successful request, and the failed ones). `Streams`
+holds long-lived watch streams the way Kubernetes clients do and tells, for a window, how
+many were cut and the longest time one went without data (`stall`).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from lab import command
+from lab.apiserver import WATCH_PATH
 from lab.netns import Netns
 
 CLONE_NEWNET = 0x40000000
@@ -186,3 +189,115 @@ class Traffic:
     def served_since(self, since: float) -> bool:
         """A request sent after since succeeded."""
         return any(ok and sent >= since for sent, ok in list(self.results))
+
+
+class Streams:
+    """count long-lived streams through host:port (GET /watch of the stand-ins), each in a
+    thread of its own, as Kubernetes watches are held: the client says nothing after its
+    request and receives a line every WATCH_INTERVAL; when the connection ends (reset, EOF)
+    or stays silent for idle_timeout, it reconnects at once. The lab's default of 10 s keeps
+    runs short; client-go's health check takes 30 s of silence and then 15 s for a ping.
+    Every line's arrival and every cut is kept, on time.monotonic()."""
+
+    def __init__(self, client: Client, host: str, port: int, count: int = 4,
+                 idle_timeout: float = 10.0, connect_timeout: float = 5.0) -> None:
+        self.client = client
+        self.address = (host, port)
+        self.count = count
+        self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout
+        self.received: list[list[float]] = [[] for _ in range(count)]
+        self.cuts: list[tuple[float, int, str]] = []   # (when, stream, why)
+        self._running = False
+        self._threads: list[threading.Thread] = []
+        self._sockets: dict[int, socket.socket] = {}
+
+    def __enter__(self) -> Streams:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._running = True
+        self._threads = [threading.Thread(target=self._hold, args=(n,), daemon=True)
+                         for n in range(self.count)]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Close every stream and wait for its thread."""
+        self._running = False
+        for sock in list(self._sockets.values()):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for thread in self._threads:
+            thread.join()
+
+    def _hold(self, number: int) -> None:
+        """Keep stream number open: connect, ask, read; on any end, again at once."""
+        while self._running:
+            try:
+                sock = self.client.connect(*self.address, timeout=self.connect_timeout)
+            except OSError:
+                time.sleep(0.01)  # refused or unreachable: a client retries at once
+                continue
+            self._sockets[number] = sock
+            try:
+                why = self._read(number, sock)
+            finally:
+                self._sockets.pop(number, None)
+                sock.close()
+            if self._running:
+                self.cuts.append((time.monotonic(), number, why))
+
+    def _read(self, number: int, sock: socket.socket) -> str:
+        """Read one stream until it ends; return why it ended."""
+        sock.settimeout(self.idle_timeout)
+        try:
+            sock.sendall(f"GET {WATCH_PATH} HTTP/1.0\r\nHost: {self.address[0]}\r\n\r\n"
+                         .encode())
+            pending, in_body = b"", False
+            while True:
+                data = sock.recv(4096)
+                if not data:
+                    return "eof"
+                pending += data
+                if not in_body:
+                    if b"\r\n\r\n" not in pending:
+                        continue
+                    pending, in_body = pending.split(b"\r\n\r\n", 1)[1], True
+                lines = pending.count(b"\n")
+                if lines:
+                    now = time.monotonic()
+                    self.received[number].extend([now] * lines)
+                    pending = pending.rsplit(b"\n", 1)[1]
+        except TimeoutError:
+            return "silent"
+        except ConnectionResetError:
+            return "reset"
+        except OSError as err:
+            return type(err).__name__
+
+    def cut(self, since: float, until: float) -> int:
+        """How many streams had their connection end in [since, until]."""
+        return len({number for when, number, _ in self.cuts if since <= when <= until})
+
+    def stall(self, since: float, until: float) -> float:
+        """The longest time a stream went without data in [since, until] (from the window's
+        start to its first line, between lines, from its last line to the end)."""
+        longest = 0.0
+        for times in self.received:
+            last = since
+            for when in [t for t in list(times) if since <= t <= until]:
+                longest = max(longest, when - last)
+                last = when
+            longest = max(longest, until - last)
+        return longest
+
+    def flowing_since(self, since: float) -> bool:
+        """Every stream received a line after since."""
+        return all(times and times[-1] > since for times in self.received)

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 from ocf_lib.adapters import process
 
 from lab.cluster import Cluster
-
 from lab.guide import haproxy_config
-
 from lab.nodes import NODE_ENV, OCF_PROVIDERS
-
 from lab.topology import KUBE_MASTERS, KUBE_PORT, STATS_AUTH, STATS_PORT, VIP_NETWORK
+from lab.traffic import Streams
 
 VIP = f"{VIP_NETWORK}.20"
 HAPROXY = "haproxy-resource"
@@ -203,3 +202,54 @@ def test_clone_topology_failover_moves_only_the_address(cluster: Cluster) -> Non
     [final] = cluster.locate("virtual-ip-resource")
     assert [n.name for n in cluster.nodes if n.has_address(VIP)] == [final]
     assert haproxy_pids(cluster, survivor) == before[survivor]
+
+
+# -- long-lived streams (Kubernetes watches) through the VIP ---------------------------------
+
+STREAMS = 4
+
+
+def moved_with_streams(cluster: Cluster, config: str) -> tuple[Streams, float, float]:
+    """Watch streams through the VIP, then a planned move of the VIP; returns the streams
+    (still running), when the move began and when every stream flowed again. A stream left on
+    a dead connection would stay silent: its idle timeout is longer than the wait."""
+    active = start(cluster, config)
+    target = other(cluster, active)
+    streams = Streams(cluster.client, VIP, KUBE_PORT, count=STREAMS, idle_timeout=120)
+    streams.start()
+    try:
+        cluster.wait_for(lambda: streams.flowing_since(time.monotonic() - 0.2), 10,
+                         what="streams flowing")
+        began = time.monotonic()
+        cluster.crm("resource", "move", "virtual-ip-resource", target)
+        cluster.wait_for(lambda: cluster.locate("virtual-ip-resource") == [target], FAILOVER_S,
+                         what=f"VIP on {target}")
+        moved = time.monotonic()  # the old node has let the address go
+        cluster.wait_for(lambda: streams.flowing_since(moved), FAILOVER_S,
+                         what="every stream flowing again after the move")
+        resumed = time.monotonic()
+    except BaseException:
+        streams.stop()
+        raise
+    cluster.crm("resource", "clear", "virtual-ip-resource")
+    return streams, began, resumed
+
+
+def test_a_planned_move_cuts_every_stream_once_and_each_reconnects(cluster: Cluster) -> None:
+    """The guide's topology: haproxy stops (at once, stop_grace=0), then the address moves;
+    every watch is cut once and resumes through the new node."""
+    streams, began, resumed = moved_with_streams(cluster, guide())
+    streams.stop()
+    assert streams.cut(began, resumed) == STREAMS
+    assert cluster.status().failures == []
+
+
+def test_in_the_clone_topology_the_streams_are_reset_when_the_address_leaves(
+        cluster: Cluster) -> None:
+    """haproxy stays on the old node while the address moves: without the reset the old
+    node's connections would stay open and the idle watches would wait for their timeout."""
+    streams, began, resumed = moved_with_streams(cluster, clone_topology())
+    streams.stop()
+    reasons = {why for when, _, why in streams.cuts if began <= when <= resumed}
+    assert (streams.cut(began, resumed), reasons) == (STREAMS, {"reset"})
+    assert cluster.status().failures == []
