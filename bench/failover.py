@@ -1,8 +1,9 @@
 """How long the control-plane endpoint is gone when something happens, seen by a client.
 
 A client sends a GET through the VIP to the kube-apiserver stand-ins behind HAProxy every
-10 ms (lab/traffic.py's Traffic) while the benchmark moves the resources, pulls the active
-node's cables, kills haproxy with SIGKILL and reloads it. The same 2-node cluster (Corosync
+10 ms (lab/traffic.py's Traffic), and holds 4 long-lived watch streams through it as
+Kubernetes clients do (lab/traffic.py's Streams), while the benchmark moves the resources,
+pulls the active node's cables, kills haproxy with SIGKILL and reloads it. The same 2-node cluster (Corosync
 token 1000 ms) runs every stack in turn, so the figures compare like with like:
 
   kuth       ocf:kuth:IPaddr2 + ocf:kuth:haproxy
@@ -33,11 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+from lab.apiserver import WATCH_INTERVAL
 from lab.cluster import Cluster
 from lab.command import ClusterError
 from lab.nodes import Node
 from lab.topology import KUBE_PORT, VIP_NETWORK
-from lab.traffic import Traffic
+from lab.traffic import Streams, Traffic
 
 VIP = f"{VIP_NETWORK}.20"
 URL = f"http://{VIP}:{KUBE_PORT}/"
@@ -57,6 +59,9 @@ MOVE_RATIO = 0.5
 KILL_S = 0.5
 AGENTS_PART_S = 0.150
 EVENTS = ("move", "link down", "kill -9", "reload")
+# Long-lived watch streams held through the VIP beside the short requests (lab.traffic).
+STREAMS = 4
+STREAM_IDLE_S = 10.0  # a stream silent this long reconnects (client-go: 30 s, then a ping)
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,8 @@ class Sample:
     total: int
     results: list[tuple[float, bool]]
     agents_part: float | None = None
+    streams_cut: int = 0
+    stream_stall: float = 0.0
 
 
 @dataclass
@@ -386,10 +393,11 @@ class Bench:
     """Runs stacks through their events on one cluster, collecting rows as it goes (so a
     run stopped early still reports what it measured)."""
 
-    def __init__(self, cluster: Cluster, traffic: Traffic, repeat: int, slow_repeat: int,
-                 began: float) -> None:
+    def __init__(self, cluster: Cluster, traffic: Traffic, streams: Streams, repeat: int,
+                 slow_repeat: int, began: float) -> None:
         self.cluster = cluster
         self.traffic = traffic
+        self.streams = streams
         self.repeat = repeat
         self.slow_repeat = slow_repeat
         self.began = began
@@ -410,6 +418,8 @@ class Bench:
                       if start <= sent <= now - REQUEST_TIMEOUT]
             return start >= since and len(recent) >= STEADY_S / INTERVAL * 0.5 and all(recent)
         self.cluster.wait_for(ok, timeout, interval=0.1, what="every request served")
+        self.cluster.wait_for(lambda: self.streams.flowing_since(since), timeout, interval=0.1,
+                              what="every stream receiving")
 
     def run_stack(self, stack: Stack) -> None:
         driver = KeepalivedStack(self.cluster) if stack.keepalived else \
@@ -434,7 +444,9 @@ class Bench:
             part = (f", agents' part {sample.agents_part * 1000:.0f} ms"
                     if sample.agents_part is not None else "")
             self.say(f"{stack.label}: {event} #{round_ + 1}: longest outage "
-                     f"{sample.longest:.3f} s, {sample.failed} of {sample.total} failed{part}")
+                     f"{sample.longest:.3f} s, {sample.failed} of {sample.total} failed{part}; "
+                     f"{sample.streams_cut} of {STREAMS} streams cut, longest stall "
+                     f"{sample.stream_stall:.3f} s")
             getattr(driver, f"after_{method}")()
 
     def measure(self, driver: PacemakerStack | KeepalivedStack, method: str) -> Sample:
@@ -449,7 +461,9 @@ class Bench:
         outage = self.traffic.outage(since, until)
         results = sorted((sent - event_at, ok) for sent, ok in list(self.traffic.results)
                          if since <= sent <= until)
-        sample = Sample(outage.longest_gap, outage.failed, outage.total, results)
+        sample = Sample(outage.longest_gap, outage.failed, outage.total, results,
+                        streams_cut=self.streams.cut(since, until),
+                        stream_stall=self.streams.stall(since, until))
         if method == "link_down":
             started = driver.agents_part(event_at + self.wall_offset)
             if started is not None:
@@ -493,8 +507,9 @@ def target_note(row: Row, rows: list[Row]) -> str:
 
 def table(rows: list[Row]) -> list[str]:
     lines = ["| event | stack | rounds | longest outage s (max / median) | failed requests "
-             "(max / median) | agents' part on node loss ms (max / median) | target |",
-             "|---|---|---|---|---|---|---|"]
+             "(max / median) | streams cut (max / median) | stream stall s (max / median) | "
+             "agents' part on node loss ms (max / median) | target |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for event in EVENTS:
         for row in (r for r in rows if r.event == event):
             parts = [s.agents_part * 1000 for s in row.samples if s.agents_part is not None]
@@ -503,6 +518,8 @@ def table(rows: list[Row]) -> list[str]:
                 f"| {event} | {row.stack.label} | {len(row.samples)} | "
                 f"{stat([s.longest for s in row.samples], '.3f')} | "
                 f"{stat([float(s.failed) for s in row.samples], '.0f')} of ~{total:.0f} | "
+                f"{stat([float(s.streams_cut) for s in row.samples], '.0f')} of {STREAMS} | "
+                f"{stat([s.stream_stall for s in row.samples], '.3f')} | "
                 f"{stat(parts, '.0f')} | {target_note(row, rows)} |")
     return lines
 
@@ -524,7 +541,11 @@ def report(rows: list[Row], args: argparse.Namespace, seconds: float, plot: Path
         "Longest outage: the longest time between two successful requests (from half a second "
         "before the event until every request of a whole second succeeded again). Agents' "
         "part: from the survivor's pacemaker-execd starting the VIP's start to the first "
-        "request served through the VIP.",
+        "request served through the VIP. Streams: "
+        f"{STREAMS} long-lived watch streams through the VIP (GET /watch, a line every "
+        f"{WATCH_INTERVAL} s, reconnecting at once when cut or after {STREAM_IDLE_S:.0f} s of "
+        "silence); cut: how many had their connection end; stall: the longest time one went "
+        "without data, reconnection included.",
         "",
     ]
     return "\n".join([*head, *table(rows), "", f"![requests around each event]({plot.name})",
@@ -615,8 +636,10 @@ def main(argv: list[str]) -> int:
     with Cluster(nodes=2, token_ms=TOKEN_MS, agents_dir=args.agents,
                  logs_dir=args.logs) as cluster:
         print(f"failover: cluster up in {cluster.started_in:.1f} s", flush=True)
-        with Traffic(cluster.client, URL, interval=INTERVAL, timeout=REQUEST_TIMEOUT) as traffic:
-            bench = Bench(cluster, traffic, args.repeat, args.slow_repeat, began)
+        with Traffic(cluster.client, URL, interval=INTERVAL, timeout=REQUEST_TIMEOUT) as traffic, \
+                Streams(cluster.client, VIP, KUBE_PORT, count=STREAMS,
+                        idle_timeout=STREAM_IDLE_S) as streams:
+            bench = Bench(cluster, traffic, streams, args.repeat, args.slow_repeat, began)
             rows = bench.rows
             try:
                 for stack in chosen:

@@ -1,6 +1,7 @@
 """The project's demo (`make demo`): the packaged agents keep a VIP and HAProxy available in a
 real Pacemaker + Corosync cluster on this machine, while a client sends traffic through the
-VIP and the demo moves the resources, kills HAProxy and cuts a node off.
+VIP (short requests, and long-lived watch streams as Kubernetes clients hold them) and the
+demo moves the resources, kills HAProxy and cuts a node off.
 
 Run as root after `make deb` (make demo does both). The cluster is the lab's (lab/cluster.py): each
 node is a set of namespaces with a private /run, /etc/haproxy, /var/lib/pacemaker..., on a
@@ -27,10 +28,11 @@ from collections.abc import Callable
 
 import ocf_lib
 from lab import REPO
+from lab.apiserver import WATCH_INTERVAL
 from lab.cluster import Cluster
 from lab.command import ClusterError
 from lab.topology import KUBE_PORT, STATS_AUTH, STATS_PORT, VIP_NETWORK
-from lab.traffic import Traffic
+from lab.traffic import Streams, Traffic
 
 VIP = f"{VIP_NETWORK}.20"
 VIP_RSC = "virtual-ip-resource"
@@ -49,6 +51,7 @@ rsc_defaults resource-stickiness=100
 """
 WAIT_S = 60          # the longest any event may take to recover
 STEADY_S = 1.0       # traffic served this long after recovery closes an event's window
+STREAMS = 4          # long-lived watch streams held through the VIP
 
 
 class Demo:
@@ -57,6 +60,7 @@ class Demo:
         self.began = began
         self.traffic = Traffic(cluster.client, f"http://{VIP}:{KUBE_PORT}/",
                                interval=traffic_interval, timeout=0.5)
+        self.streams = Streams(cluster.client, VIP, KUBE_PORT, count=STREAMS)
         self.events: list[tuple[str, float, float, str]] = []  # name, since, until, ended on
 
     def say(self, text: str) -> None:
@@ -117,6 +121,8 @@ class Demo:
         done = time.monotonic()
         self.cluster.wait_for(lambda: self.traffic.served_since(done), WAIT_S, interval=0.05,
                               what="the client served again")
+        self.cluster.wait_for(lambda: self.streams.flowing_since(done), WAIT_S, interval=0.05,
+                              what="every stream receiving again")
         time.sleep(STEADY_S)
         until = time.monotonic()
         time.sleep(self.traffic.timeout)  # the last requests get their answer
@@ -124,7 +130,9 @@ class Demo:
         ended = self.where()
         self.events.append((name, since, until, ended))
         self.say(f"  recovered: longest time without an answer {outage.longest_gap:.2f} s, "
-                 f"{outage.failed} of {outage.total} requests failed; {ended}")
+                 f"{outage.failed} of {outage.total} requests failed; "
+                 f"{self.streams.cut(since, until)} of {STREAMS} streams cut, the longest "
+                 f"without data {self.streams.stall(since, until):.2f} s; {ended}")
 
     def where(self) -> str:
         status = self.cluster.status()
@@ -193,19 +201,23 @@ class Demo:
         return len(vip) == 1 and vip == haproxy and vip[0] in nodes
 
     def report(self) -> None:
-        print("\nReport: the client sent GET http://%s:%d/ every %d ms through the VIP\n"
-              % (VIP, KUBE_PORT, round(self.traffic.interval * 1000)))
-        print(f"  {'event':<16} {'outage (s)':>10} {'failed':>7} {'requests':>9}   "
-              f"resources afterwards")
+        print(f"\nReport: the client sent GET http://{VIP}:{KUBE_PORT}/ every "
+              f"{round(self.traffic.interval * 1000)} ms through the VIP, and held {STREAMS} "
+              f"watch streams (GET /watch: a line every {WATCH_INTERVAL} s)\n")
+        print(f"  {'event':<16} {'outage (s)':>10} {'failed':>7} {'requests':>9} "
+              f"{'streams cut':>12} {'stream stall (s)':>17}   resources afterwards")
         for name, since, until, ended in self.events:
             outage = self.traffic.outage(since, until)
             print(f"  {name:<16} {outage.longest_gap:>10.2f} {outage.failed:>7} "
-                  f"{outage.total:>9}   {ended}")
+                  f"{outage.total:>9} {self.streams.cut(since, until):>12} "
+                  f"{self.streams.stall(since, until):>17.2f}   {ended}")
         ok = sum(1 for _, good in self.traffic.results if good)
         print(f"\n  In all: {ok} of {len(self.traffic.results)} requests answered. Outage: the "
               f"longest time without a successful request, from the event until {STEADY_S:.0f} s "
-              f"of traffic after recovery.\n  Where the resources ended: {self.where()}\n",
-              flush=True)
+              f"of traffic after recovery. Stream stall: the longest time a stream went without "
+              f"data in that window (reconnection included; a stream whose connection died "
+              f"silently waits for its client's {self.streams.idle_timeout:.0f} s idle timeout)."
+              f"\n  Where the resources ended: {self.where()}\n", flush=True)
 
 
 def unpack(deb: str) -> str:
@@ -296,8 +308,9 @@ def run(cluster: Cluster, args: argparse.Namespace, began: float) -> None:
     demo.shell(["ls", "-l", "/usr/lib/ocf/resource.d/kuth/"])
     demo.configure()
     demo.stats_page()
-    demo.say(f"Client traffic starts: GET http://{VIP}:{KUBE_PORT}/ every {args.interval} ms.")
-    with demo.traffic:
+    demo.say(f"Client traffic starts: GET http://{VIP}:{KUBE_PORT}/ every {args.interval} ms, "
+             f"and {STREAMS} watch streams (GET /watch) held open.")
+    with demo.traffic, demo.streams:
         time.sleep(2)
         demo.planned_move()
         demo.kill_haproxy()
