@@ -20,9 +20,7 @@ import pytest
 
 from lab import REPO
 from lab.cluster import Cluster, Status
-
 from lab.teardown import harness_prefix
-
 from lab.topology import NODE_HTTP_PORT, VIP_NETWORK
 
 VIP = f"{VIP_NETWORK}.20"

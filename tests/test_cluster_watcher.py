@@ -12,11 +12,8 @@ from __future__ import annotations
 import os
 
 from lab.cluster import Cluster
-
 from lab.guide import haproxy_config
-
 from lab.nodes import Node
-
 from lab.topology import KUBE_PORT, VIP_NETWORK
 
 from ocf_lib.logic.watcher import MARK
