@@ -173,21 +173,10 @@ def na_frame(mac: bytes, ip6: bytes) -> bytes:
     """
     icmp = struct.pack("!BBHI16sBB6s", _NEIGHBOR_ADVERTISEMENT, 0, 0, _NA_OVERRIDE, ip6,
                        _TARGET_LLADDR_OPTION, 1, mac)
-    checksum = icmpv6_checksum(ip6, _ALL_NODES, icmp)
+    checksum = inet.transport_checksum(ip6, _ALL_NODES, _ICMPV6, icmp)
     icmp = icmp[:2] + struct.pack("!H", checksum) + icmp[4:]
     ipv6 = struct.pack("!IHBB16s16s", 6 << 28, len(icmp), _ICMPV6, 255, ip6, _ALL_NODES)
     return _ETHERNET.pack(_ALL_NODES_MAC, mac, ETH_P_IPV6) + ipv6 + icmp
-
-
-def icmpv6_checksum(source: bytes, destination: bytes, message: bytes) -> int:
-    """The Internet checksum of an ICMPv6 message over the IPv6 pseudo-header (RFC 8200 8.1)."""
-    data = source + destination + struct.pack("!I3xB", len(message), _ICMPV6) + message
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def arp_claimant(frame: bytes, ip: bytes) -> bytes | None:

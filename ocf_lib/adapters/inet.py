@@ -6,6 +6,7 @@ arithmetic on packed addresses.
 """
 
 import _socket
+import struct
 
 AF_INET = _socket.AF_INET
 AF_INET6 = _socket.AF_INET6
@@ -117,3 +118,19 @@ def _netmask_length(text: str) -> int:
     if value != _mask(AF_INET, length):
         raise ValueError(f"netmask {text!r} is not contiguous (ones then zeros)")
     return length
+
+
+def transport_checksum(source: bytes, destination: bytes, protocol: int, segment: bytes) -> int:
+    """The Internet checksum of a TCP segment or ICMPv6 message over the pseudo-header of
+    its IP version, told by the length of the packed addresses (RFC 793 3.1, RFC 8200 8.1)."""
+    if len(source) == 4:
+        pseudo = struct.pack("!4s4sxBH", source, destination, protocol, len(segment))
+    else:
+        pseudo = struct.pack("!16s16sI3xB", source, destination, len(segment), protocol)
+    data = pseudo + segment
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
