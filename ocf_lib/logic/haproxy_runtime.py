@@ -333,8 +333,7 @@ def publish_backend_attributes(state: StateDir, resource: str,
     wanted = {f"{base}-{backend}-up": str(up) for backend, (up, _) in sorted(counts.items())}
     known = _published(state)
     changed = {name: value for name, value in wanted.items() if known.get(name) != value}
-    if changed and all(_attrd_updater(["-n", name, "-U", value], log)
-                       for name, value in changed.items()):
+    if changed and all(_attrd_updater(name, value, log) for name, value in changed.items()):
         state.write("attributes", "".join(f"{k}={v}\n" for k, v in wanted.items()))
 
 
@@ -342,7 +341,7 @@ def clear_backend_attributes(state: StateDir, log: Logger) -> None:
     """Delete the attributes this resource published: a stopped haproxy's counts would
     mislead location rules."""
     for name in _published(state):
-        _attrd_updater(["-n", name, "-D"], log)
+        _attrd_updater(name, None, log)
     state.remove("attributes")
 
 
@@ -351,17 +350,19 @@ def _published(state: StateDir) -> dict[str, str]:
                 if "=" in line)
 
 
-def _attrd_updater(args: list[str], log: Logger) -> bool:
-    """Run attrd_updater; a failure is logged, never fatal: the attributes are advice."""
-    from ocf_lib.adapters.command import CommandTimeout, run
+def _attrd_updater(name: str, value: str | None, log: Logger) -> bool:
+    """Set (or with value None delete) this node's attribute name; a failure is logged,
+    never fatal: the attributes are advice."""
+    from ocf_lib.adapters import pacemaker
     try:
-        result = run(["attrd_updater", *args], timeout=5)
-    except (OSError, CommandTimeout) as err:
-        log.warning(f"attrd_updater {' '.join(args)}: {err}")
+        if value is None:
+            pacemaker.delete_attribute(name)
+        else:
+            pacemaker.update_attribute(name, value)
+    except pacemaker.PacemakerError as err:
+        log.warning(str(err))
         return False
-    if result.rc != 0:
-        log.warning(f"attrd_updater {' '.join(args)}: {result.stderr.strip()}")
-    return result.rc == 0
+    return True
 
 
 def _net_namespace(pid: str) -> str:
