@@ -98,12 +98,16 @@ check_link_status) the link stays without carrier for a second. The monitor rema
 safety net. false: only the monitor notices.""")
 agent.param("reset_connections", BOOLEAN, default=True,
             shortdesc="Reset the connections on the address when it leaves",
-            longdesc="""true: stop closes every TCP connection this node holds on the address,
-with a reset to each client, just before it removes the address, so clients (an idle
-Kubernetes watch, say) reconnect to the new owner at once instead of waiting for their own
-timeout on a connection nobody answers. It uses the kernel's socket destroy (sock_diag, as
-`ss -K`); a kernel without it (CONFIG_INET_DIAG_DESTROY) gets a warning and the address still
-goes. false: connections are left as they are.""")
+            longdesc="""true: clients of the address (an idle Kubernetes watch, say) learn at once
+that their connection is gone, and reconnect to the new owner instead of waiting for their
+own timeout on a connection nobody answers. When the address leaves a node, stop closes every
+TCP connection the node holds on it, with a reset to each client (the kernel's socket
+destroy, as `ss -K`; a kernel without it gets a warning). When a node is lost, its clients
+hear nothing from it: while it runs, its monitor hands the long-lived connections over to
+the other nodes (a private attrd attribute, at most 2000 connections, written only when they
+change), and the node that takes the address over sends each client a TCP ACK that its
+kernel answers; the new owner resets that answer and the client reconnects ("tickle ACKs",
+as CTDB does). false: none of this.""")
 agent.param("check_link_status", BOOLEAN, default=True,
             shortdesc="Fail when the link has no carrier",
             longdesc="""Monitor reports a failure when the interface has no carrier (cable out,
@@ -195,6 +199,8 @@ def start(cfg: Config) -> int:
     if cfg.flush_routes:
         iproute.flush_route_cache(vip.family)
     announce(cfg, vip, cfg.arp_count, cfg.arp_bg)
+    if cfg.reset_connections and cfg.env.node:  # after the announcement: answers come here
+        vips.tickle_handed_over(vip, cfg.env.instance, cfg.env.node, cfg.log)
     keep_watch(cfg, vip)
     cfg.log.info(f"started {vip}")
     return OCF.SUCCESS
@@ -210,6 +216,7 @@ def stop(cfg: Config) -> int:
     from ocf_lib.logic import watcher
     watcher.end(cfg.env.state())
     vips.stop_announcer(cfg.env.state(), cfg.log)
+    vips.forget_handed_over(cfg.env.state())
     try:
         vip = configured(cfg)
     except OcfError as err:  # a configuration that cannot work here never started
@@ -245,6 +252,8 @@ def monitor(cfg: Config) -> int:
     code = monitor_served(cfg, vip)
     if code == OCF.SUCCESS and not cfg.env.is_probe:
         keep_watch(cfg, vip)
+        if cfg.reset_connections and cfg.env.node:
+            vips.hand_over(vip, cfg.env.instance, cfg.env.node, cfg.env.state(), cfg.log)
         if cfg.arp_count_refresh > 0:
             announce(cfg, vip, cfg.arp_count_refresh, background=False)
     return code

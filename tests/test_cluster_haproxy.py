@@ -218,7 +218,7 @@ def moved_with_streams(cluster: Cluster, config: str) -> tuple[Streams, float, f
     streams = Streams(cluster.client, VIP, KUBE_PORT, count=STREAMS, idle_timeout=120)
     streams.start()
     try:
-        cluster.wait_for(lambda: streams.flowing_since(time.monotonic() - 0.2), 10,
+        cluster.wait_for(lambda: streams.flowing_since(time.monotonic() - 1), 10,
                          what="streams flowing")
         began = time.monotonic()
         cluster.crm("resource", "move", "virtual-ip-resource", target)
@@ -253,3 +253,33 @@ def test_in_the_clone_topology_the_streams_are_reset_when_the_address_leaves(
     reasons = {why for when, _, why in streams.cuts if began <= when <= resumed}
     assert (streams.cut(began, resumed), reasons) == (STREAMS, {"reset"})
     assert cluster.status().failures == []
+
+
+def test_after_node_loss_the_new_owner_tickles_the_lost_nodes_streams(cluster: Cluster) -> None:
+    """The lost node's clients hear nothing from it: its monitor handed their connections
+    over to the other node, whose start tickles them into a reset, and they reconnect long
+    before their own timeout (120 s here)."""
+    config = guide().replace("op monitor interval=20 timeout=60 on-fail=restart\nrsc_defaults",
+                             "op monitor interval=2 timeout=60 on-fail=restart\nrsc_defaults")
+    assert "interval=2 " in config
+    active = start(cluster, config)
+    survivor = other(cluster, active)
+    attribute = ["attrd_updater", "-Q", "-n", "kuth-virtual-ip-resource-connections",
+                 "-N", survivor]
+    with Streams(cluster.client, VIP, KUBE_PORT, count=STREAMS, idle_timeout=120) as streams:
+        cluster.wait_for(lambda: streams.flowing_since(time.monotonic() - 1), 10,
+                         what="streams flowing")
+        cluster.wait_for(lambda: cluster.node(survivor).run(attribute).stdout.count(",6443")
+                         == STREAMS, 20, what="the streams handed over to the other node")
+        lost = time.monotonic()
+        cluster.link_down(active)
+        cluster.wait_for(lambda: cluster.locate("virtual-ip-resource", view=survivor)
+                         == [survivor], FAILOVER_S, what=f"VIP on {survivor}")
+        taken = time.monotonic()
+        cluster.wait_for(lambda: streams.flowing_since(taken), FAILOVER_S,
+                         what="every stream flowing again")
+        resumed = time.monotonic()
+    reasons = {why for when, _, why in streams.cuts if lost <= when <= resumed}
+    assert (streams.cut(lost, resumed), reasons) == (STREAMS, {"reset"})
+    assert ",6443" not in cluster.node(survivor).run(attribute, check=False).stdout, \
+        "the list is forgotten once used"

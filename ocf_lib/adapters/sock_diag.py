@@ -29,9 +29,9 @@ _MESSAGE_HEAD = struct.Struct("=BBBB")
 
 # TCP states (include/net/tcp_states.h) worth closing: every one with a peer that may still
 # be waiting. LISTEN (a server's own socket) and TIME_WAIT (no longer a socket) are left.
-_ESTABLISHED, _SYN_SENT, _SYN_RECV, _FIN_WAIT1, _FIN_WAIT2 = 1, 2, 3, 4, 5
+ESTABLISHED, _SYN_SENT, _SYN_RECV, _FIN_WAIT1, _FIN_WAIT2 = 1, 2, 3, 4, 5
 _CLOSE_WAIT, _LAST_ACK, _CLOSING = 8, 9, 11
-_STATES = sum(1 << s for s in (_ESTABLISHED, _SYN_SENT, _SYN_RECV, _FIN_WAIT1, _FIN_WAIT2,
+_STATES = sum(1 << s for s in (ESTABLISHED, _SYN_SENT, _SYN_RECV, _FIN_WAIT1, _FIN_WAIT2,
                                _CLOSE_WAIT, _LAST_ACK, _CLOSING))
 _ENOENT, _EOPNOTSUPP = 2, 95
 _V4_MAPPED = bytes(10) + b"\xff\xff"

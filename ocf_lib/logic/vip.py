@@ -256,3 +256,73 @@ def reset_connections(vip: Vip, log: "Logger") -> None:
         return
     if closed:
         log.info(f"reset {closed} connection(s) on {vip.ip}")
+
+
+# -- connections handed over to the node that takes the address next --------------------------
+
+HANDOVER_MAX = 2000  # connections a node hands over: bounds the attribute and the tickles
+
+
+def handover_attribute(resource: str) -> str:
+    """The private node attribute that carries the connections to tickle on takeover."""
+    return f"kuth-{resource.split(':', 1)[0]}-connections"
+
+
+def hand_over(vip: Vip, resource: str, node: str, state: "StateDir", log: "Logger") -> None:
+    """Tell every other node which long-lived connections this node holds on the address:
+    the one that takes it over after losing this node tickles their clients (start). A
+    connection counts once two calls (monitors) in a row saw it established: short requests
+    come and go between two monitors and would make every monitor write. Written only when
+    that set changed, as a private attrd attribute of each other node (never in the CIB; a
+    lost node's own attributes go with it, these stay with the survivors), at most
+    HANDOVER_MAX connections."""
+    from ocf_lib.adapters import pacemaker, sock_diag
+    from ocf_lib.ocf.state import StateError
+    try:
+        now = {f"{c.remote[0]},{c.remote[1]},{c.local[1]}" for c in sock_diag.on_address(vip.ip)
+               if c.state == sock_diag.ESTABLISHED}
+        seen = set((state.read("connections-seen") or "").split())
+        if now != seen:
+            state.write("connections-seen", " ".join(sorted(now)[:HANDOVER_MAX]))
+        value = " ".join(sorted(now & seen)) or "none"
+        if state.read("connections-handed") == value:
+            return
+        for peer in pacemaker.member_names():
+            if peer != node:
+                pacemaker.update_attribute(handover_attribute(resource), value, node=peer,
+                                           private=True)
+        state.write("connections-handed", value)
+    except (OSError, StateError, pacemaker.PacemakerError) as err:
+        log.warning(f"cannot hand over the connections on {vip.ip}: {err}")
+
+
+def forget_handed_over(state: "StateDir") -> None:
+    """At stop: the next start hands over afresh."""
+    for suffix in ("connections-seen", "connections-handed"):
+        state.remove(suffix)
+
+
+def tickle_handed_over(vip: Vip, resource: str, node: str, log: "Logger") -> None:
+    """After taking the address over: tickle the clients of the connections the previous
+    owner handed over (see hand_over and ocf_lib.adapters.tickle), then forget the list."""
+    from ocf_lib.adapters import pacemaker, tickle
+    name = handover_attribute(resource)
+    value = pacemaker.query_attribute(name, node)
+    if not value or value == "none":
+        return
+    connections = []
+    for record in value.split()[:HANDOVER_MAX]:
+        client, _, ports = record.partition(",")
+        client_port, _, port = ports.partition(",")
+        if client_port.isdigit() and port.isdigit():
+            connections.append((client, int(client_port), int(port)))
+    try:
+        sent = tickle.send(vip.ip, connections)
+    except OSError as err:
+        log.warning(f"cannot tickle the clients of {vip.ip}: {err}")
+        return
+    log.info(f"tickled {sent} client(s) of connections handed over on {vip.ip}")
+    try:
+        pacemaker.delete_attribute(name, node=node)
+    except pacemaker.PacemakerError as err:
+        log.warning(str(err))

@@ -71,7 +71,10 @@ class StateDir:
                 return None
             raise
         try:
-            return os.read(fd, 65536).decode("utf-8", "replace")
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+            return b"".join(chunks).decode("utf-8", "replace")
         finally:
             os.close(fd)
 
