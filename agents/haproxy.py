@@ -47,6 +47,13 @@ moves (haproxy colocated with and ordered after the VIP, the guide's setup), the
 stays here that long while new connections are refused. Where the address has already left
 (haproxy cloned on every node, the VIP's reset_connections closing its connections), a grace
 of a few seconds lets requests in flight finish. The stop timeout bounds it.""")
+agent.param("old_workers_timeout", TIME, default=600.0,
+            shortdesc="Longest life of an old worker after a reload",
+            longdesc="""A reload starts a new HAProxy worker and leaves the old one serving its
+established connections until they end; Kubernetes watches last hours, so old workers would
+pile up, one per reload. Monitor ends (SIGTERM) an old worker that has been old this long,
+and its clients reconnect to the current worker at once. Default 600 (10 minutes); 0 never
+ends them. The node attribute <resource>-old-workers shows how many run.""")
 agent.param("min_servers_up", INTEGER, default=0, minimum=0,
             shortdesc="Fail when a backend has fewer UP servers",
             longdesc="""0 (the default): backend health never fails the resource (before the
@@ -167,13 +174,15 @@ def monitor(cfg: Config) -> int:
     if not ha.master_pid():
         return probe_foreign(cfg, ha) if cfg.env.is_probe else OCF.NOT_RUNNING
     rows = answers(cfg, ha)
+    old_workers = 0
     if not cfg.env.is_probe:
         keep_watch(cfg, ha)
+        old_workers = ha.end_old_workers(cfg.old_workers_timeout, cfg.log)
     if cfg.env.check_level >= 10:
         closed = hx.closed_frontends(rows)
         if closed:
             raise OcfError(OCF.ERR_GENERIC, f"frontends not listening: {', '.join(closed)}")
-    return backend_health(cfg, rows)
+    return backend_health(cfg, rows, old_workers)
 
 
 agent.advertise("monitor", timeout=20, interval=60, depth=10)
@@ -190,11 +199,12 @@ def probe_foreign(cfg: Config, ha: hx.Instance) -> int:
                                           f"`systemctl disable --now haproxy`")
 
 
-def backend_health(cfg: Config, rows: list[dict[str, str]]) -> int:
-    """Publish UP-server counts per backend; fail only below min_servers_up (opt-in)."""
+def backend_health(cfg: Config, rows: list[dict[str, str]], old_workers: int) -> int:
+    """Publish UP-server counts per backend and the old workers' count; fail only below
+    min_servers_up (opt-in)."""
     counts = hx.backend_servers_up(rows)
     if not cfg.env.is_probe:
-        hx.publish_backend_attributes(cfg.env.state(), cfg.env.instance, counts, cfg.log)
+        hx.publish_attributes(cfg.env.state(), cfg.env.instance, counts, old_workers, cfg.log)
     if cfg.min_servers_up:
         short = [f"{name} {up}/{total}" for name, (up, total) in counts.items()
                  if up < cfg.min_servers_up]

@@ -160,6 +160,38 @@ def test_reload_applies_the_config_and_keeps_connections(ha):
     assert ha.agent("monitor", interval_ms=20000).rc == 0
 
 
+def test_monitor_ends_old_workers_past_their_bound_and_counts_them(ha, tmp_path):
+    """A reload leaves the old worker serving an open connection (a watch); monitor leaves
+    it within old_workers_timeout and ends it after, and publishes how many run."""
+    calls = tmp_path / "attrd.log"
+    fake = tmp_path / "bin" / "attrd_updater"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n")
+    fake.chmod(0o755)
+    extra = {"OCF_RESKEY_CRM_meta_on_node": "node1",
+             "PATH": f"{fake.parent}:/usr/sbin:/usr/bin:/sbin:/bin"}
+    assert ha.agent("start").rc == 0
+    client = ha.connect()
+    try:
+        assert ha.agent("reload", reload_token="2").rc == 0
+        wait_for(lambda: len(ha.haproxy_pids()) == 3, what="master, worker and old worker")
+        assert ha.agent("monitor", interval_ms=20000, extra=extra).rc == 0  # default: 600 s
+        assert len(ha.haproxy_pids()) == 3
+        assert "-n test-rsc-old-workers -U 1" in calls.read_text()
+        wait_for(lambda: "ended 1 old haproxy worker" in ha.agent(  # show proc counts seconds
+            "monitor", interval_ms=20000, extra=extra, old_workers_timeout="1ms").stderr,
+            timeout=5, what="monitor ending the old worker")
+        wait_for(lambda: len(ha.haproxy_pids()) == 2, what="the old worker gone")
+        client.stdin.write("go\n")
+        client.stdin.flush()
+        assert client.stdout.readline().strip() == "", "its connection was closed"
+        assert ha.agent("monitor", interval_ms=20000, extra=extra).rc == 0
+        assert "-n test-rsc-old-workers -U 0" in calls.read_text()
+    finally:
+        client.kill()
+        client.wait()
+
+
 def test_stop_gives_open_connections_the_grace_period(ha):
     assert ha.agent("start").rc == 0
     client = ha.connect()

@@ -105,6 +105,22 @@ def test_show_proc_marks_old_workers_after_a_reload() -> None:
         (27583, "master", 1, False), (27610, "worker", 0, False), (27584, "worker", 1, True)]
 
 
+@pytest.mark.parametrize("text,seconds", [("0d00h00m08s", 8), ("1d02h03m04s", 93784),
+                                          ("12s", 12), ("", 0), ("8 s", 0), ("d", 0)])
+def test_uptime_in_seconds(text: str, seconds: int) -> None:
+    assert api.uptime_seconds(text) == seconds
+
+
+def test_an_old_worker_is_old_since_the_first_reload_after_its_start() -> None:
+    """show_proc_reloaded.txt: old worker 27584 (1 reload, up 3 s) was replaced by 27610
+    (0 reloads, up 1 s): old for 1 s. After a second, failed reload (27584: 2 reloads, up 8 s;
+    27610: 1, up 6 s) it has been old for 6 s, not 8."""
+    assert api.old_worker_ages(api.parse_proc(_recorded("show_proc_reloaded.txt"))) == {27584: 1}
+    assert api.old_worker_ages(api.parse_proc(_recorded("show_proc_failed_reload.txt"))) == {
+        27584: 6}
+    assert api.old_worker_ages(api.parse_proc(_recorded("show_proc.txt"))) == {}
+
+
 def test_show_proc_counts_a_failed_reload() -> None:
     """A reload with a broken config keeps the running worker; only this counter says so."""
     master = api.parse_proc(_recorded("show_proc_failed_reload.txt"))[0]

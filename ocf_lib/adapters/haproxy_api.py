@@ -135,6 +135,35 @@ def show_proc(master_path: str, *, timeout: float) -> list[MasterProcess]:
     return parse_proc(command(master_path, "show proc", timeout=timeout))
 
 
+def uptime_seconds(uptime: str) -> int:
+    """HAProxy's "1d02h03m04s" as seconds (0 when it is not in that form)."""
+    total, number = 0, ""
+    for char in uptime:
+        if char.isdigit():
+            number += char
+        elif char in _UNIT_SECONDS and number:
+            total, number = total + int(number) * _UNIT_SECONDS[char], ""
+        else:
+            return 0
+    return total
+
+
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def old_worker_ages(procs: list[MasterProcess]) -> dict[int, int]:
+    """How long (seconds) each old worker has been old: since the first reload after it
+    started, which is the uptime of the oldest worker that went through fewer reloads
+    (show proc counts, per worker, the reloads since it started). An old worker with no such
+    worker left is as old as its own uptime."""
+    workers = [p for p in procs if p.role == "worker"]
+    ages = {}
+    for old in (p for p in workers if p.old):
+        younger = [uptime_seconds(p.uptime) for p in workers if p.reloads < old.reloads]
+        ages[old.pid] = max(younger) if younger else uptime_seconds(old.uptime)
+    return ages
+
+
 def parse_info(text: str) -> dict[str, str]:
     """`Name: value` lines (some names have spaces: `Unstoppable Jobs`, `Build info`)."""
     info = {}

@@ -59,6 +59,16 @@ def process_info(pid: int) -> ProcessInfo | None:
                         for arg in cmdline.split(b"\0")[:-1]], int(fields[19]))
 
 
+def children(pid: int) -> list[int]:
+    """The children of pid's main thread (/proc/PID/task/PID/children): [] when it is gone.
+    A master-worker haproxy forks its workers from that thread."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", "rb") as f:
+            return _parse_pids(f.read())
+    except OSError:
+        return []
+
+
 def alive(pid: int) -> bool:
     """True while pid names a process that has not exited. A zombie has -- unless only
     its main thread has: haproxy runs several threads, a killed one's main thread may

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Instance", "RuntimeApiError", "FRONTENDS", "SERVERS", "backend_servers_up",
            "closed_frontends", "ConfigInvalid", "NotInstalled", "UnsafeFile", "LaunchFailed",
-           "publish_backend_attributes", "clear_backend_attributes"]
+           "publish_attributes", "clear_backend_attributes"]
 
 # Options the agent sets itself; extraconf may not override them.
 _RESERVED_OPTIONS = ("-W", "-Ws", "-D", "-db", "-p", "-S", "-sf", "-st", "-x", "-c", "-f")
@@ -129,6 +129,28 @@ class Instance:
                                                                      self.conffile):
                     self._master = pid
         return self._master
+
+    def end_old_workers(self, bound: float, log: Logger) -> int:
+        """End (SIGTERM) the old workers, which reloads leave serving their established
+        connections, once they have been old for bound seconds (0: never); return how many
+        still run. Watches last hours, so without a bound every reload would leave one more
+        behind. Cheap when there are none: the master's children are read from /proc, and
+        the master CLI is asked only when it has more than one."""
+        master = self.master_pid()
+        if not master or len(process.children(master)) <= 1:
+            return 0
+        try:
+            ages = haproxy_api.old_worker_ages(haproxy_api.show_proc(self.master_socket,
+                                                                     timeout=1.0))
+        except RuntimeApiError as err:
+            log.warning(f"cannot list haproxy's old workers: {err}")
+            return len(process.children(master)) - 1
+        expired = sorted(pid for pid, age in ages.items() if bound and age >= bound)
+        if expired:
+            process.signal_all(expired, process.SIGTERM)
+            log.info(f"ended {len(expired)} old haproxy worker(s) (pids {expired}), old for "
+                     f"over {bound:g} s (old_workers_timeout): their clients reconnect")
+        return len(ages) - len(expired)
 
     def our_pids(self) -> list[int]:
         """The master and every haproxy process it started (current and old workers)."""
@@ -322,15 +344,17 @@ def first_alert(output: str) -> str:
     return ""
 
 
-def publish_backend_attributes(state: StateDir, resource: str,
-                               counts: dict[str, tuple[int, int]], log: Logger) -> None:
-    """Set the transient node attribute <resource>-<backend>-up to the number of UP servers,
-    through attrd_updater, only when Pacemaker runs the agent and only when a value changed
-    (a spawn per monitor would cost more than the monitor)."""
+def publish_attributes(state: StateDir, resource: str, counts: dict[str, tuple[int, int]],
+                       old_workers: int, log: Logger) -> None:
+    """Set the transient node attributes <resource>-<backend>-up to the number of UP servers
+    and <resource>-old-workers to the number of old workers, through attrd_updater, only when
+    Pacemaker runs the agent and only when a value changed (a spawn per monitor would cost
+    more than the monitor)."""
     if not os.environ.get("OCF_RESKEY_CRM_meta_on_node"):
         return
     base = resource.split(":", 1)[0]
     wanted = {f"{base}-{backend}-up": str(up) for backend, (up, _) in sorted(counts.items())}
+    wanted[f"{base}-old-workers"] = str(old_workers)
     known = _published(state)
     changed = {name: value for name, value in wanted.items() if known.get(name) != value}
     if changed and all(_attrd_updater(name, value, log) for name, value in changed.items()):
