@@ -58,7 +58,7 @@ RECOVERY_S = 90.0
 MOVE_RATIO = 0.5
 KILL_S = 0.5
 AGENTS_PART_S = 0.150
-EVENTS = ("move", "link down", "kill -9", "reload")
+EVENTS = ("move", "standby", "link down", "kill -9", "reload")
 # Long-lived watch streams held through the VIP beside the short requests (lab.traffic).
 STREAMS = 4
 STREAM_IDLE_S = 10.0  # a stream silent this long reconnects (client-go: 30 s, then a ping)
@@ -169,6 +169,18 @@ class PacemakerStack:
 
     def after_move(self) -> None:
         self.cluster.crm("resource", "clear", VIP_RSC)
+        self.settle()
+
+    def standby(self) -> Callable[[], bool]:
+        """`crm node standby` of the active node: everything leaves it."""
+        c = self.cluster
+        self.standing = self.active()
+        target = next(n for n in c.names if n != self.standing)
+        c.crm("node", "standby", self.standing)
+        return lambda: c.locate(VIP_RSC) == [target] and target in c.locate(HAPROXY_RSC)
+
+    def after_standby(self) -> None:
+        self.cluster.crm("node", "online", self.standing)
         self.settle()
 
     def link_down(self) -> Callable[[], bool]:
@@ -350,6 +362,10 @@ class KeepalivedStack:
         time.sleep(2)  # back as BACKUP; nopreempt keeps the VIP where it is
         self.settle()
 
+    # A node taken out of service: keepalived stopped on it, as for a move.
+    standby = move
+    after_standby = after_move
+
     def link_down(self) -> Callable[[], bool]:
         self.lost = self.active()
         self.survivor = next(n for n in self.cluster.names if n != self.lost)
@@ -490,12 +506,13 @@ def target_note(row: Row, rows: list[Row]) -> str:
         return f"0 failed: {'met' if failed == 0 else 'missed'}"
     if row.event == "kill -9" and row.stack.watch and not row.stack.keepalived:
         return f"<= {KILL_S} s: {'met' if longest <= KILL_S else 'missed'}"
-    if row.event == "move" and row.stack.label.startswith("kuth "):
-        ref = [r for r in rows if r.event == "move"
+    if row.event in ("move", "standby") and row.stack.label.startswith("kuth "):
+        ref = [r for r in rows if r.event == row.event
                and r.stack.label == row.stack.label.replace("kuth", "heartbeat")]
         if ref:
-            limit = MOVE_RATIO * max(s.longest for s in ref[0].samples)
-            return (f"<= {MOVE_RATIO} x heartbeat's = {limit:.3f} s: "
+            ratio = MOVE_RATIO if row.event == "move" else 1.0
+            limit = ratio * max(s.longest for s in ref[0].samples)
+            return (f"<= {ratio} x heartbeat's = {limit:.3f} s: "
                     f"{'met' if longest <= limit else 'missed'}")
     if row.event == "link down" and not row.stack.keepalived:
         parts = [s.agents_part for s in row.samples if s.agents_part is not None]

@@ -160,16 +160,23 @@ def test_reload_applies_the_config_and_keeps_connections(ha):
     assert ha.agent("monitor", interval_ms=20000).rc == 0
 
 
-def test_monitor_ends_old_workers_past_their_bound_and_counts_them(ha, tmp_path):
-    """A reload leaves the old worker serving an open connection (a watch); monitor leaves
-    it within old_workers_timeout and ends it after, and publishes how many run."""
+@pytest.fixture
+def fake_attrd(tmp_path):
+    """An attrd_updater that records its arguments, and the environment of an agent run by
+    Pacemaker (on node1) that finds it first: (the record, the extra environment)."""
     calls = tmp_path / "attrd.log"
     fake = tmp_path / "bin" / "attrd_updater"
     fake.parent.mkdir()
     fake.write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n")
     fake.chmod(0o755)
-    extra = {"OCF_RESKEY_CRM_meta_on_node": "node1",
-             "PATH": f"{fake.parent}:/usr/sbin:/usr/bin:/sbin:/bin"}
+    return calls, {"OCF_RESKEY_CRM_meta_on_node": "node1",
+                   "PATH": f"{fake.parent}:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+
+def test_monitor_ends_old_workers_past_their_bound_and_counts_them(ha, fake_attrd):
+    """A reload leaves the old worker serving an open connection (a watch); monitor leaves
+    it within old_workers_timeout and ends it after, and publishes how many run."""
+    calls, extra = fake_attrd
     assert ha.agent("start").rc == 0
     client = ha.connect()
     try:
@@ -234,14 +241,8 @@ def test_probe_tells_the_truth_about_an_haproxy_started_elsewhere(ha):
     assert ha.haproxy_pids() == []
 
 
-def test_backend_health_attributes_and_min_servers_up(ha, tmp_path):
-    calls = tmp_path / "attrd.log"
-    fake = tmp_path / "bin" / "attrd_updater"
-    fake.parent.mkdir()
-    fake.write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n")
-    fake.chmod(0o755)
-    extra = {"OCF_RESKEY_CRM_meta_on_node": "node1",
-             "PATH": f"{fake.parent}:/usr/sbin:/usr/bin:/sbin:/bin"}
+def test_backend_health_attributes_and_min_servers_up(ha, fake_attrd):
+    calls, extra = fake_attrd
     assert ha.agent("start").rc == 0
     wait_for(lambda: ha.agent("monitor", interval_ms=20000, extra=extra).rc == 0
              and "-U 2" in (calls.read_text() if calls.exists() else ""),
