@@ -191,8 +191,9 @@ def _attr(kind: int, payload: bytes) -> bytes:
     return _RTATTR.pack(length, kind) + payload + b"\0" * (-length % 4)
 
 
-def _attrs(body: bytes, offset: int) -> dict[int, bytes]:
-    """The rtattrs of a message body from offset on, by type (nesting flags stripped)."""
+def attributes(body: bytes, offset: int) -> dict[int, bytes]:
+    """The attributes (rtattrs) of a message body from offset on, by type (nesting flags
+    stripped)."""
     found = {}
     end = len(body)
     while offset + _RTATTR.size <= end:
@@ -273,7 +274,7 @@ def _error(code: int) -> NetlinkError:
 
 def _link(body: bytes) -> Link:
     _, _, index, flags, _ = _IFINFOMSG.unpack_from(body)
-    attrs = _attrs(body, _IFINFOMSG.size)
+    attrs = attributes(body, _IFINFOMSG.size)
     operstate = attrs.get(_IFLA_OPERSTATE, b"\0")[0]
     mtu = attrs.get(_IFLA_MTU)
     return Link(index, _cstring(attrs.get(_IFLA_IFNAME, b"")), flags,
@@ -283,7 +284,7 @@ def _link(body: bytes) -> Link:
 
 def _address(body: bytes) -> Address:
     family, prefixlen, flags, scope, index = _IFADDRMSG.unpack_from(body)
-    attrs = _attrs(body, _IFADDRMSG.size)
+    attrs = attributes(body, _IFADDRMSG.size)
     packed = attrs.get(_IFA_LOCAL) or attrs[_IFA_ADDRESS]
     if _IFA_FLAGS in attrs:
         flags = _U32.unpack(attrs[_IFA_FLAGS])[0]

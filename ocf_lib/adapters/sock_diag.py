@@ -33,8 +33,10 @@ ESTABLISHED, _SYN_SENT, _SYN_RECV, _FIN_WAIT1, _FIN_WAIT2 = 1, 2, 3, 4, 5
 _CLOSE_WAIT, _LAST_ACK, _CLOSING = 8, 9, 11
 _STATES = sum(1 << s for s in (ESTABLISHED, _SYN_SENT, _SYN_RECV, _FIN_WAIT1, _FIN_WAIT2,
                                _CLOSE_WAIT, _LAST_ACK, _CLOSING))
+_LISTEN = 10
 _ENOENT, _EOPNOTSUPP = 2, 95
 _V4_MAPPED = bytes(10) + b"\xff\xff"
+_SKV6ONLY = 11  # INET_DIAG_SKV6ONLY: sent for every IPv6 listening socket
 
 
 class Unsupported(OSError):
@@ -59,28 +61,50 @@ class Connection:
 
 
 def on_address(ip: str) -> list[Connection]:
-    """The TCP connections whose local address is ip (for IPv4 also as ::ffff:ip on a
-    dual-stack socket), in every state but LISTEN and TIME_WAIT."""
+    """The TCP connections whose local address is ip (for IPv4 also as ::ffff:ip, when a
+    dual-stack socket listens that could have taken them), in every state but LISTEN and
+    TIME_WAIT.
+
+    A dump of connections walks the kernel's whole table of established sockets, shared by
+    every network namespace and sized by the machine's memory (about 3 ms with 24 GiB): the
+    IPv6 one is skipped for an IPv4 address unless such a listener exists, which a dump of
+    listeners alone (a small table) tells."""
     family, packed = inet.parse_ip(ip)
     wanted = {(family, packed)}
-    if family == _socket.AF_INET:
-        wanted.add((_socket.AF_INET6, _V4_MAPPED + packed))
     channel = netlink.Channel(_NETLINK_SOCK_DIAG)
     try:
-        found = []
-        for dump_family in sorted({f for f, _ in wanted}):
-            size = 4 if dump_family == _socket.AF_INET else 16
-            request = (_REQUEST.pack(dump_family, _socket.IPPROTO_TCP, 0, _STATES)
-                       + bytes(_SOCKID_SIZE))
-            for body in channel.ask(_SOCK_DIAG_BY_FAMILY, request, _SOCK_DIAG_BY_FAMILY,
-                                    dump=True):
-                msg_family, state = body[0], body[1]
-                sockid = body[_MESSAGE_HEAD.size:_MESSAGE_HEAD.size + _SOCKID_SIZE]
-                if (msg_family, sockid[4:4 + size]) in wanted:
-                    found.append(Connection(msg_family, state, sockid))
-        return found
+        if family == _socket.AF_INET and _dual_stack_listener(channel, packed):
+            wanted.add((_socket.AF_INET6, _V4_MAPPED + packed))
+        return [Connection(body[0], body[1], _sockid(body))
+                for dump_family in sorted({f for f, _ in wanted})
+                for body in _dump(channel, dump_family, _STATES)
+                if (body[0], _local(body)) in wanted]
     finally:
         channel.close()
+
+
+def _dump(channel: "netlink.Channel", family: int, states: int) -> list[bytes]:
+    request = _REQUEST.pack(family, _socket.IPPROTO_TCP, 0, states) + bytes(_SOCKID_SIZE)
+    return channel.ask(_SOCK_DIAG_BY_FAMILY, request, _SOCK_DIAG_BY_FAMILY, dump=True)
+
+
+def _sockid(body: bytes) -> bytes:
+    return body[_MESSAGE_HEAD.size:_MESSAGE_HEAD.size + _SOCKID_SIZE]
+
+
+def _local(body: bytes) -> bytes:
+    size = 4 if body[0] == _socket.AF_INET else 16
+    return body[_MESSAGE_HEAD.size + 4:_MESSAGE_HEAD.size + 4 + size]
+
+
+def _dual_stack_listener(channel: "netlink.Channel", packed: bytes) -> bool:
+    """An IPv6 socket listens on :: or ::ffff:packed without IPV6_V6ONLY."""
+    for body in _dump(channel, _socket.AF_INET6, 1 << _LISTEN):
+        if _local(body) in (bytes(16), _V4_MAPPED + packed):
+            v6only = netlink.attributes(body, _MESSAGE_HEAD.size + _SOCKID_SIZE + 20)
+            if v6only.get(_SKV6ONLY, b"\1")[:1] == b"\0":
+                return True
+    return False
 
 
 def destroy(connections: list[Connection]) -> int:
