@@ -368,7 +368,7 @@ def test_a_kernel_that_cannot_destroy_sockets_is_a_warning_not_a_failure(monkeyp
             self.warnings.append(text)
 
     monkeypatch.setattr(iproute, "delete_local_route", lambda dev, ip: None)  # not on this host
-    monkeypatch.setattr(sock_diag, "on_address", lambda ip: [])
+    monkeypatch.setattr(sock_diag, "on_address", lambda ip: ["a connection"])
     monkeypatch.setattr(sock_diag, "destroy", unsupported)
     log = Log()
     vips.reset_connections(vips.parse("198.18.0.10", "lan0", "24", "", "", "forever"), log)

@@ -61,20 +61,18 @@ class Connection:
 
 
 def on_address(ip: str) -> list[Connection]:
-    """The TCP connections whose local address is ip (for IPv4 also as ::ffff:ip, when a
-    dual-stack socket listens that could have taken them), in every state but LISTEN and
-    TIME_WAIT.
+    """The TCP connections accepted on ip by a socket that still listens there (or on the
+    wildcard address; for IPv4 also as ::ffff:ip by a dual-stack socket), in every state but
+    LISTEN and TIME_WAIT.
 
     A dump of connections walks the kernel's whole table of established sockets, shared by
-    every network namespace and sized by the machine's memory (about 3 ms with 24 GiB): the
-    IPv6 one is skipped for an IPv4 address unless such a listener exists, which a dump of
-    listeners alone (a small table) tells."""
+    every network namespace and sized by the machine's memory (about 2 ms with 24 GiB), so
+    it is made only for a family in which something listens that could have accepted them:
+    a dump of listeners alone (a small table) tells."""
     family, packed = inet.parse_ip(ip)
-    wanted = {(family, packed)}
     channel = netlink.Channel(_NETLINK_SOCK_DIAG)
     try:
-        if family == _socket.AF_INET and _dual_stack_listener(channel, packed):
-            wanted.add((_socket.AF_INET6, _V4_MAPPED + packed))
+        wanted = _accepting(channel, family, packed)
         return [Connection(body[0], body[1], _sockid(body))
                 for dump_family in sorted({f for f, _ in wanted})
                 for body in _dump(channel, dump_family, _STATES)
@@ -97,14 +95,29 @@ def _local(body: bytes) -> bytes:
     return body[_MESSAGE_HEAD.size + 4:_MESSAGE_HEAD.size + 4 + size]
 
 
-def _dual_stack_listener(channel: "netlink.Channel", packed: bytes) -> bool:
-    """An IPv6 socket listens on :: or ::ffff:packed without IPV6_V6ONLY."""
-    for body in _dump(channel, _socket.AF_INET6, 1 << _LISTEN):
-        if _local(body) in (bytes(16), _V4_MAPPED + packed):
-            v6only = netlink.attributes(body, _MESSAGE_HEAD.size + _SOCKID_SIZE + 20)
-            if v6only.get(_SKV6ONLY, b"\1")[:1] == b"\0":
-                return True
-    return False
+def _accepting(channel: "netlink.Channel", family: int, packed: bytes
+               ) -> set[tuple[int, bytes]]:
+    """The (family, local address) forms under which connections to the address may have
+    been accepted by the sockets listening now: on it or on the wildcard address, and for
+    IPv4 also by an IPv6 socket on ::ffff:address, or on :: without IPV6_V6ONLY."""
+    listening = 1 << _LISTEN
+    any4, any6, mapped = bytes(4), bytes(16), _V4_MAPPED + packed
+    forms = set()
+    if family == _socket.AF_INET:
+        if any(_local(b) in (packed, any4) for b in _dump(channel, family, listening)):
+            forms.add((family, packed))
+        if any(_local(b) == mapped or (_local(b) == any6 and _dual_stack(b))
+               for b in _dump(channel, _socket.AF_INET6, listening)):
+            forms.add((_socket.AF_INET6, mapped))
+    elif any(_local(b) in (packed, any6) for b in _dump(channel, family, listening)):
+        forms.add((family, packed))
+    return forms
+
+
+def _dual_stack(body: bytes) -> bool:
+    """An IPv6 listener without IPV6_V6ONLY: it takes IPv4 connections too."""
+    attributes = netlink.attributes(body, _MESSAGE_HEAD.size + _SOCKID_SIZE + 20)
+    return attributes.get(_SKV6ONLY, b"\1")[:1] == b"\0"
 
 
 def destroy(connections: list[Connection]) -> int:

@@ -240,16 +240,19 @@ def stop_announcer(state: "StateDir", log: "Logger") -> None:
 def reset_connections(vip: Vip, log: "Logger") -> None:
     """Close every TCP connection this node holds on the address, each client getting a
     reset (see ocf_lib.adapters.sock_diag); call it while the address is still here, just
-    before removing it. First the node stops taking packets for the address (its local
-    route goes): a client that reconnects at once would otherwise land here again, in the
-    moment before the address goes, on a connection nobody will answer. A kernel that cannot
-    is a warning, never a failure: the address must still go."""
+    before removing it. When there are any, first the node stops taking packets for the
+    address (its local route goes): a client that reconnects at once would otherwise land
+    here again, in the moment before the address goes, on a connection nobody will answer;
+    the list is then read again, with those that came meanwhile. A kernel that cannot is a
+    warning, never a failure: the address must still go."""
     from ocf_lib.adapters import iproute, sock_diag
     try:
-        iproute.delete_local_route(vip.nic or "", vip.ip)
-    except (iproute.IprouteError, ValueError) as err:
-        log.warning(f"new connections to {vip.ip} still taken until it goes: {err}")
-    try:
+        if not sock_diag.on_address(vip.ip):
+            return
+        try:
+            iproute.delete_local_route(vip.nic or "", vip.ip)
+        except (iproute.IprouteError, ValueError) as err:
+            log.warning(f"new connections to {vip.ip} still taken until it goes: {err}")
         closed = sock_diag.destroy(sock_diag.on_address(vip.ip))
     except OSError as err:  # Unsupported among them
         log.warning(f"connections on {vip.ip} left open: {err}")
