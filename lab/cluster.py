@@ -131,6 +131,13 @@ def corosync_conf(nodes: list[Node], token_ms: int) -> str:
             "    to_syslog: no\n    to_stderr: no\n    timestamp: on\n}\n")
 
 
+def hosts_file(nodes: list[Node]) -> str:
+    """/etc/hosts of a node: localhost and every node's name on its ring address (crmsh
+    checks that a node it is told about answers by name, `crm node standby` among them)."""
+    return "127.0.0.1 localhost\n::1 localhost\n" + "".join(
+        f"{n.ring_address} {n.name}\n" for n in nodes)
+
+
 def default_properties(node_count: int) -> dict[str, str]:
     """Cluster options written into the CIB before Pacemaker starts: no fencing (nothing to
     fence with here), the usual no-quorum-policy for the size, and a short dc-deadtime so the
@@ -240,6 +247,8 @@ class Cluster:
     def _prepare_node(self, node: Node) -> None:
         """The node booted, with its Corosync and HAProxy configuration and preset CIB."""
         node.boot(self.agents_dir, self.package_root)
+        node.write("/run/hosts", hosts_file(self.nodes))  # crmsh resolves node names
+        node.run(["mount", "--bind", "/run/hosts", "/etc/hosts"])
         node.write("/etc/corosync/corosync.conf", corosync_conf(self.nodes, self.token_ms))
         self.write_haproxy_config(haproxy_config(), [node.name])
         self._preset_cib(node)
@@ -310,8 +319,9 @@ class Cluster:
 
     def reset(self, timeout: float = 60) -> None:
         """Back to a whole cluster without resources, constraints or failure history, for
-        the next test: cables in, ring healed, Pacemaker running on every node, every
-        kube-apiserver stand-in serving, the lab's haproxy.cfg on every node."""
+        the next test: cables in, ring healed, Pacemaker running on every node, none in
+        standby, every kube-apiserver stand-in serving, the lab's haproxy.cfg on every
+        node."""
         for name in sorted(self.cut):
             self.link_up(name)
         if self.partitioned:
@@ -325,6 +335,9 @@ class Cluster:
         self.wait_for(lambda: not any(self.status().resources.values()), timeout,
                       what="former resources stopped")
         node.run(["crm_resource", "--cleanup"])
+        for name in self.names:
+            node.run(["crm_attribute", "--type", "nodes", "--node", name, "--name", "standby",
+                      "--delete"])
         for name in self.kube_masters:
             if name not in self.kube_servers:
                 self.start_kube_master(name)
