@@ -103,11 +103,11 @@ that their connection is gone, and reconnect to the new owner instead of waiting
 own timeout on a connection nobody answers. When the address leaves a node, stop closes every
 TCP connection the node holds on it, with a reset to each client (the kernel's socket
 destroy, as `ss -K`; a kernel without it gets a warning). When a node is lost, its clients
-hear nothing from it: while it runs, its monitor hands the long-lived connections over to
-the other nodes (a private attrd attribute, at most 2000 connections, written only when they
-change), and the node that takes the address over sends each client a TCP ACK that its
-kernel answers; the new owner resets that answer and the client reconnects ("tickle ACKs",
-as CTDB does). false: none of this.""")
+hear nothing from it: while it runs, its address watcher (watch=true) hands the long-lived
+connections over to the other nodes every 2 s (a private attrd attribute, at most 2000
+connections, written only when they change), and the node that takes the address over
+sends each client a TCP ACK that its kernel answers; the new owner resets that answer and
+the client reconnects ("tickle ACKs", as CTDB does). false: none of this.""")
 agent.param("check_link_status", BOOLEAN, default=True,
             shortdesc="Fail when the link has no carrier",
             longdesc="""Monitor reports a failure when the interface has no carrier (cable out,
@@ -146,7 +146,8 @@ def on_this_node(cfg: Config) -> vips.Vip:
 def keep_watch(cfg: Config, vip: vips.Vip) -> None:
     from ocf_lib.logic import watcher
     watcher.keep(cfg.env.state(), enabled=cfg.watch, resource=cfg.env.instance,
-                 target=["address", vip.ip, vip.nic or "", "1" if cfg.check_link_status else "0"],
+                 target=["address", vip.ip, vip.nic or "", "1" if cfg.check_link_status else "0",
+                         "1" if cfg.reset_connections else "0"],
                  log=cfg.log)
 
 
@@ -216,7 +217,6 @@ def stop(cfg: Config) -> int:
     from ocf_lib.logic import watcher
     watcher.end(cfg.env.state())
     vips.stop_announcer(cfg.env.state(), cfg.log)
-    vips.forget_handed_over(cfg.env.state())
     try:
         vip = configured(cfg)
     except OcfError as err:  # a configuration that cannot work here never started
@@ -252,8 +252,6 @@ def monitor(cfg: Config) -> int:
     code = monitor_served(cfg, vip)
     if code == OCF.SUCCESS and not cfg.env.is_probe:
         keep_watch(cfg, vip)
-        if cfg.reset_connections and cfg.env.node:
-            vips.hand_over(vip, cfg.env.instance, cfg.env.node, cfg.env.state(), cfg.log)
         if cfg.arp_count_refresh > 0:
             announce(cfg, vip, cfg.arp_count_refresh, background=False)
     return code

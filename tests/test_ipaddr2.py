@@ -396,3 +396,35 @@ def test_without_its_local_route_the_node_takes_no_new_connection_but_still_rese
     finally:
         server.kill()
         client.kill()
+
+
+def test_the_hand_over_tells_the_other_nodes_of_long_lived_connections_when_they_change(
+        monkeypatch):
+    """Seen twice in a row counts (a short request is gone by the next look); a value is
+    written to every other node only when it changed."""
+    from ocf_lib.adapters import pacemaker, sock_diag
+    from ocf_lib.logic.vip import HandOver
+
+    class Conn:
+        state = sock_diag.ESTABLISHED
+
+        def __init__(self, port):
+            self.local, self.remote = ("198.18.1.20", 6443), ("198.18.1.100", port)
+
+    looks = iter([[Conn(40001)], [Conn(40001), Conn(40002)], [Conn(40001), Conn(40002)],
+                  [Conn(40002)], [Conn(40002)]])
+    written = []
+    monkeypatch.setattr(sock_diag, "on_address", lambda ip: next(looks))
+    monkeypatch.setattr(pacemaker, "member_names", lambda: ["node1", "node2", "node3"])
+    monkeypatch.setattr(pacemaker, "update_attribute",
+                        lambda name, value, node, private: written.append((node, value)))
+    hand_over = HandOver("198.18.1.20", "vip:0", "node1")
+    assert hand_over.attribute == "kuth-vip-connections"
+    for _ in range(5):
+        hand_over()
+    assert written == [
+        ("node2", "none"), ("node3", "none"),                      # nothing seen twice yet
+        ("node2", "198.18.1.100,40001,6443"), ("node3", "198.18.1.100,40001,6443"),
+        ("node2", "198.18.1.100,40001,6443 198.18.1.100,40002,6443"),
+        ("node3", "198.18.1.100,40001,6443 198.18.1.100,40002,6443"),
+        ("node2", "198.18.1.100,40002,6443"), ("node3", "198.18.1.100,40002,6443")]

@@ -264,6 +264,7 @@ def reset_connections(vip: Vip, log: "Logger") -> None:
 # -- connections handed over to the node that takes the address next --------------------------
 
 HANDOVER_MAX = 2000  # connections a node hands over: bounds the attribute and the tickles
+HANDOVER_PERIOD = 2.0  # seconds between two looks at the connections
 
 
 def handover_attribute(resource: str) -> str:
@@ -271,38 +272,36 @@ def handover_attribute(resource: str) -> str:
     return f"kuth-{resource.split(':', 1)[0]}-connections"
 
 
-def hand_over(vip: Vip, resource: str, node: str, state: "StateDir", log: "Logger") -> None:
-    """Tell every other node which long-lived connections this node holds on the address:
-    the one that takes it over after losing this node tickles their clients (start). A
-    connection counts once two calls (monitors) in a row saw it established: short requests
-    come and go between two monitors and would make every monitor write. Written only when
-    that set changed, as a private attrd attribute of each other node (never in the CIB; a
-    lost node's own attributes go with it, these stay with the survivors), at most
-    HANDOVER_MAX connections."""
-    from ocf_lib.adapters import pacemaker, sock_diag
-    from ocf_lib.ocf.state import StateError
-    try:
-        now = {f"{c.remote[0]},{c.remote[1]},{c.local[1]}" for c in sock_diag.on_address(vip.ip)
+class HandOver:
+    """Tells every other node which long-lived connections this node holds on the address:
+    the one that takes it over after losing this node tickles their clients (see
+    tickle_handed_over). The address's watcher calls it every HANDOVER_PERIOD, so the list
+    is at most a few seconds old. A connection counts once two calls in a row saw it
+    established (short requests come and go between them and would make every call write);
+    the list is written only when it changed, as a private attrd attribute of each other
+    node (never in the CIB; a lost node's own attributes go with it, these stay with the
+    survivors), with at most HANDOVER_MAX connections."""
+
+    def __init__(self, ip: str, resource: str, node: str) -> None:
+        self.ip = ip
+        self.attribute = handover_attribute(resource)
+        self.node = node
+        self.seen: set[str] = set()
+        self.handed: str | None = None
+
+    def __call__(self) -> None:
+        """One round; OSError or PacemakerError when the list could not be read or told."""
+        from ocf_lib.adapters import pacemaker, sock_diag
+        now = {f"{c.remote[0]},{c.remote[1]},{c.local[1]}" for c in sock_diag.on_address(self.ip)
                if c.state == sock_diag.ESTABLISHED}
-        seen = set((state.read("connections-seen") or "").split())
-        if now != seen:
-            state.write("connections-seen", " ".join(sorted(now)[:HANDOVER_MAX]))
-        value = " ".join(sorted(now & seen)) or "none"
-        if state.read("connections-handed") == value:
+        value = " ".join(sorted(now & self.seen)[:HANDOVER_MAX]) or "none"
+        self.seen = now
+        if value == self.handed:
             return
         for peer in pacemaker.member_names():
-            if peer != node:
-                pacemaker.update_attribute(handover_attribute(resource), value, node=peer,
-                                           private=True)
-        state.write("connections-handed", value)
-    except (OSError, StateError, pacemaker.PacemakerError) as err:
-        log.warning(f"cannot hand over the connections on {vip.ip}: {err}")
-
-
-def forget_handed_over(state: "StateDir") -> None:
-    """At stop: the next start hands over afresh."""
-    for suffix in ("connections-seen", "connections-handed"):
-        state.remove(suffix)
+            if peer != self.node:
+                pacemaker.update_attribute(self.attribute, value, node=peer, private=True)
+        self.handed = value
 
 
 def tickle_handed_over(vip: Vip, resource: str, node: str, log: "Logger") -> None:

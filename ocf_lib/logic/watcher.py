@@ -28,6 +28,7 @@ MARK = "kuth-watcher"
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ocf_lib.logic.vip import HandOver
     from ocf_lib.ocf.log import Logger
     from ocf_lib.ocf.state import StateDir
 
@@ -38,7 +39,9 @@ LINK_DOWN_GRACE = 1.0  # seconds a link may lose its carrier before it is a fail
 def spawn(lib_root: str, *, resource: str, node: str, guardian: int, lock_path: str,
           target: list[str]) -> int:
     """Start a detached watcher for resource on node; return the watcher's pid. target is
-    ["process", PID] or ["address", IP, NIC, CHECK_LINK (1/0)]. guardian is a process whose
+    ["process", PID] or ["address", IP, NIC, CHECK_LINK (1/0), HAND_OVER (1/0)]: with
+    HAND_OVER, the watcher also keeps the other nodes told of the connections on the address
+    (ocf_lib.logic.vip.HandOver). guardian is a process whose
     end means the cluster is gone here (0: none)."""
     script = os.path.join(lib_root, "ocf_lib", "logic", "watcher.py")
     argv = [sys.executable, "-IS", script, MARK, lib_root, resource, node, str(guardian), lock_path, *target]
@@ -120,8 +123,12 @@ def watch(resource: str, node: str, guardian: int, lock_path: str, target: list[
             return "the cluster is gone"
     if target[0] == "process" and len(target) == 2:
         failure = _process_ended(poller, int(target[1]))
-    elif target[0] == "address" and len(target) == 4:
-        failure = _address_lost(poller, target[1], target[2], target[3] == "1")
+    elif target[0] == "address" and len(target) == 5:
+        hand_over = None
+        if target[4] == "1":
+            from ocf_lib.logic.vip import HandOver
+            hand_over = HandOver(target[1], resource, node)
+        failure = _address_lost(poller, target[1], target[2], target[3] == "1", hand_over)
     else:
         return f"unknown target {target}"
     if not failure:
@@ -152,9 +159,12 @@ def _process_ended(poller: select.poll, pid: int) -> str:
     return f"process {pid} ended" if watched in _wait(poller) else ""
 
 
-def _address_lost(poller: select.poll, ip: str, nic: str, check_link: bool) -> str:
+def _address_lost(poller: select.poll, ip: str, nic: str, check_link: bool,
+                  hand_over: "HandOver | None") -> str:
     """'' when the guardian ended first, else how the address was lost: removed, its
-    interface removed, or (check_link) the link without carrier for LINK_DOWN_GRACE."""
+    interface removed, or (check_link) the link without carrier for LINK_DOWN_GRACE. Every
+    HANDOVER_PERIOD meanwhile, hand_over (when given) runs."""
+    from ocf_lib.logic.vip import HANDOVER_PERIOD
     from ocf_lib.adapters import netlink
     events = netlink.Events()  # subscribed before looking, so that nothing falls between
     poller.register(events.fileno(), select.POLLIN)
@@ -162,9 +172,11 @@ def _address_lost(poller: select.poll, ip: str, nic: str, check_link: bool) -> s
     if link is None or not any(a.address == ip for a in netlink.addresses(0, link.index)):
         return f"{ip} is not on {nic}"
     down_since: float | None = None
+    next_hand_over = time.monotonic() if hand_over else None
+    reported = ""
     while True:
-        timeout = None if down_since is None else \
-            max(int((down_since + LINK_DOWN_GRACE - time.monotonic()) * 1000), 0)
+        due = [t for t in (down_since and down_since + LINK_DOWN_GRACE, next_hand_over) if t]
+        timeout = max(int((min(due) - time.monotonic()) * 1000), 0) if due else None
         ready = _wait(poller, timeout)
         if ready and events.fileno() not in ready:
             return ""
@@ -178,6 +190,23 @@ def _address_lost(poller: select.poll, ip: str, nic: str, check_link: bool) -> s
                 down_since = None if working else (down_since or time.monotonic())
         if down_since is not None and time.monotonic() >= down_since + LINK_DOWN_GRACE:
             return f"{nic} has had no carrier for {LINK_DOWN_GRACE:g} s"
+        if hand_over and next_hand_over and time.monotonic() >= next_hand_over:
+            reported = _hand_over(hand_over, reported)
+            next_hand_over = time.monotonic() + HANDOVER_PERIOD
+
+
+def _hand_over(hand_over: "HandOver", reported: str) -> str:
+    """One round of hand_over; a failure goes to syslog once, not every round. Returns the
+    failure last reported."""
+    from ocf_lib.adapters.pacemaker import PacemakerError
+    try:
+        hand_over()
+        return ""
+    except (OSError, PacemakerError) as err:
+        if str(err) != reported:
+            import syslog
+            syslog.syslog(syslog.LOG_WARNING, f"{MARK}: cannot hand over the connections: {err}")
+        return str(err)
 
 
 def action_under_way(lock_path: str) -> bool:
