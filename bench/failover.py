@@ -473,13 +473,14 @@ class Bench:
         done = getattr(driver, method)()
         self.cluster.wait_for(done, RECOVERY_S, interval=0.1, what=f"{method} done")
         self.steady(time.monotonic(), RECOVERY_S)
-        until = time.monotonic() - REQUEST_TIMEOUT
+        flowing = time.monotonic()  # every stream has received since the stack was done
+        until = flowing - REQUEST_TIMEOUT  # the requests sent until then have their answer
         outage = self.traffic.outage(since, until)
         results = sorted((sent - event_at, ok) for sent, ok in list(self.traffic.results)
                          if since <= sent <= until)
         sample = Sample(outage.longest_gap, outage.failed, outage.total, results,
-                        streams_cut=self.streams.cut(since, until),
-                        stream_stall=self.streams.stall(since, until))
+                        streams_cut=self.streams.cut(since, flowing),
+                        stream_stall=self.streams.stall(since, flowing))
         if method == "link_down":
             started = driver.agents_part(event_at + self.wall_offset)
             if started is not None:
