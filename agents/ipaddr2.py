@@ -105,9 +105,10 @@ TCP connection the node holds on it, with a reset to each client (the kernel's s
 destroy, as `ss -K`; a kernel without it gets a warning). When a node is lost, its clients
 hear nothing from it: while it runs, its address watcher (watch=true) hands the long-lived
 connections over to the other nodes every 2 s (a private attrd attribute, at most 2000
-connections, written only when they change), and the node that takes the address over
-sends each client a TCP ACK that its kernel answers; the new owner resets that answer and
-the client reconnects ("tickle ACKs", as CTDB does). false: none of this.""")
+connections, written when they change and every 10 s), and the watcher of the node that
+takes the address over sends each client a TCP ACK that its kernel answers; the new owner
+resets that answer and the client reconnects ("tickle ACKs", as CTDB does). false: none of
+this.""")
 agent.param("check_link_status", BOOLEAN, default=True,
             shortdesc="Fail when the link has no carrier",
             longdesc="""Monitor reports a failure when the interface has no carrier (cable out,
@@ -200,9 +201,7 @@ def start(cfg: Config) -> int:
     if cfg.flush_routes:
         iproute.flush_route_cache(vip.family)
     announce(cfg, vip, cfg.arp_count, cfg.arp_bg)
-    if cfg.reset_connections and cfg.env.node:  # after the announcement: answers come here
-        vips.tickle_handed_over(vip, cfg.env.instance, cfg.env.node, cfg.log)
-    keep_watch(cfg, vip)
+    keep_watch(cfg, vip)  # its watcher tickles the clients of a lost owner (announced now)
     cfg.log.info(f"started {vip}")
     return OCF.SUCCESS
 

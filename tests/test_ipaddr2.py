@@ -401,7 +401,7 @@ def test_without_its_local_route_the_node_takes_no_new_connection_but_still_rese
 def test_the_hand_over_tells_the_other_nodes_of_long_lived_connections_when_they_change(
         monkeypatch):
     """Seen twice in a row counts (a short request is gone by the next look); a value is
-    written to every other node only when it changed."""
+    written to every other node when it changed, and again once it is HANDOVER_REFRESH old."""
     from ocf_lib.adapters import pacemaker, sock_diag
     from ocf_lib.logic.vip import HandOver
 
@@ -420,11 +420,14 @@ def test_the_hand_over_tells_the_other_nodes_of_long_lived_connections_when_they
                         lambda name, value, node, private: written.append((node, value)))
     hand_over = HandOver("198.18.1.20", "vip:0", "node1")
     assert hand_over.attribute == "kuth-vip-connections"
-    for _ in range(5):
+    for _ in range(4):
         hand_over()
+    hand_over.handed_at -= 11  # unchanged, but due again (HANDOVER_REFRESH)
+    hand_over()
     assert written == [
         ("node2", "none"), ("node3", "none"),                      # nothing seen twice yet
         ("node2", "198.18.1.100,40001,6443"), ("node3", "198.18.1.100,40001,6443"),
         ("node2", "198.18.1.100,40001,6443 198.18.1.100,40002,6443"),
         ("node3", "198.18.1.100,40001,6443 198.18.1.100,40002,6443"),
+        ("node2", "198.18.1.100,40002,6443"), ("node3", "198.18.1.100,40002,6443"),
         ("node2", "198.18.1.100,40002,6443"), ("node3", "198.18.1.100,40002,6443")]

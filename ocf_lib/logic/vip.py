@@ -265,6 +265,7 @@ def reset_connections(vip: Vip, log: "Logger") -> None:
 
 HANDOVER_MAX = 2000  # connections a node hands over: bounds the attribute and the tickles
 HANDOVER_PERIOD = 2.0  # seconds between two looks at the connections
+HANDOVER_REFRESH = 10.0  # seconds after which an unchanged list is written again
 
 
 def handover_attribute(resource: str) -> str:
@@ -273,13 +274,16 @@ def handover_attribute(resource: str) -> str:
 
 
 class HandOver:
-    """Tells every other node which long-lived connections this node holds on the address:
-    the one that takes it over after losing this node tickles their clients (see
-    tickle_handed_over). The address's watcher calls it every HANDOVER_PERIOD, so the list
-    is at most a few seconds old. A connection counts once two calls in a row saw it
-    established (short requests come and go between them and would make every call write);
-    the list is written only when it changed, as a private attrd attribute of each other
-    node (never in the CIB; a lost node's own attributes go with it, these stay with the
+    """The connections on the address, handed from node to node for the clients' sake.
+
+    While this node has the address, its watcher calls it every HANDOVER_PERIOD: it tells
+    every other node which long-lived connections this node holds, so that the one that
+    takes the address over after losing this node can tickle their clients (take_over). A
+    connection counts once two calls in a row saw it established (short requests come and
+    go between them and would make every call write). The list is written when it changed,
+    and again every HANDOVER_REFRESH (attrd may drop a value written for a node while it
+    was away, when that node rejoins), as a private attrd attribute of each other node
+    (never in the CIB; a lost node's own attributes go with it, these stay with the
     survivors), with at most HANDOVER_MAX connections."""
 
     def __init__(self, ip: str, resource: str, node: str) -> None:
@@ -288,6 +292,7 @@ class HandOver:
         self.node = node
         self.seen: set[str] = set()
         self.handed: str | None = None
+        self.handed_at = 0.0
 
     def __call__(self) -> None:
         """One round; OSError or PacemakerError when the list could not be read or told."""
@@ -296,35 +301,27 @@ class HandOver:
                if c.state == sock_diag.ESTABLISHED}
         value = " ".join(sorted(now & self.seen)[:HANDOVER_MAX]) or "none"
         self.seen = now
-        if value == self.handed:
+        if value == self.handed and time.monotonic() < self.handed_at + HANDOVER_REFRESH:
             return
         for peer in pacemaker.member_names():
             if peer != self.node:
                 pacemaker.update_attribute(self.attribute, value, node=peer, private=True)
-        self.handed = value
+        self.handed, self.handed_at = value, time.monotonic()
 
-
-def tickle_handed_over(vip: Vip, resource: str, node: str, log: "Logger") -> None:
-    """After taking the address over: tickle the clients of the connections the previous
-    owner handed over (see hand_over and ocf_lib.adapters.tickle), then forget the list."""
-    from ocf_lib.adapters import pacemaker, tickle
-    name = handover_attribute(resource)
-    value = pacemaker.query_attribute(name, node)
-    if not value or value == "none":
-        return
-    connections = []
-    for record in value.split()[:HANDOVER_MAX]:
-        client, _, ports = record.partition(",")
-        client_port, _, port = ports.partition(",")
-        if client_port.isdigit() and port.isdigit():
-            connections.append((client, int(client_port), int(port)))
-    try:
-        sent = tickle.send(vip.ip, connections)
-    except OSError as err:
-        log.warning(f"cannot tickle the clients of {vip.ip}: {err}")
-        return
-    log.info(f"tickled {sent} client(s) of connections handed over on {vip.ip}")
-    try:
-        pacemaker.delete_attribute(name, node=node)
-    except pacemaker.PacemakerError as err:
-        log.warning(str(err))
+    def take_over(self) -> int:
+        """Once this node has the address (and has announced it): tickle the clients of the
+        connections the previous owner handed over (ocf_lib.adapters.tickle), forget the
+        list, and return how many were tickled. OSError or PacemakerError on failure."""
+        from ocf_lib.adapters import pacemaker, tickle
+        value = pacemaker.query_attribute(self.attribute, self.node)
+        if not value or value == "none":
+            return 0
+        connections = []
+        for record in value.split()[:HANDOVER_MAX]:
+            client, _, ports = record.partition(",")
+            client_port, _, port = ports.partition(",")
+            if client_port.isdigit() and port.isdigit():
+                connections.append((client, int(client_port), int(port)))
+        sent = tickle.send(self.ip, connections)
+        pacemaker.delete_attribute(self.attribute, node=self.node)
+        return sent

@@ -173,7 +173,7 @@ def _address_lost(poller: select.poll, ip: str, nic: str, check_link: bool,
         return f"{ip} is not on {nic}"
     down_since: float | None = None
     next_hand_over = time.monotonic() if hand_over else None
-    reported = ""
+    reported = _take_over(hand_over) if hand_over else ""
     while True:
         due = [t for t in (down_since and down_since + LINK_DOWN_GRACE, next_hand_over) if t]
         timeout = max(int((min(due) - time.monotonic()) * 1000), 0) if due else None
@@ -195,6 +195,22 @@ def _address_lost(poller: select.poll, ip: str, nic: str, check_link: bool,
             next_hand_over = time.monotonic() + HANDOVER_PERIOD
 
 
+def _take_over(hand_over: "HandOver") -> str:
+    """Tickle the clients of the address's previous owner (HandOver.take_over), to syslog.
+    Returns the failure reported, if any."""
+    import syslog
+    from ocf_lib.adapters.pacemaker import PacemakerError
+    try:
+        sent = hand_over.take_over()
+    except (OSError, PacemakerError) as err:
+        syslog.syslog(syslog.LOG_WARNING, f"cannot tickle the clients of {hand_over.ip}: {err}")
+        return str(err)
+    if sent:
+        syslog.syslog(syslog.LOG_NOTICE, f"tickled {sent} client(s) of connections handed over "
+                                         f"on {hand_over.ip}")
+    return ""
+
+
 def _hand_over(hand_over: "HandOver", reported: str) -> str:
     """One round of hand_over; a failure goes to syslog once, not every round. Returns the
     failure last reported."""
@@ -205,7 +221,7 @@ def _hand_over(hand_over: "HandOver", reported: str) -> str:
     except (OSError, PacemakerError) as err:
         if str(err) != reported:
             import syslog
-            syslog.syslog(syslog.LOG_WARNING, f"{MARK}: cannot hand over the connections: {err}")
+            syslog.syslog(syslog.LOG_WARNING, f"cannot hand over the connections: {err}")
         return str(err)
 
 
@@ -285,9 +301,9 @@ def main(argv: list[str]) -> int:
     lib_root, resource, node, guardian, lock_path = argv[2:7]
     sys.path.insert(0, lib_root)
     started = time.monotonic()
-    outcome = watch(resource, node, int(guardian), lock_path, argv[7:])
     import syslog
     syslog.openlog(f"{MARK}({resource})", syslog.LOG_PID, syslog.LOG_DAEMON)
+    outcome = watch(resource, node, int(guardian), lock_path, argv[7:])
     syslog.syslog(syslog.LOG_NOTICE, f"{outcome} after {time.monotonic() - started:.0f} s")
     return 0
 
