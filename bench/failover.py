@@ -155,8 +155,11 @@ class PacemakerStack:
         c.settle()
 
     def active(self) -> str:
-        [node] = self.cluster.locate(VIP_RSC)
-        return node
+        """The node with the VIP; ClusterError (for wait_for: not yet) unless exactly one."""
+        nodes = self.cluster.locate(VIP_RSC)
+        if len(nodes) != 1:
+            raise ClusterError(f"{VIP_RSC} active on {nodes or 'no node'}")
+        return nodes[0]
 
     def teardown(self) -> None:
         """Nothing: the next stack's reset() removes the resources."""
