@@ -76,8 +76,10 @@ def stats_page(cluster: Cluster, auth: tuple[str, str] | None = STATS_AUTH) -> i
 
 
 def haproxy_pids(cluster: Cluster, name: str) -> list[int]:
-    """haproxy processes (master and workers) running in the node."""
-    return sorted(cluster.node(name).pids("haproxy"))
+    """haproxy processes (master and workers) running in the node: the binary's, not a run
+    of the agent, whose command name is haproxy too."""
+    return sorted(pid for pid in cluster.node(name).pids("haproxy")
+                  if (info := process.process_info(pid)) and info.exe == "/usr/sbin/haproxy")
 
 
 def haproxy_master(cluster: Cluster, name: str) -> int:
