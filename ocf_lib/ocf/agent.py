@@ -57,7 +57,6 @@ class OcfEnv:
         self.action = action
         self.started = time.monotonic()
         self.instance = environ.get("OCF_RESOURCE_INSTANCE", "")
-        self.node = environ.get("OCF_RESKEY_CRM_meta_on_node", "")  # "" outside Pacemaker
         self.interval_ms = _int_env("OCF_RESKEY_CRM_meta_interval", 0)
         self.timeout_ms = _int_env("OCF_RESKEY_CRM_meta_timeout", 20000)
         self.is_probe = action == "monitor" and environ.get("OCF_RESKEY_CRM_meta_interval") == "0"
