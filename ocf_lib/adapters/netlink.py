@@ -2,8 +2,10 @@
 
 Monitor runs every few seconds on every node; asking the kernel directly over an
 AF_NETLINK socket costs well under a millisecond, where spawning `ip -j addr` and parsing
-JSON costs several. Only dumps are sent (no changes): changes go through `ip` in
-`ocf_lib.adapters.iproute`, where the exact command shows up in logs.
+JSON costs several. Only rtnetlink dumps are sent here (no changes): changes of links and
+addresses go through `ip` in `ocf_lib.adapters.iproute`, where the exact command shows up in
+logs. `Channel` is the netlink socket of any protocol; `ocf_lib.adapters.sock_diag` uses it
+for its dumps and socket destroys.
 """
 
 import _socket
