@@ -1,11 +1,14 @@
 """The project's demo (`make demo`): the packaged agents keep a VIP and HAProxy available in a
 real Pacemaker + Corosync cluster on this machine, while a client sends traffic through the
 VIP (short requests, and long-lived watch streams as Kubernetes clients hold them) and the
-demo moves the resources, kills HAProxy and cuts a node off.
+demo moves the resources, kills HAProxy, crashes the active node and cuts a node off. Fencing
+is on, as the README recommends: the lab's fence device powers a lost node off and on again.
 
 Run as root after `make deb` (make demo does both). The cluster is the lab's (lab/cluster.py): each
-node is a set of namespaces with a private /run, /etc/haproxy, /var/lib/pacemaker..., on a
-switch of their own; every address is in 198.18.0.0/15, inside those namespaces. The .deb is
+node is a set of namespaces with a fresh /run at each boot and its own /etc/haproxy,
+/var/lib/pacemaker... on a disk of its own, on switches of their own, and a power switch on
+the lan (lab/fencing.py) is its fence device; every address is in 198.18.0.0/15, inside
+those namespaces. The .deb is
 unpacked into a temporary directory (`dpkg-deb -x`) and laid over each node's /usr, so the
 nodes run the package's files where apt would install them, while the machine's /usr and
 /usr/lib/ocf stay untouched. Teardown leaves no namespace, process, mount or file behind.
@@ -165,9 +168,40 @@ class Demo:
             return bool(now) and not set(killed) & set(now) and self.on(node)
         self.event("haproxy killed", kill, restarted)
 
+    def handed_over(self, lost: str) -> None:
+        """Wait until the address watcher on lost has handed the streams over to the other
+        nodes (every 2 s, connections seen twice), so their new owner can wake them."""
+        attribute = ["attrd_updater", "-Q", "-n", f"kuth-{VIP_RSC}-connections"]
+        for name in self.cluster.names:
+            if name != lost:
+                self.cluster.wait_for(lambda: self.cluster.node(name).run(
+                    [*attribute, "-N", name], check=False).stdout.count(f",{KUBE_PORT}")
+                    == STREAMS, WAIT_S, what=f"the streams handed over to {name}")
+        self.say(f"The address watcher on {lost} has handed the {STREAMS} streams over to the "
+                 f"other nodes (node attribute kuth-{VIP_RSC}-connections).")
+
+    def node_crash(self) -> None:
+        lost = self.active()
+        survivors = [n for n in self.cluster.names if n != lost]
+        self.handed_over(lost)
+
+        def crash() -> str:
+            self.cluster.crash(lost)
+            return f"{lost} crashed (every process of it killed at once, as a power loss)"
+
+        def back() -> bool:
+            return (self.on_one_of(survivors) and
+                    self.cluster.status().online == self.cluster.names)
+        self.event("node crash", crash, lambda: self.on_one_of(survivors, view=survivors[0]))
+        self.cluster.wait_for(back, WAIT_S, what=f"{lost} back")
+        self.say(f"  {', '.join(survivors)} fenced {lost} (stonith:fence_kuth_lab, reboot) "
+                 f"before taking its resources; {lost} booted again and rejoined:")
+        self.shell(["stonith_admin", "--history", lost])
+
     def node_down(self) -> None:
         lost = self.active()
         survivors = [n for n in self.cluster.names if n != lost]
+        self.handed_over(lost)
 
         def cut() -> str:
             self.cluster.link_down(lost)
@@ -175,6 +209,7 @@ class Demo:
         self.event("node link down", cut, lambda: self.on_one_of(survivors, view=survivors[0]))
 
         def plug() -> str:
+            self.cluster.wait_booted(lost)
             self.cluster.link_up(lost)
             return f"cables of {lost} plugged back"
 
@@ -185,12 +220,9 @@ class Demo:
                     status.resources.get(VIP_RSC) == status.resources.get(HAPROXY_RSC) and
                     sum(n.has_address(VIP) for n in self.cluster.nodes) == 1)
         self.event("node back", plug, rejoined)
-        if len(self.cluster.nodes) == 2:
-            self.say(f"  (two_node, no fencing: cut off, {lost} kept quorum and whatever it ran; "
-                     f"back, Pacemaker stops any copy active on both nodes and keeps one)")
-        else:
-            self.say(f"  (cut off, {lost} lost quorum and stopped its resources "
-                     f"(no-quorum-policy=stop): it came back empty)")
+        self.say(f"  (cut off, {lost} could not reach the fence device, the others could: they "
+                 f"fenced it before taking over; it rebooted without its cables, stayed without "
+                 f"quorum and ran nothing, and joined when they were back)")
 
     def on(self, node: str, view: str | None = None) -> bool:
         return self.on_one_of([node], view)
@@ -279,7 +311,7 @@ def main(argv: list[str]) -> int:
               f"into {root}; the nodes see its usr/ laid over /usr, the machine's /usr is "
               f"not touched.", flush=True)
         print(f"Starting a {args.nodes}-node cluster (Corosync knet, token 1000 ms, Pacemaker, "
-              f"no fencing) in network namespaces...", flush=True)
+              f"fencing on) in network namespaces...", flush=True)
         with Cluster(nodes=args.nodes, agents_dir=None, package_root=root,
                      logs_dir=os.environ.get("KUTH_CLUSTER_LOGS")) as cluster:
             run(cluster, args, began)
@@ -306,6 +338,8 @@ def run(cluster: Cluster, args: argparse.Namespace, began: float) -> None:
              f"DC {status.dc}; kube-apiserver stand-ins on {VIP_NETWORK}.11-13:{KUBE_PORT}, "
              f"client {cluster.client.netns.name} on {VIP_NETWORK}.100.")
     demo.shell(["ls", "-l", "/usr/lib/ocf/resource.d/kuth/"])
+    demo.say("The fence device (stonith-enabled=true), preset in the CIB:")
+    demo.shell(["crm", "configure", "show", "fence-lab"])
     demo.configure()
     demo.stats_page()
     demo.say(f"Client traffic starts: GET http://{VIP}:{KUBE_PORT}/ every {args.interval} ms, "
@@ -314,6 +348,7 @@ def run(cluster: Cluster, args: argparse.Namespace, began: float) -> None:
         time.sleep(2)
         demo.planned_move()
         demo.kill_haproxy()
+        demo.node_crash()
         demo.node_down()
         time.sleep(1)
     demo.shell(["crm_mon", "-1", "-A"])

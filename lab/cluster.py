@@ -52,8 +52,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 import subprocess
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
@@ -61,14 +63,17 @@ from typing import TypeVar
 
 from lab import AGENTS, apiserver
 from lab.command import ClusterError
+from lab.fencing import AGENT, PowerSwitch
 from lab.guide import haproxy_config
 from lab.netns import NamedPool, Netns
-from lab.nodes import PACEMAKER_ENV, Node
-from lab.teardown import harness_prefix, reap_stale, start_reaper
-from lab.topology import CLIENT_ADDRESS, KUBE_MASTERS, KUBE_PORT, NAME_PREFIX, NODE_HTTP_PORT
+from lab.nodes import HOSTS, PACEMAKER_ENV, Node
+from lab.teardown import harness_prefix, lab_dir, reap_stale, start_reaper
+from lab.topology import (CLIENT_ADDRESS, KUBE_MASTERS, KUBE_PORT, NAME_PREFIX, NODE_HTTP_PORT,
+                          POWER_ADDRESS)
 from lab.traffic import Client
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
+FENCE_DEVICE = "fence-lab"  # the fence device's resource id
 _clusters = itertools.count()
 T = TypeVar("T")
 
@@ -138,12 +143,27 @@ def hosts_file(nodes: list[Node]) -> str:
         f"{n.ring_address} {n.name}\n" for n in nodes)
 
 
-def default_properties(node_count: int) -> dict[str, str]:
-    """Cluster options written into the CIB before Pacemaker starts: no fencing (nothing to
-    fence with here), the usual no-quorum-policy for the size, and a short dc-deadtime so the
-    first DC election does not wait the default 20 s."""
+def default_properties(node_count: int, fencing: bool = True) -> dict[str, str]:
+    """Cluster options written into the CIB before Pacemaker starts: fencing on, as the
+    README tells operators, with Pacemaker's default no-quorum-policy (stop: two_node keeps
+    a pair's survivor quorate); without fencing, a pair ignores quorum as the guide does. A
+    short dc-deadtime, so the first DC election does not wait the default 20 s."""
+    if fencing:
+        return {"stonith-enabled": "true", "dc-deadtime": "2s"}
     return {"stonith-enabled": "false", "dc-deadtime": "2s",
             "no-quorum-policy": "ignore" if node_count == 2 else "stop"}
+
+
+def fence_device(nodes: list[Node]) -> str:
+    """The CIB's primitive for the lab's fence device (lab.fencing), fencing every node."""
+    hosts = " ".join(n.name for n in nodes)
+    return (f'<primitive id="{FENCE_DEVICE}" class="stonith" type="{AGENT}">'
+            f'<instance_attributes id="{FENCE_DEVICE}-params">'
+            f'<nvpair id="{FENCE_DEVICE}-ip" name="ip" value="{POWER_ADDRESS}"/>'
+            f'<nvpair id="{FENCE_DEVICE}-hosts" name="pcmk_host_list" value="{hosts}"/>'
+            f'</instance_attributes><operations>'
+            f'<op id="{FENCE_DEVICE}-monitor" name="monitor" interval="60s"/>'
+            f'</operations></primitive>')
 
 
 class Cluster:
@@ -152,10 +172,11 @@ class Cluster:
 
     def __init__(self, nodes: int = 2, token_ms: int = 1000, agents_dir: str | None = AGENTS,
                  properties: dict[str, str] | None = None, logs_dir: str | None = None,
-                 package_root: str | None = None) -> None:
+                 package_root: str | None = None, fencing: bool = True) -> None:
         """agents_dir: shown to the nodes as /usr/lib/ocf/resource.d/kuth; None leaves the
-        machine's (an installed package). properties: CIB cluster options preset before
-        start (default_properties). logs_dir: where teardown copies every node's logs, in a
+        machine's (an installed package). fencing: the lab's fence device (lab.fencing) in
+        the CIB and stonith-enabled=true. properties: CIB cluster options preset before
+        start (default: default_properties). logs_dir: where teardown copies every node's logs, in a
         directory per cluster. package_root: a Debian package unpacked there (`dpkg -x`):
         its usr/ is laid over each node's /usr (a read-only overlay), so the nodes run the
         package's files where it installs them and the machine's /usr stays as it is; give
@@ -164,14 +185,22 @@ class Cluster:
             raise ValueError("a cluster here has 2 or 3 nodes")
         self.token_ms = token_ms
         self.agents_dir = os.path.abspath(agents_dir) if agents_dir else None
-        self.properties = properties if properties is not None else default_properties(nodes)
+        self.fencing = fencing
+        self.properties = (properties if properties is not None
+                           else default_properties(nodes, fencing))
         self.logs_dir = logs_dir
         self.package_root = os.path.abspath(package_root) if package_root else None
         self.prefix = harness_prefix(os.getpid(), next(_clusters))
+        self.dir = lab_dir(self.prefix)   # the nodes' disks
         self.pool = NamedPool(self.prefix)
         self.reaper: subprocess.Popen[bytes] | None = None
         self.nodes: list[Node] = []
-        self.servers: list[subprocess.Popen[bytes]] = []
+        self.switch: PowerSwitch | None = None
+        self.power_lock = threading.RLock()
+        self.boots: dict[str, threading.Thread] = {}   # boots started by power_on
+        self.boot_errors: dict[str, BaseException] = {}
+        self.fence_mark = 0   # fenced() counts from here
+        self.servers: dict[str, subprocess.Popen[bytes]] = {}   # each node's name on :80
         self.kube_servers: dict[str, subprocess.Popen[bytes]] = {}
         self.daemons: dict[str, list[subprocess.Popen[bytes]]] = {}
         self.ring_switch: Netns | None = None
@@ -213,63 +242,67 @@ class Cluster:
         began = time.monotonic()
         reap_stale()
         self.reaper = start_reaper(self.prefix)
+        os.makedirs(self.dir)
         self._build_networks()
         for node in self.nodes:
-            self._prepare_node(node)
-        for node in self.nodes:
-            self._start_corosync(node)
-        for node in self.nodes:
-            self._wait_corosync(node)
-            self.start_pacemaker(node.name)
-        self._start_servers()
+            self._boot(node, first=True)
+        for name in self.kube_masters:
+            self.start_kube_master(name)
         self.wait_for(self._formed, timeout, what="all nodes online with a DC")
         self.wait_for(self._serving, 10, what="HTTP servers answering")
         self.started_in = time.monotonic() - began
         return self.started_in
 
     def _build_networks(self) -> None:
-        self.nodes = [Node(f"{NAME_PREFIX}-node0{n}", n, self.pool.new(f"node0{n}"))
+        self.nodes = [Node(f"{NAME_PREFIX}-node0{n}", n, self.pool.new(f"node0{n}"),
+                           os.path.join(self.dir, f"node0{n}"))
                       for n in range(1, self.node_count + 1)]
         self.ring_switch = self.pool.switch([n.netns for n in self.nodes], dev="ring0")
         kubes = {name: self.pool.new(name) for name in KUBE_MASTERS}
         client = self.pool.new("client")
+        power = self.pool.new("power")
         self.lan_switch = self.pool.switch([*(n.netns for n in self.nodes), *kubes.values(),
-                                            client], dev="lan0")
-        for node in self.nodes:
-            node.netns.ip("addr", "add", f"{node.ring_address}/24", "dev", "ring0")
-            node.netns.ip("addr", "add", f"{node.lan_address}/24", "dev", "lan0")
+                                            client, power], dev="lan0")
+        power.ip("addr", "add", f"{POWER_ADDRESS}/24", "dev", "lan0")
+        if self.fencing:
+            self.switch = PowerSwitch(power, self)
         for name, ns in kubes.items():
             ns.ip("addr", "add", f"{KUBE_MASTERS[name]}/24", "dev", "lan0")
         client.ip("addr", "add", f"{CLIENT_ADDRESS}/24", "dev", "lan0")
         self.client = Client(client)
         self.kube_masters = kubes
 
-    def _prepare_node(self, node: Node) -> None:
-        """The node booted, with its Corosync and HAProxy configuration and preset CIB."""
-        node.boot(self.agents_dir, self.package_root)
-        node.write("/run/hosts", hosts_file(self.nodes))  # crmsh resolves node names
-        node.run(["mount", "--bind", "/run/hosts", "/etc/hosts"])
-        node.write("/etc/corosync/corosync.conf", corosync_conf(self.nodes, self.token_ms))
-        self.write_haproxy_config(haproxy_config(), [node.name])
-        self._preset_cib(node)
+    def _boot(self, node: Node, first: bool = False) -> None:
+        """Boot node: its namespaces and layout (on the first boot also what an installer
+        puts on its disk: /etc/hosts, corosync.conf, haproxy.cfg, a preset CIB), cables
+        plugged unless pulled, then Corosync, Pacemaker and its HTTP server on :80."""
+        node.boot(self.agents_dir, self.package_root, fence_agent=self.fencing)
+        if first:
+            node.write(HOSTS, hosts_file(self.nodes))  # crmsh resolves node names
+            node.write("/etc/corosync/corosync.conf", corosync_conf(self.nodes, self.token_ms))
+            self.write_haproxy_config(haproxy_config(), [node.name])
+            self._preset_cib(node)
+        self._plug(node.name)
+        self.daemons[node.name] = [node.popen(["corosync", "-f"],
+                                              log="/var/log/corosync/stdout.log")]
+        self.wait_for(lambda: node.run(["corosync-cfgtool", "-s"], check=False).returncode == 0,
+                      15, what=f"corosync answering on {node.name}")
+        self.start_pacemaker(node.name)
+        self.servers[node.name] = node.popen([*apiserver.command(node.name, NODE_HTTP_PORT)])
 
     def _preset_cib(self, node: Node) -> None:
-        """An empty CIB with self.properties, in place before Pacemaker first starts."""
+        """An empty CIB with self.properties (and the fence device), in place before
+        Pacemaker first starts."""
         cib = "/var/lib/pacemaker/cib/cib.xml"
         node.write(cib, node.run(["cibadmin", "--empty"]).stdout)
         env = {**PACEMAKER_ENV, "CIB_file": cib}
         for name, value in self.properties.items():
             node.run(["crm_attribute", "--type", "crm_config", "--name", name,
                       "--update", value], env=env)
+        if self.fencing:
+            node.run(["cibadmin", "--create", "--scope", "resources", "--xml-text",
+                      fence_device(self.nodes)], env=env)
         node.run(["chown", "hacluster:haclient", cib])
-
-    def _start_corosync(self, node: Node) -> None:
-        self.daemons[node.name] = [node.popen(["corosync", "-f"],
-                                              log="/var/log/corosync/stdout.log")]
-
-    def _wait_corosync(self, node: Node, timeout: float = 15) -> None:
-        self.wait_for(lambda: node.run(["corosync-cfgtool", "-s"], check=False).returncode == 0,
-                      timeout, what=f"corosync answering on {node.name}")
 
     def write_haproxy_config(self, text: str, names: Iterable[str] | None = None) -> None:
         """Write /etc/haproxy/haproxy.cfg on the nodes names (default: all), root's and
@@ -285,13 +318,6 @@ class Cluster:
         self.daemons.setdefault(name, []).append(
             node.popen(["pacemakerd"], log="/var/log/pacemaker/stdout.log", env=PACEMAKER_ENV))
         self.stopped.discard(name)
-
-    def _start_servers(self) -> None:
-        """kube-apiserver stand-ins on :6443, and each node's name on :80."""
-        for name in self.kube_masters:
-            self.start_kube_master(name)
-        for node in self.nodes:
-            self.servers.append(node.popen([*apiserver.command(node.name, NODE_HTTP_PORT)]))
 
     def start_kube_master(self, name: str) -> None:
         """Start the stand-in kube-apiserver name (again, after stop_kube_master)."""
@@ -318,23 +344,34 @@ class Cluster:
                 and len({v.dc for v in views}) == 1 and views[0].dc is not None)
 
     def reset(self, timeout: float = 60) -> None:
-        """Back to a whole cluster without resources, constraints or failure history, for
-        the next test: cables in, ring healed, Pacemaker running on every node, none in
-        standby, every kube-apiserver stand-in serving, the lab's haproxy.cfg on every
-        node."""
+        """Back to a whole cluster without resources (but the fence device), constraints,
+        failure or fencing history, for the next test: every node powered on and booted,
+        cables in, ring healed, Pacemaker running on every node, none in standby, every
+        kube-apiserver stand-in serving, the lab's haproxy.cfg on every node."""
         for name in sorted(self.cut):
             self.link_up(name)
         if self.partitioned:
             self.heal()
+        for name in self.names:
+            self.power_on(name)
+        for name in self.names:
+            self.wait_booted(name)
         for name in sorted(self.stopped):
             self.start_pacemaker(name)
         self.wait_for(self._formed, timeout, what="all nodes online with a DC")
         node = self.view_node(None)
-        for scope in ("constraints", "resources"):
-            node.run(["cibadmin", "--replace", "--scope", scope, "--xml-text", f"<{scope}/>"])
-        self.wait_for(lambda: not any(self.status().resources.values()), timeout,
+        device = fence_device(self.nodes) if self.fencing else ""
+        node.run(["cibadmin", "--replace", "--scope", "constraints", "--xml-text",
+                  "<constraints/>"])
+        node.run(["cibadmin", "--replace", "--scope", "resources", "--xml-text",
+                  f"<resources>{device}</resources>"])
+        self.wait_for(lambda: not any(nodes for rsc, nodes in self.status().resources.items()
+                                      if rsc != FENCE_DEVICE), timeout,
                       what="former resources stopped")
         node.run(["crm_resource", "--cleanup"])
+        if self.fencing:
+            node.run(["stonith_admin", "--cleanup", "--history", "*"])
+        self.fence_mark = len(self.fence_log())
         for name in self.names:
             node.run(["crm_attribute", "--type", "nodes", "--node", name, "--name", "standby",
                       "--delete"])
@@ -350,7 +387,7 @@ class Cluster:
         if view:
             return self.node(view)
         for node in self.nodes:
-            if node.name not in self.cut and node.name not in self.stopped:
+            if node.name not in self.cut and node.name not in self.stopped and node.powered:
                 return node
         raise ClusterError("no node is reachable to ask")
 
@@ -410,14 +447,94 @@ class Cluster:
 
     def link_down(self, name: str) -> None:
         """Pull both cables of a node (ring and lan): its interfaces lose carrier."""
-        for switch in (self.ring_switch, self.lan_switch):
-            switch.ip("link", "set", self._port(name), "down")  # type: ignore[union-attr]
         self.cut.add(name)
+        self._plug(name)
 
     def link_up(self, name: str) -> None:
-        for switch in (self.ring_switch, self.lan_switch):
-            switch.ip("link", "set", self._port(name), "up")  # type: ignore[union-attr]
         self.cut.discard(name)
+        self._plug(name)
+
+    def _plug(self, name: str) -> None:
+        """The node's switch ports carry traffic only while it is powered and its cables are
+        in (a powered-off machine's NIC has no carrier)."""
+        self._set_ports(name, self.powered(name) and name not in self.cut)
+
+    def _set_ports(self, name: str, up: bool) -> None:
+        for switch in (self.ring_switch, self.lan_switch):
+            switch.ip("link", "set", self._port(name),  # type: ignore[union-attr]
+                      "up" if up else "down")
+
+    # -- power (the machines of lab.fencing's PowerSwitch)
+
+    def crash(self, name: str) -> None:
+        """The node dies at once, as in a power loss or kernel panic (power_off, not through
+        Pacemaker); with fencing on, the survivors' fencing reboots it."""
+        self.power_off(name)
+
+    def power_off(self, name: str) -> None:
+        """Cut the node's power: no carrier, every process ended at once (a boot still
+        running is let finish first). Its disk stays."""
+        with self.power_lock:
+            self._join_boot(name)
+            self._set_ports(name, False)
+            self.node(name).power_off()
+            procs = self.daemons.pop(name, [])
+            if name in self.servers:
+                procs.append(self.servers.pop(name))
+            for proc in procs:
+                proc.kill()  # already dead unless it never got into the node
+                proc.wait()
+            self.stopped.discard(name)
+
+    def power_on(self, name: str) -> None:
+        """Press the node's power button: returns at once, the node boots in a thread
+        (wait_booted waits for it). Nothing happens to a node already on."""
+        with self.power_lock:
+            if self.powered(name):
+                return
+            self._join_boot(name)
+            self.boot_errors.pop(name, None)
+            boot = threading.Thread(target=self._boot_thread, args=(name,), daemon=True,
+                                    name=f"boot-{name}")
+            self.boots[name] = boot
+            boot.start()
+
+    def _boot_thread(self, name: str) -> None:
+        try:
+            self._boot(self.node(name))
+        except BaseException as err:  # kept for wait_booted, which raises it
+            self.boot_errors[name] = err
+
+    def _join_boot(self, name: str) -> None:
+        boot = self.boots.pop(name, None)
+        if boot is not None:
+            boot.join()
+
+    def wait_booted(self, name: str) -> None:
+        """Wait until the node's boot (power_on) has started Pacemaker; raise its error."""
+        self._join_boot(name)
+        if name in self.boot_errors:
+            raise ClusterError(f"{name} failed to boot: {self.boot_errors.pop(name)!r}")
+
+    def powered(self, name: str) -> bool:
+        """The node is on: booted or booting, not powered off."""
+        boot = self.boots.get(name)
+        return self.node(name).powered or (boot is not None and boot.is_alive())
+
+    def node_at(self, address: str) -> str | None:
+        """The node whose lan address this is (None: another host)."""
+        return next((n.name for n in self.nodes if n.lan_address == address), None)
+
+    def fence_log(self) -> list[str]:
+        """Every request the power switch served: 'requester: request -> answer'."""
+        return list(self.switch.log) if self.switch else []
+
+    def fenced(self) -> list[str]:
+        """The nodes a fence device powered off since the last reset(), in order (crash()
+        does not count: it does not go through the switch)."""
+        return [line.split(" off ")[1].split(" -> ")[0]
+                for line in self.fence_log()[self.fence_mark:]
+                if " off " in line and line.endswith("-> ok")]
 
     def partition(self, *groups: Iterable[str]) -> None:
         """Split the Corosync ring: each group of node names gets a bridge of its own. The lan
@@ -464,10 +581,14 @@ class Cluster:
 
     def teardown(self) -> None:
         """Kill and delete everything this harness made; safe to call at any point, twice."""
+        if self.switch:
+            self.switch.close()   # no power button pressed from now on
+        for name in list(self.boots):
+            self._join_boot(name)
         if self.logs_dir:
             self._collect_logs()
         self.pool.cleanup()
-        for proc in [*self.servers, *self.kube_servers.values(),
+        for proc in [*self.servers.values(), *self.kube_servers.values(),
                      *(p for ps in self.daemons.values() for p in ps),
                      *(n.holder for n in self.nodes if n.holder)]:
             proc.kill()  # outside the namespaces only if it never got in
@@ -481,20 +602,20 @@ class Cluster:
             self.reaper = None
         for node in self.nodes:
             node.holder = None
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def _collect_logs(self) -> None:
-        """Copy every node's Pacemaker and Corosync logs to logs_dir/PREFIX, before they
-        vanish."""
+        """Copy every node's Pacemaker and Corosync logs (from its disk, so also from a node
+        powered off) and the power switch's log to logs_dir/PREFIX, before they vanish."""
         assert self.logs_dir
         directory = os.path.join(self.logs_dir, self.prefix.rstrip("-"))
         os.makedirs(directory, exist_ok=True)
         for node in self.nodes:
-            if node.holder is None or node.holder.poll() is not None:
-                continue
             for log in ("/var/log/pacemaker/pacemaker.log", "/var/log/corosync/corosync.log"):
-                dest = os.path.join(directory, f"{node.name}-{os.path.basename(log)}")
                 try:
-                    with open(dest, "w", encoding="utf-8") as f:
-                        f.write(node.read(log))
+                    shutil.copyfile(f"{node.disk}{log}", os.path.join(
+                        directory, f"{node.name}-{os.path.basename(log)}"))
                 except OSError:
                     pass  # a node that failed before it had logs
+        with open(os.path.join(directory, "power-switch.log"), "w", encoding="utf-8") as f:
+            f.write("".join(f"{line}\n" for line in self.fence_log()))

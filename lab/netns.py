@@ -31,9 +31,9 @@ class Netns:
         return [shutil.which("ip") or "ip", "netns", "exec", self.name, *argv]
 
     def run(self, *argv: str, check: bool = True, env: dict[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """Run argv inside the namespace and capture its output as text."""
-        return subprocess.run(self.exec_argv(list(argv)), capture_output=True,
+            timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run argv inside the namespace (input on its stdin) and capture its output as text."""
+        return subprocess.run(self.exec_argv(list(argv)), capture_output=True, input=input,
                               text=True, check=check, env=env, timeout=timeout)
 
     def ip(self, *args: str, check: bool = True) -> str:
@@ -59,8 +59,8 @@ class Netns:
                              text=True).stdout
         return [int(p) for p in out.split()]
 
-    def delete(self) -> None:
-        """Kill every process inside, then delete the namespace."""
+    def kill_all(self) -> None:
+        """SIGKILL every process inside, again until none is left (one may fork meanwhile)."""
         for _ in range(50):
             pids = self.pids()
             if not pids:
@@ -71,6 +71,10 @@ class Netns:
                 except ProcessLookupError:
                     pass
             time.sleep(0.02)
+
+    def delete(self) -> None:
+        """Kill every process inside, then delete the namespace."""
+        self.kill_all()
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
 

@@ -1,18 +1,25 @@
-"""A cluster node: network, mount and UTS namespaces held by one `sleep` process.
+"""A cluster node: network, mount and UTS namespaces held by one `sleep` process, and a
+disk that outlives it.
 
 What callers get: `Node.boot()` makes the namespaces and lays out the node as a freshly
-booted Debian node would be: its hostname, private tmpfs state directories (PRIVATE_DIRS:
-/run, /dev/shm, /etc/{corosync,haproxy}, /var/lib/{corosync,pacemaker},
-/var/log/{pacemaker,corosync,crmsh}), the directories packages and systemd-tmpfiles make,
-and the OCF agents to run. Nodes never share state with each other or the machine, nothing
-is written to the machine's disk, and the state goes away with the namespaces, even after a
-SIGKILL. Then `run`, `popen`, `read`, `write`, `path` and friends work inside the node.
+booted Debian node would be: its hostname; its network as its interfaces file would set it
+(only the node's own addresses, an empty neighbour table); fresh tmpfs on /run and /dev/shm
+(VOLATILE_DIRS); and, bind-mounted from its disk (a directory of the machine's, `disk`),
+the directories a real node keeps across reboots (DISK_DIRS: /etc/{corosync,haproxy},
+/var/lib/{corosync,pacemaker}, /var/log/{pacemaker,corosync,crmsh}, and /etc/hosts), with
+what packages and systemd-tmpfiles make; then the OCF agents to run and, with fence_agent,
+the lab's fence agent (lab.fencing). Nodes never share state with each
+other or the machine. `power_off()` ends every process of the node at once, as pulling a
+VM's power does: the volatile state goes with the namespaces' last process, the disk
+stays for the next boot. Then `run`, `popen`, `read`, `write`, `path` and friends work
+inside the node.
 
 The agents: /usr/lib/ocf/resource.d is replaced, only in the node, by a tmpfs holding bind
 mounts of the machine's providers (heartbeat, pacemaker) and `kuth` -> agents_dir (a
 symlink, not a bind mount, so the agent's realpath still finds ocf_lib next to it in a
 checkout), or, with package_root, the files of an unpacked .deb are laid over the node's
-/usr.
+/usr. The fence agent: lab/sbin laid over the node's /usr/sbin (read-only overlay), where
+pacemaker-fenced looks for fence_* agents.
 """
 from __future__ import annotations
 
@@ -22,16 +29,21 @@ import time
 
 from lab import command
 from lab.command import ClusterError
+from lab.fencing import AGENT_DIR
 from lab.netns import Netns
 from lab.topology import RING_NETWORK, VIP_NETWORK
 
 OCF_PROVIDERS = "/usr/lib/ocf/resource.d"
-# Private tmpfs in each node, with their modes: the state of one node's daemons, invisible to
-# the others (/dev/shm holds libqb's IPC buffers, made by hacluster too).
-PRIVATE_DIRS = {"/run": "0755", "/dev/shm": "1777", "/etc/corosync": "0755",
-                "/etc/haproxy": "0755", "/var/lib/corosync": "0755", "/var/lib/pacemaker": "0755",
-                "/var/log/pacemaker": "0770", "/var/log/corosync": "0755",
-                "/var/log/crmsh": "0775"}
+# Fresh tmpfs at every boot, with their modes (/dev/shm holds libqb's IPC buffers, made by
+# hacluster too).
+VOLATILE_DIRS = {"/run": "0755", "/dev/shm": "1777"}
+# The node's own directories on its disk, kept across reboots, with their modes.
+DISK_DIRS = {"/etc/corosync": "0755", "/etc/haproxy": "0755", "/var/lib/corosync": "0755",
+             "/var/lib/pacemaker": "0755", "/var/log/pacemaker": "0770",
+             "/var/log/corosync": "0755", "/var/log/crmsh": "0775"}
+HOSTS = "/etc/hosts"  # a file of the node's disk too (crmsh resolves node names with it)
+# The node's interfaces and their address's last byte is the node's number (lab.topology).
+INTERFACES = {"ring0": RING_NETWORK, "lan0": VIP_NETWORK}
 # The environment of every command in a node: HOME on the node's /run, so crmsh keeps its
 # cache and history there and not in the machine's /root.
 NODE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/run/home", "LANG": "C.UTF-8"}
@@ -42,10 +54,12 @@ PACEMAKER_ENV = {**NODE_ENV, "PCMK_logfile": "/var/log/pacemaker/pacemaker.log",
 class Node:
     """A cluster node: network, mount and UTS namespaces held by one `sleep` process."""
 
-    def __init__(self, name: str, number: int, netns: Netns) -> None:
+    def __init__(self, name: str, number: int, netns: Netns, disk: str) -> None:
+        """disk: the machine directory that holds the node's DISK_DIRS and /etc/hosts."""
         self.name = name
         self.number = number
         self.netns = netns
+        self.disk = disk
         self.ring_address = f"{RING_NETWORK}.{number}"
         self.lan_address = f"{VIP_NETWORK}.{number}"
         self.holder: subprocess.Popen[bytes] | None = None
@@ -115,25 +129,67 @@ class Node:
         return found
 
 
-    # -- boot
+    # -- boot and power
 
-    def boot(self, agents_dir: str | None, package_root: str | None) -> None:
+    def boot(self, agents_dir: str | None, package_root: str | None,
+             fence_agent: bool = False) -> None:
         """Make the node's namespaces and lay it out as a freshly booted node: hostname,
-        private directories, the OCF agents (agents_dir, or package_root's /usr)."""
+        network, fresh volatile and kept disk directories, the OCF agents (agents_dir, or
+        package_root's /usr), and with fence_agent the lab's fence agent."""
         self.holder = subprocess.Popen(
             ["ip", "netns", "exec", self.netns.name, "unshare", "--mount", "--uts",
              "--propagation", "private", "sleep", "infinity"], stdin=subprocess.DEVNULL)
         wait_exec(self.holder, "sleep")
         self.run(["hostname", self.name])
-        for directory, mode in PRIVATE_DIRS.items():
+        self._configure_network()
+        for directory, mode in VOLATILE_DIRS.items():
             self.run(["mount", "-t", "tmpfs", "-o", f"mode={mode}", f"{self.name}-state",
                       directory])
+        self._mount_disk()
         self._make_dirs()
         if package_root:
             self.run(["mount", "-t", "overlay", "-o", f"lowerdir={package_root}/usr:/usr",
                       f"{self.name}-package", "/usr"])
         if agents_dir:
             self._show_agents(agents_dir)
+        if fence_agent:
+            self.run(["mount", "-t", "overlay", "-o", f"lowerdir={AGENT_DIR}:/usr/sbin",
+                      f"{self.name}-fence", "/usr/sbin"])
+
+    def power_off(self) -> None:
+        """End every process of the node at once (SIGKILL, until none is left), as pulling a
+        VM's power does; its namespaces' volatile state goes with the last one, and its
+        kernel's addresses (the VIP among them) with its memory."""
+        self.netns.kill_all()
+        if self.holder is not None:
+            self.holder.wait()
+        for dev in INTERFACES:
+            self.netns.ip("addr", "flush", "dev", dev)
+
+    @property
+    def powered(self) -> bool:
+        return self.holder is not None and self.holder.poll() is None
+
+    def _configure_network(self) -> None:
+        """The node's interfaces as at boot: its own address on each, nothing learned."""
+        for dev, network in INTERFACES.items():
+            self.netns.ip("addr", "flush", "dev", dev)
+            self.netns.ip("addr", "add", f"{network}.{self.number}/24", "dev", dev)
+        self.netns.ip("neigh", "flush", "all")
+
+    def _mount_disk(self) -> None:
+        """DISK_DIRS and /etc/hosts from the node's disk (made on the first boot)."""
+        for directory, mode in DISK_DIRS.items():
+            source = f"{self.disk}{directory}"
+            if not os.path.isdir(source):
+                os.makedirs(source)
+                os.chmod(source, int(mode, 8))
+            self.run(["mount", "--bind", source, directory])
+        hosts = f"{self.disk}{HOSTS}"
+        if not os.path.exists(hosts):
+            with open(hosts, "w", encoding="utf-8"):
+                pass
+        self.run(["mount", "--bind", hosts, HOSTS])
 
     def _make_dirs(self) -> None:
         """What the packages and systemd-tmpfiles would have made on a booted node."""

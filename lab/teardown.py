@@ -4,14 +4,15 @@ Every namespace of a harness is named PREFIX<role> with the prefix from `harness
 (hapx-PID-N-: the owning process and which of its clusters). `start_reaper` starts a process
 in its own session that waits for EOF on a pipe only the harness holds: when the harness
 closes it at teardown, or dies in any way, the reaper kills every process inside those
-namespaces and deletes them (their mount namespaces and tmpfs go with the last process).
-`reap_stale` removes what a harness left whose process and reaper are both gone.
+namespaces and deletes them (their mount namespaces and tmpfs go with the last process),
+and the harness's directory (lab_dir: its nodes' disks). `reap_stale` removes what a harness left whose process and reaper are both gone.
 
 Run as `python3 -m lab.teardown PREFIX` (from the checkout's root) it is the reaper itself.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,22 +22,37 @@ from lab.command import run
 from lab.netns import Netns
 from lab.topology import NAME_PREFIX
 
+LAB_ROOT = "/tmp/kuth-lab"  # harness directories: LAB_ROOT/hapx-PID-N
+
 
 def harness_prefix(pid: int, number: int) -> str:
     """hapx-PID-N-: the process that owns the namespaces, and which of its clusters."""
     return f"{NAME_PREFIX}-{pid}-{number}-"
 
 
+def lab_dir(prefix: str) -> str:
+    """The machine directory of a harness's files (its nodes' disks, its power switch)."""
+    return os.path.join(LAB_ROOT, prefix.rstrip("-"))
+
+
 def reap(prefix: str) -> None:
-    """Kill everything inside, and delete, every namespace whose name starts with prefix."""
+    """Kill everything inside, and delete, every namespace whose name starts with prefix,
+    and the harness directories of that prefix."""
     for name in run(["ip", "netns", "list"]).stdout.split():
         if name.startswith(prefix):
             Netns(name).delete()
+    if os.path.isdir(LAB_ROOT):
+        for name in os.listdir(LAB_ROOT):
+            if f"{name}-".startswith(prefix):
+                shutil.rmtree(os.path.join(LAB_ROOT, name), ignore_errors=True)
 
 
 def reap_stale() -> None:
-    """Reap the namespaces of harnesses whose process is gone (reaper killed as well)."""
-    for name in run(["ip", "netns", "list"]).stdout.split():
+    """Reap what harnesses whose process is gone (reaper killed as well) left."""
+    names = run(["ip", "netns", "list"]).stdout.split()
+    if os.path.isdir(LAB_ROOT):
+        names += os.listdir(LAB_ROOT)
+    for name in names:
         parts = name.split("-")
         if len(parts) > 2 and parts[0] == NAME_PREFIX and parts[1].isdigit():
             if not os.path.exists(f"/proc/{parts[1]}"):

@@ -1,11 +1,11 @@
 """ocf:kuth:haproxy with ocf:kuth:IPaddr2 inside a real Pacemaker + Corosync cluster
-(lab/cluster.py), configured with crmsh as the guide does: the stats page and the
+(lab/cluster.py, fencing on), configured with crmsh as the guide does: the stats page and the
 kube-apiserver stand-ins answer through the VIP, a killed haproxy is recovered, an edited
 haproxy.cfg is reloaded through Pacemaker without moving the VIP or dropping a connection,
 backend health shows as node attributes, and in the clone topology a failover moves only the
 address.
 
-Every node has the guide's haproxy.cfg (cluster.haproxy_config) in its private /etc/haproxy
+Every node has the guide's haproxy.cfg (cluster.haproxy_config) in its own /etc/haproxy
 and a fresh /run without /run/haproxy. One 2-node cluster serves the module, reset for each
 test. Set KUTH_CLUSTER_LOGS=DIR to keep every node's Pacemaker and Corosync logs.
 """
@@ -195,8 +195,9 @@ def test_clone_topology_failover_moves_only_the_address(cluster: Cluster) -> Non
                      FAILOVER_S, what=f"VIP on {survivor}")
     cluster.wait_for(lambda: apiserver_answer(cluster), 5, what="apiservers through the VIP")
     assert stats_page(cluster) == 200
-    assert {name: haproxy_pids(cluster, name) for name in cluster.names} == before, \
-        "haproxy kept running on both nodes"
+    assert haproxy_pids(cluster, survivor) == before[survivor], "haproxy kept running"
+    assert cluster.fenced() == [active]
+    cluster.wait_booted(active)
     cluster.link_up(active)
     cluster.wait_for(lambda: len(cluster.status().online) == 2, FAILOVER_S, what="rejoined")
     cluster.settle()

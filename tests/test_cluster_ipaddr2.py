@@ -1,7 +1,9 @@
-"""ocf:kuth:IPaddr2 inside a real Pacemaker + Corosync cluster (lab.cluster): the VIP
-starts and serves, moves when asked, when its node is cut off or its Pacemaker dies, settles
-on one node after a split brain heals, and stops in a minority partition. Also: a harness
-killed by SIGKILL, or failing half-way through its start, leaves nothing behind.
+"""ocf:kuth:IPaddr2 inside a real Pacemaker + Corosync cluster (lab.cluster) with fencing
+on (the lab's fence device, lab.fencing), as the README recommends: the VIP starts and
+serves, moves when asked, when its node is cut off, crashes or its Pacemaker dies (that
+node fenced first), is never on both sides of a split, and leaves a minority partition.
+Also: a harness killed by SIGKILL, or failing half-way through its start, leaves nothing
+behind.
 
 One cluster serves every test of a size (module scope; a test gets it reset: no resources,
 cables in, ring whole); the 2-node tests run first, then the cluster is replaced by 3 nodes.
@@ -186,62 +188,84 @@ def test_planned_move_moves_the_vip_and_removes_it_from_the_old_node(cluster: Cl
     assert settled_on_one(cluster) == [target]  # stickiness keeps it where it was moved
 
 
-def test_cutting_the_active_node_off_moves_the_vip_to_the_survivor(cluster: Cluster) -> None:
+def test_cutting_the_active_node_off_fences_it_and_moves_the_vip(cluster: Cluster) -> None:
     active = start_vip(cluster)
     survivor = other(cluster, active)
     cluster.link_down(active)
     cluster.wait_for(lambda: cluster.locate("vip", view=survivor) == [survivor], FAILOVER_S,
                      what=f"vip started on {survivor}")
+    assert cluster.fenced() == [active]  # the cut node cannot reach the fence device
+    assert holders_of_vip(cluster) == [survivor]  # its reboot took the address away
     assert_served_by(cluster, survivor)
+    cluster.wait_booted(active)
     cluster.link_up(active)
-    [final] = cluster.wait_for(lambda: settled_on_one(cluster), FAILOVER_S,
-                               what="vip on one node after the cable is back")
-    assert holders_of_vip(cluster) == [final]
+    cluster.wait_for(lambda: len(cluster.status().online) == 2, FAILOVER_S, what="rejoined")
+    assert cluster.wait_for(lambda: settled_on_one(cluster), FAILOVER_S) == [survivor]
 
 
-def test_killing_pacemaker_on_the_active_node_moves_the_vip(cluster: Cluster) -> None:
+def test_a_crashed_active_node_is_fenced_and_the_vip_moves(cluster: Cluster) -> None:
+    active = start_vip(cluster)
+    survivor = other(cluster, active)
+    cluster.crash(active)
+    cluster.wait_for(lambda: cluster.locate("vip", view=survivor) == [survivor], FAILOVER_S,
+                     what=f"vip started on {survivor}")
+    assert cluster.fenced() == [active]
+    assert_served_by(cluster, survivor)
+    cluster.wait_for(lambda: len(cluster.status().online) == 2, FAILOVER_S,
+                     what=f"{active} rebooted by its fencing and back")
+    assert cluster.wait_for(lambda: settled_on_one(cluster), FAILOVER_S) == [survivor]
+
+
+def test_killing_pacemaker_on_the_active_node_fences_it_and_moves_the_vip(
+        cluster: Cluster) -> None:
     active = start_vip(cluster)
     survivor = other(cluster, active)
     assert cluster.kill_pacemaker(active)
     cluster.wait_for(lambda: cluster.locate("vip", view=survivor) == [survivor], FAILOVER_S,
                      what=f"vip started on {survivor}")
-    assert cluster.node(survivor).has_address(VIP)
-    # Without fencing nobody removed the address from the crashed node; its Pacemaker, back,
-    # finds it there and Pacemaker keeps one copy.
-    cluster.start_pacemaker(active)
-    [final] = cluster.wait_for(lambda: settled_on_one(cluster), FAILOVER_S,
-                               what="vip on one node after Pacemaker is back")
-    assert_served_by(cluster, final)
+    # Its address was left behind with the dead Pacemaker; fencing took it away first.
+    assert cluster.fenced() == [active]
+    assert holders_of_vip(cluster) == [survivor]
+    cluster.wait_for(lambda: len(cluster.status().online) == 2, FAILOVER_S,
+                     what=f"{active} rebooted by its fencing and back")
+    assert cluster.wait_for(lambda: settled_on_one(cluster), FAILOVER_S) == [survivor]
 
 
-def test_a_vip_active_on_both_sides_of_a_split_ends_on_one_node_after_heal(
+def test_a_split_of_two_nodes_fences_one_and_never_serves_the_vip_from_both(
         cluster: Cluster) -> None:
     active = start_vip(cluster)
     lonely = other(cluster, active)
-    cluster.partition([active], [lonely])
-    cluster.wait_for(lambda: cluster.locate("vip", view=lonely) == [lonely], FAILOVER_S,
-                     what=f"vip started on {lonely} too")
-    assert sorted(holders_of_vip(cluster)) == sorted(cluster.names)
+    cluster.partition([active], [lonely])  # the lan stays whole: both reach the fence device
+
+    def one_fenced_and_settled() -> list[str]:
+        assert len(holders_of_vip(cluster)) <= 1, "the VIP on both sides of the split"
+        fenced = cluster.fenced()
+        if not fenced:
+            return []
+        survivor = other(cluster, fenced[0])
+        return settled_on_one(cluster, view=survivor)
+
+    [holder] = cluster.wait_for(one_fenced_and_settled, FAILOVER_S, interval=0.1,
+                                what="one node fenced, the vip on the other")
+    assert len(cluster.fenced()) == 1  # the first request won, the loser's was refused
     cluster.heal()
-    [final] = cluster.wait_for(lambda: settled_on_one(cluster), FAILOVER_S,
-                               what="vip on one node after heal")
-    assert_served_by(cluster, final)
+    cluster.wait_for(lambda: len(cluster.status().online) == 2, FAILOVER_S, what="rejoined")
+    assert cluster.wait_for(lambda: settled_on_one(cluster), FAILOVER_S) == [holder]
+    assert_served_by(cluster, holder)
 
 
 # -- 3 nodes ---------------------------------------------------------------------------------
 
-def test_the_minority_partition_stops_the_vip_with_no_quorum_policy_stop(
-        cluster3: Cluster) -> None:
+def test_the_majority_fences_the_minority_and_takes_the_vip(cluster3: Cluster) -> None:
     active = start_vip(cluster3)
     majority = [n for n in cluster3.names if n != active]
     cluster3.partition([active], majority)
-    cluster3.wait_for(lambda: not cluster3.node(active).has_address(VIP), FAILOVER_S,
-                      what=f"vip stopped in the minority ({active})")
-    assert not cluster3.status(view=active).quorate
-    [moved] = cluster3.wait_for(lambda: cluster3.locate("vip", view=majority[0]), FAILOVER_S,
-                                what="vip started in the majority")
-    assert moved in majority
-    assert holders_of_vip(cluster3) == [moved]
+    [moved] = cluster3.wait_for(
+        lambda: [n for n in settled_on_one(cluster3, view=majority[0]) if n in majority],
+        FAILOVER_S, what="vip started in the majority")
+    assert cluster3.fenced() == [active]  # the minority, without quorum, fenced nobody
+    cluster3.wait_booted(active)
+    assert not cluster3.status(view=active).quorate  # rebooted, still alone
     cluster3.heal()
     assert cluster3.wait_for(lambda: settled_on_one(cluster3), FAILOVER_S) == [moved]
 
