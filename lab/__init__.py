@@ -10,7 +10,8 @@ killed (teardown). One module per concern:
     command    run a command; ClusterError when it fails
     netns      network namespaces, veth links and switches (bridges in a namespace)
     teardown   namespace prefixes, and the reaper that removes a dead harness's leftovers
-    nodes      a cluster node: network, mount and UTS namespaces with private state dirs
+    nodes      a cluster node: network, mount and UTS namespaces, fresh /run, its own disk
+    fencing    the power switch (fence device) and its agent sbin/fence_kuth_lab
     apiserver  the kube-apiserver stand-ins (and each node's own name on :80)
     traffic    the client host: HTTP requests from its namespace, short-request traffic
     guide      the guide's haproxy.cfg, and the same adapted to the cluster

@@ -1,15 +1,18 @@
 """A real Pacemaker + Corosync cluster on one machine: 2 or 3 nodes (lab.nodes) on a ring
-switch and a lan switch, the kube-apiserver stand-ins (lab.apiserver) and a client
-(lab.traffic) on the lan, in the topology of lab.topology.
+switch and a lan switch, the kube-apiserver stand-ins (lab.apiserver), a client
+(lab.traffic) and a power switch (lab.fencing, the fence device) on the lan, in the
+topology of lab.topology. Fencing is on (stonith-enabled=true, and two_node on a pair), as
+the README tells operators.
 
 What callers get: `Cluster`, a context manager that builds all of it and starts Corosync and
 Pacemaker on every node (about 5 s: cluster options are preset in the CIB before Pacemaker
 starts, see default_properties), and removes it all at exit (lab.teardown: also after a
 SIGKILL of the caller). In between: look (`status`, `locate`, `crm`), configure
 (`configure`, `settle`, `wait_for`), and inject failures (`link_down`, `partition`,
-`kill_pacemaker`, `stop_kube_master`). Every node has the guide's haproxy.cfg
-(lab.guide.haproxy_config) in its private /etc/haproxy, with a fresh /run that has no
-/run/haproxy yet.
+`crash`, `kill_pacemaker`, `stop_kube_master`). A node the cluster fences is powered off
+and boots again by itself (`fenced`, `wait_booted`). Every node has the guide's haproxy.cfg
+(lab.guide.haproxy_config) in its own /etc/haproxy (on its disk, kept across reboots), with
+a fresh /run that has no /run/haproxy yet.
 
 Usage:
 
@@ -21,14 +24,15 @@ Usage:
 
 API (see each docstring):
     Cluster(nodes=2, token_ms=1000, agents_dir=AGENTS, properties=None, logs_dir=None,
-            package_root=None)
+            package_root=None, fencing=True)
         a context manager: start() on enter (teardown if it fails), teardown() on exit
     .start(timeout=90) -> float   seconds until every node sees all online and one DC
                                   (also kept as .started_in)
     .teardown()                   safe at any point, twice
-    .reset(timeout=60)            cables in, ring healed, Pacemaker up everywhere, no
-                                  resources, constraints or failures, stand-ins serving,
-                                  the lab's haproxy.cfg: ready for the next test
+    .reset(timeout=60)            every node on, cables in, ring healed, Pacemaker up
+                                  everywhere, no resources (but the fence device),
+                                  constraints, failures or fencing history, stand-ins
+                                  serving, the lab's haproxy.cfg: ready for the next test
     .nodes: list[Node]; .names: list[str]; .node(name) -> Node; .client: Client
     .kube_masters: dict[str, Netns]        kube-mast01..03, serving their name on :6443
     .status(view=None) -> Status  crm_mon's XML as .dc, .quorate, .online, .resources
@@ -42,6 +46,10 @@ API (see each docstring):
     .link_down(node) / .link_up(node)           pull / plug both cables (ring and lan)
     .partition(*groups) / .heal()               split the Corosync ring into groups of names
     .kill_pacemaker(node, sig=SIGKILL) -> pids / .start_pacemaker(node)
+    .crash(node)                  the node dies at once (power_off); its fencing reboots it
+    .power_off(node) / .power_on(node) / .powered(node) / .wait_booted(node)
+    .fenced() -> [node]           nodes the fence device powered off since reset()
+    .fence_log() -> [str]         every request the power switch served
     .stop_kube_master(name) / .start_kube_master(name)   a stand-in down / up again
     .write_haproxy_config(text, names=None)     /etc/haproxy/haproxy.cfg (root, 0644)
     ClusterError (lab.command): a command failed or a wait timed out (the message has

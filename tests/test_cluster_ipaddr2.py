@@ -22,7 +22,7 @@ import pytest
 
 from lab import REPO
 from lab.cluster import Cluster, Status
-from lab.teardown import harness_prefix
+from lab.teardown import harness_prefix, lab_dir
 from lab.topology import NODE_HTTP_PORT, VIP_NETWORK
 
 VIP = f"{VIP_NETWORK}.20"
@@ -273,9 +273,12 @@ def test_the_majority_fences_the_minority_and_takes_the_vip(cluster3: Cluster) -
 # -- the harness cleans up ----------------------------------------------------------------------
 
 def _leftovers(prefix: str, pids: list[int]) -> list[str]:
-    """Namespaces, their mounts and live (non-zombie) processes a harness left behind."""
+    """Namespaces, their mounts, the nodes' disks and live (non-zombie) processes a harness
+    left behind."""
     found = [f"netns {n}" for n in subprocess.run(["ip", "netns", "list"], capture_output=True,
                                                   text=True).stdout.split() if n.startswith(prefix)]
+    if os.path.exists(lab_dir(prefix)):
+        found.append(f"directory {lab_dir(prefix)}")
     with open("/proc/self/mountinfo") as f:
         found += [f"mount {line.split()[4]}" for line in f if prefix in line]
     for pid in pids:
