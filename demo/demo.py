@@ -171,12 +171,10 @@ class Demo:
     def handed_over(self, lost: str) -> None:
         """Wait until the address watcher on lost has handed the streams over to the other
         nodes (every 2 s, connections seen twice), so their new owner can wake them."""
-        attribute = ["attrd_updater", "-Q", "-n", f"kuth-{VIP_RSC}-connections"]
         for name in self.cluster.names:
             if name != lost:
-                self.cluster.wait_for(lambda: self.cluster.node(name).run(
-                    [*attribute, "-N", name], check=False).stdout.count(f",{KUBE_PORT}")
-                    == STREAMS, WAIT_S, what=f"the streams handed over to {name}")
+                self.cluster.wait_for(lambda: len(self.cluster.handed_over(VIP_RSC, name))
+                                      == STREAMS, WAIT_S, what=f"the streams handed over to {name}")
         self.say(f"The address watcher on {lost} has handed the {STREAMS} streams over to the "
                  f"other nodes (node attribute kuth-{VIP_RSC}-connections).")
 

@@ -40,6 +40,7 @@ API (see each docstring):
                                   .attributes {node: {name: value}} (as crm_mon -A)
     .locate(resource, view=None) -> list[str]   where it is active, as node `view` sees it
     .crm(*args, view=None, input=None) -> str   crmsh on a node
+    .handed_over(resource, node) -> [str]       connections ocf:kuth:IPaddr2 handed over
     .configure(text, view=None)   `crm configure load update -`
     .settle(timeout=60, view=None)              `crm_resource --wait`
     .wait_for(predicate, timeout=30, interval=0.25, what="") -> the predicate's truthy value
@@ -409,6 +410,16 @@ class Cluster:
         stopping or failed there, not while its start is still running."""
         return self.status(view).resources.get(resource, [])
 
+    def handed_over(self, resource: str, name: str) -> list[str]:
+        """The connections ('client,port,local port') that the owner of the ocf:kuth:IPaddr2
+        resource handed over to node name, for it to tickle if it takes the address after
+        losing the owner (ocf_lib.logic.vip.HandOver's private attribute)."""
+        from ocf_lib.logic.vip import handover_attribute
+        out = self.node(name).run(["attrd_updater", "-Q", "-n", handover_attribute(resource),
+                                   "-N", name], check=False).stdout
+        value = out.partition('value="')[2].partition('"')[0]
+        return [] if value in ("", "none") else value.split()
+
     def crm(self, *args: str, view: str | None = None, input: str | None = None) -> str:
         """Run crmsh on a node; returns its output, raises ClusterError on failure."""
         return self.view_node(view).run(["crm", *args], input=input, timeout=120).stdout
@@ -518,8 +529,10 @@ class Cluster:
         if boot is not None:
             boot.join()
 
-    def wait_booted(self, name: str) -> None:
-        """Wait until the node's boot (power_on) has started Pacemaker; raise its error."""
+    def wait_booted(self, name: str, timeout: float = 60) -> None:
+        """Wait until the node is powered on (by power_on: its fencing, or reset) and its
+        boot has started Pacemaker; raise the boot's error."""
+        self.wait_for(lambda: self.powered(name), timeout, what=f"{name} powered on")
         self._join_boot(name)
         if name in self.boot_errors:
             raise ClusterError(f"{name} failed to boot: {self.boot_errors.pop(name)!r}")
