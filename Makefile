@@ -15,7 +15,7 @@ DEMO_PACKAGES := $(RUNTIME_PACKAGES) haproxy $(CLUSTER_PACKAGES) curl
 DEB_PACKAGES := debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-wheel \
 	lintian debootstrap dpkg-dev zstd
 
-.PHONY: demo check deps deb bench metadata clean
+.PHONY: demo check deps deb bench bench-failover soak metadata clean
 
 ## check: install what the tests need, then run the whole test suite
 check: deps
@@ -46,6 +46,14 @@ bench:
 bench-failover:
 	tools/install-packages $(FAILOVER_PACKAGES)
 	$(PYTHON) -m bench.failover
+
+## soak: random events (moves, crashes, partitions, reloads...) on the lab's 2- and 3-node
+## clusters with invariants checked after each; MINUTES=30 by default, SEED=S to repeat a run
+MINUTES ?= 30
+soak:
+	tools/install-packages $(TEST_PACKAGES) $(CLUSTER_PACKAGES)
+	$(PYTHON) -m soak.soak --minutes $(MINUTES) $(if $(SEED),--seed $(SEED)) \
+	    --output bench/results/soak.md
 
 ## metadata: regenerate heartbeat_metadata/ from the agents' declarations
 metadata:

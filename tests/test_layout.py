@@ -9,7 +9,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_HELPERS = {path.stem for path in (REPO / "tests").glob("*.py")}
-OUTSIDE_TESTS = sorted(path for top in ("lab", "bench", "demo", "ocf_lib", "agents")
+OUTSIDE_TESTS = sorted(path for top in ("lab", "bench", "demo", "soak", "ocf_lib", "agents")
                        for path in (REPO / top).rglob("*.py"))
 
 
@@ -45,7 +45,7 @@ def test_code_outside_tests_imports_no_test_helper(path: Path) -> None:
     assert not imported_names(tree) & (TEST_HELPERS | {"tests"})
 
 
-@pytest.mark.parametrize("top", ["lab", "bench", "demo"])
+@pytest.mark.parametrize("top", ["lab", "bench", "demo", "soak"])
 def test_lab_demo_and_benchmarks_edit_no_import_path(top: str) -> None:
     edits = {str(path.relative_to(REPO)): path_edits(ast.parse(path.read_text()))
              for path in sorted((REPO / top).rglob("*.py"))}

@@ -1,0 +1,191 @@
+"""The soak's invariants: what must hold once the cluster has settled after any event, and
+what must hold at every instant (`Sampler`).
+
+Each check returns the violations it found, as sentences an operator can act on; an empty
+list means it holds. They read the nodes directly (addresses, /proc, /run/resource-agents)
+as well as Pacemaker's view, and compare the two: an agent that tells Pacemaker one thing
+while the node does another is what they are for.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+
+from lab.cluster import Cluster, Status
+from lab.nodes import Node
+from lab.topology import KUBE_PORT
+
+MARK = "kuth-watcher"    # in every watcher's command line (ocf_lib.logic.watcher)
+RSCTMP = "/run/resource-agents"
+
+
+def holders(cluster: Cluster, ip: str) -> list[str]:
+    """The powered nodes whose lan0 carries ip, whatever Pacemaker believes."""
+    return [n.name for n in cluster.nodes if cluster.powered(n.name) and n.has_address(ip)]
+
+
+def served(cluster: Cluster, ip: str, vip: str, status: Status) -> list[str]:
+    """The VIP is on exactly one node, where Pacemaker says, and answers the client."""
+    found = holders(cluster, ip)
+    if len(found) != 1:
+        return [f"the VIP {ip} is on {found or 'no node'}"]
+    if status.resources.get(vip, []) != found:
+        return [f"the VIP is on {found[0]} but Pacemaker has {vip} on "
+                f"{status.resources.get(vip) or 'no node'}"]
+    if cluster.client.get(f"http://{ip}:{KUBE_PORT}/", timeout=1).status != 200:
+        return [f"the VIP on {found[0]} does not serve the kube-apiservers"]
+    return []
+
+
+def placement(cluster: Cluster, status: Status, vip: str, haproxy: str, clone: bool
+              ) -> list[str]:
+    """haproxy runs where Pacemaker has it, and that is where the topology says: with the
+    VIP (guide), or at least where the VIP is (clone)."""
+    problems = []
+    active = set(status.resources.get(haproxy, []))
+    for node in cluster.nodes:
+        running = bool(cluster.powered(node.name) and node.pids("haproxy"))
+        if running != (node.name in active):
+            problems.append(f"haproxy {'runs' if running else 'does not run'} on {node.name}, "
+                            f"Pacemaker has it {'not ' if running else ''}there")
+    vip_nodes = set(status.resources.get(vip, []))
+    if clone and not vip_nodes <= active:
+        problems.append(f"the VIP is on {sorted(vip_nodes)}, haproxy only on {sorted(active)}")
+    if not clone and active != vip_nodes:
+        problems.append(f"haproxy on {sorted(active)}, the VIP on {sorted(vip_nodes)}")
+    return problems
+
+
+def leaks(cluster: Cluster, status: Status, resources: list[str], old_workers_allowed: bool
+          ) -> list[str]:
+    """Nothing an agent made outlives its resource on a node: watchers (one per resource
+    at most), state files (the lock may stay), haproxy's old workers (beyond their bound),
+    node attributes."""
+    problems = []
+    for node in cluster.nodes:
+        if not cluster.powered(node.name):
+            continue
+        here = {r for r in resources if node.name in status.resources.get(r, [])}
+        problems += _watchers(node, here)
+        problems += _state_files(node, here)
+        workers = len(node.pids("haproxy"))
+        if workers > 2 and not old_workers_allowed:
+            problems.append(f"{workers} haproxy processes on {node.name}: old workers past "
+                            f"their bound")
+        for name in status.attributes.get(node.name, {}):
+            owner = next((r for r in resources if name.startswith(f"{r}-")), None)
+            if owner and owner not in here:
+                problems.append(f"node attribute {name} left on {node.name}")
+    return problems
+
+
+def cmdlines(node: Node) -> dict[int, list[str]]:
+    found = {}
+    for pid in node.netns.pids():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                found[pid] = [a.decode(errors="replace") for a in f.read().split(b"\0")]
+        except OSError:
+            pass
+    return found
+
+
+def _watchers(node: Node, here: set[str]) -> list[str]:
+    """Watchers run only for resources active on the node, one each."""
+    problems, seen = [], {}
+    for pid, argv in cmdlines(node).items():
+        if MARK in argv[:5]:
+            resource = argv[argv.index(MARK) + 2].split(":")[0]
+            seen.setdefault(resource, []).append(pid)
+    for resource, pids in seen.items():
+        if resource not in here:
+            problems.append(f"watcher {pids} of {resource} on {node.name}, where it is not "
+                            f"active")
+        elif len(pids) > 1:
+            problems.append(f"{len(pids)} watchers of {resource} on {node.name}: {pids}")
+    return problems
+
+
+def _state_files(node: Node, here: set[str]) -> list[str]:
+    """State files (kuth-<agent>-<instance>.<suffix>) only for resources active here."""
+    try:
+        names = os.listdir(node.path(RSCTMP))
+    except OSError:
+        return []
+    problems = []
+    for name in names:
+        if not name.startswith("kuth-") or name.endswith(".lock"):
+            continue
+        instance = name.split("-", 2)[-1]  # <instance>.<suffix>, the instance maybe r:N
+        if not any(instance.startswith((f"{r}.", f"{r}:")) for r in here):
+            problems.append(f"state file {RSCTMP}/{name} on {node.name}, where the resource "
+                            f"is not active")
+    return problems
+
+
+def failures(cluster: Cluster, status: Status, explained: Counter[tuple[str, str]]
+             ) -> list[str]:
+    """Every failure Pacemaker records was caused by an event on that node (explained:
+    (resource, node) -> how many failures the events since the last cleanup may cause
+    there), or by one that may fail anywhere ((resource, '*')); and no fail-count is higher
+    than its events explain."""
+    problems = []
+    for failure in status.failures:
+        resource = failure.get("op_key", "").rsplit("_", 2)[0].split(":")[0]
+        node = failure.get("node", "")
+        if (resource, "*") in explained:
+            continue
+        allowed = explained.get((resource, node), 0)
+        if not allowed:
+            problems.append(f"unexplained failure of {resource} on {node}: "
+                            f"{failure.get('task')} {failure.get('exitreason', '')}".strip())
+            continue
+        count = fail_count(cluster, resource, node)
+        if count > allowed:
+            problems.append(f"fail-count {count} of {resource} on {node}, after {allowed} "
+                            f"failure{'s' if allowed > 1 else ''} caused there")
+    return problems
+
+
+def fail_count(cluster: Cluster, resource: str, node: str) -> int:
+    out = cluster.view_node(None).run(["crm_failcount", "--query", "-r", resource, "-N", node],
+                                      check=False).stdout
+    value = out.rsplit("value=", 1)[-1].strip()
+    return 1_000_000 if value == "INFINITY" else int(value) if value.isdigit() else 0
+
+
+class Sampler:
+    """Samples, every interval, which nodes carry the VIP, for the whole run: two at once is
+    a violation at any instant (a split brain that fencing should have prevented)."""
+
+    def __init__(self, cluster: Cluster, ip: str, interval: float = 0.1) -> None:
+        self.cluster = cluster
+        self.ip = ip
+        self.interval = interval
+        self.doubles: list[tuple[float, list[str]]] = []  # when, who
+        self.samples = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="vip-sampler", daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            try:
+                found = holders(self.cluster, self.ip)
+            except Exception:  # a node rebooting under our feet; the next sample decides
+                continue
+            self.samples += 1
+            if len(found) > 1:
+                self.doubles.append((time.monotonic(), found))
+
+    def since(self, when: float) -> list[tuple[float, list[str]]]:
+        return [d for d in self.doubles if d[0] >= when]
