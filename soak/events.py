@@ -115,10 +115,11 @@ def link_flap(run: Run) -> Outcome:
     longer than the link check's grace, or long enough to be fenced."""
     node = pick(run, run.cluster.names)
     seconds = [0.3, 0.8, 2.0, 4.0][run.rng.randrange(4)]
+    before = len(run.cluster.fenced())
     run.cluster.link_down(node)
     time.sleep(seconds)
     run.cluster.link_up(node)
-    fenced = node in run.cluster.fenced()
+    fenced = node in run.cluster.fenced()[before:]
     if fenced:
         run.cluster.wait_booted(node)
     return Outcome(f"cables of {node} out {seconds} s{', fenced' if fenced else ''}",
