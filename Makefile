@@ -11,9 +11,11 @@ CLUSTER_PACKAGES := pacemaker corosync crmsh
 FAILOVER_PACKAGES := $(TEST_PACKAGES) $(CLUSTER_PACKAGES) keepalived python3-matplotlib
 # The demo's cluster: the agents' needs, HAProxy and the cluster stack (curl to explore it).
 DEMO_PACKAGES := $(RUNTIME_PACKAGES) haproxy $(CLUSTER_PACKAGES) curl
-# Building the Debian package (its Build-Depends), checking it, and its install tests.
-DEB_PACKAGES := debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-wheel \
-	lintian debootstrap dpkg-dev zstd
+# Building the Debian package (its Build-Depends; dpkg-buildpackage also wants build-essential,
+# which a minimal Debian lacks), checking it, and its install tests; tools/build-deb copies the
+# files git tracks.
+DEB_PACKAGES := build-essential debhelper dh-python pybuild-plugin-pyproject python3-setuptools \
+	python3-wheel lintian debootstrap dpkg-dev zstd git
 
 .PHONY: demo check deps deb bench metadata clean
 
