@@ -9,7 +9,7 @@ import pytest
 
 from lab.haproxy import FRONT, SERVERS, SOCKET, freeze, guide_config_for_test, wait_for
 from ocfshim import (AGENTS, HEAVY_MODULES, STATE_DIR, HaAgentNode, assert_clean_failure,
-                     imported_modules, run_agent)
+                     imported_modules, public_agent, run_agent)
 
 
 @pytest.fixture
@@ -43,8 +43,9 @@ def test_start_on_fresh_run_monitor_stop(ha):
 
 
 def test_ocf_tester_passes_with_the_guides_config(ha):
+    """ocf-tester runs meta-data as nobody: the agent is the copy any user can read."""
     proc = ha.node.run("ocf-tester", "-n", "haproxy-resource", "-o", f"conffile={ha.config}",
-                       os.path.join(AGENTS, "haproxy"), check=False, timeout=300,
+                       public_agent("haproxy"), check=False, timeout=300,
                        env={**os.environ, "HA_RSCTMP": STATE_DIR})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "passed all tests" in proc.stdout
