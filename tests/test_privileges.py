@@ -26,13 +26,14 @@ V4 = {"ip": "198.18.0.10", "nic": "lan0", "cidr_netmask": "24"}
 
 
 def as_nobody(ns, agent: str, action: str, params: dict, **kw) -> Outcome:
-    """Run the agent inside ns as nobody:nogroup with no supplementary groups (a copy any
-    user can read, wherever the checkout lies)."""
+    """Run the agent inside ns as nobody:nogroup with no supplementary groups: a copy any
+    user can read, from /, wherever the checkout lies (`haproxy -c` goes back to its
+    working directory after reading the configuration, and fails where nobody may not)."""
     env = agent_env(params, **kw)
     argv = ns.exec_argv(["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}",
                          "--clear-groups", public_agent(agent), action])
     return Outcome(subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60,
-                                  stdin=subprocess.DEVNULL))
+                                  stdin=subprocess.DEVNULL, cwd="/"))
 
 
 @pytest.fixture
