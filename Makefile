@@ -17,11 +17,21 @@ DEMO_PACKAGES := $(RUNTIME_PACKAGES) haproxy $(CLUSTER_PACKAGES) curl
 DEB_PACKAGES := build-essential debhelper dh-python pybuild-plugin-pyproject python3-setuptools \
 	python3-wheel lintian debootstrap dpkg-dev zstd git
 
-.PHONY: demo check deps deb bench metadata clean
+.PHONY: demo check check-here check-debian13 deps deb bench metadata clean
 
-## check: install what the tests need, then run the whole test suite
-check: deps
-	$(PYTHON) -m pytest -p no:cacheprovider tests
+## check: the whole test suite on this machine, then (unless it is Debian 13 itself) again in a
+## minimal Debian 13 root (tools/debian13-root); ends with each release's pass count
+check:
+	tools/check-releases
+
+## check-here: install what the tests need, then run the whole test suite on this machine only
+check-here: deps
+	@. /etc/os-release; echo "check-here: $$PRETTY_NAME, $$($(PYTHON) -V), $$(haproxy -v | head -1 | cut -d' ' -f1-3)"
+	$(PYTHON) -m pytest -p no:cacheprovider -rs tests
+
+## check-debian13: the whole test suite in the Debian 13 root only (tools/debian13-root)
+check-debian13:
+	tools/debian13-root make --no-print-directory check-here
 
 deps:
 	tools/install-packages $(TEST_PACKAGES) $(CLUSTER_PACKAGES) $(DEB_PACKAGES)
