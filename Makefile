@@ -5,8 +5,9 @@ RUNTIME_PACKAGES := python3 iproute2
 TEST_PACKAGES := $(RUNTIME_PACKAGES) python3-pytest python3-lxml iputils-ping resource-agents libxml2-utils tcpdump haproxy python3-hypothesis \
 	procps util-linux man-db
 BENCH_PACKAGES := $(TEST_PACKAGES) time
-# The one-machine Pacemaker cluster of the lab (lab/cluster.py): tests, demo, benchmarks.
-CLUSTER_PACKAGES := pacemaker corosync crmsh
+# The one-machine Pacemaker cluster of the lab (lab/cluster.py): tests, demo, benchmarks; both
+# shells operators use, crmsh and pcs (its resource and constraint commands need no pcsd).
+CLUSTER_PACKAGES := pacemaker corosync crmsh pcs
 # The failover benchmark: the cluster's packages, keepalived to compare with, and the plot.
 FAILOVER_PACKAGES := $(TEST_PACKAGES) $(CLUSTER_PACKAGES) keepalived python3-matplotlib
 # The demo's cluster: the agents' needs, HAProxy and the cluster stack (curl to explore it).
