@@ -7,7 +7,9 @@ TEST_PACKAGES := $(RUNTIME_PACKAGES) python3-pytest python3-lxml iputils-ping re
 BENCH_PACKAGES := $(TEST_PACKAGES) time
 # The one-machine Pacemaker cluster of the lab (lab/cluster.py): tests, demo, benchmarks; both
 # shells operators use, crmsh and pcs (its resource and constraint commands need no pcsd).
-CLUSTER_PACKAGES := pacemaker corosync crmsh pcs
+# pacemaker-cli-utils (crm_mon, cibadmin, crm_resource, attrd_updater) is only a Recommends of
+# Debian 13's pacemaker.
+CLUSTER_PACKAGES := pacemaker pacemaker-cli-utils corosync crmsh pcs
 # The failover benchmark: the cluster's packages, keepalived to compare with, and the plot.
 FAILOVER_PACKAGES := $(TEST_PACKAGES) $(CLUSTER_PACKAGES) keepalived python3-matplotlib
 # The demo's cluster: the agents' needs, HAProxy and the cluster stack (curl to explore it).
