@@ -4,7 +4,7 @@ PYTHON := /usr/bin/python3
 RUNTIME_PACKAGES := python3 iproute2
 TEST_PACKAGES := $(RUNTIME_PACKAGES) python3-pytest python3-lxml iputils-ping resource-agents libxml2-utils tcpdump haproxy python3-hypothesis \
 	procps util-linux man-db
-BENCH_PACKAGES := $(TEST_PACKAGES) time
+BENCH_PACKAGES := $(TEST_PACKAGES) time python3-psutil python3-requests
 # The one-machine Pacemaker cluster of the lab (lab/cluster.py): tests, demo, benchmarks; both
 # shells operators use, crmsh and pcs (its resource and constraint commands need no pcsd).
 # pacemaker-cli-utils (crm_mon, cibadmin, crm_resource, attrd_updater) is only a Recommends of
@@ -55,6 +55,7 @@ bench:
 	tools/install-packages $(BENCH_PACKAGES)
 	$(PYTHON) -m bench.agent_speed
 	$(PYTHON) -m bench.haproxy_speed
+	$(PYTHON) -m bench.dependency_cost
 
 ## bench-failover: outages through the VIP (move, node loss, haproxy kill -9, reload) for our
 ## agents, heartbeat's IPaddr2 and keepalived, in a real cluster (about 20 minutes)
