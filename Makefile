@@ -30,7 +30,7 @@ check:
 ## check-here: install what the tests need, then run the whole test suite on this machine only
 check-here: deps
 	@. /etc/os-release; echo "check-here: $$PRETTY_NAME, $$($(PYTHON) -V), $$(haproxy -v | head -1 | cut -d' ' -f1-3)"
-	$(PYTHON) -m pytest -p no:cacheprovider -rs tests
+	$(PYTHON) -m pytest -p no:cacheprovider -rfEs tests
 
 ## check-debian13: the whole test suite in the Debian 13 root only (tools/debian13-root)
 check-debian13:
