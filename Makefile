@@ -4,22 +4,37 @@ PYTHON := /usr/bin/python3
 RUNTIME_PACKAGES := python3 iproute2
 TEST_PACKAGES := $(RUNTIME_PACKAGES) python3-pytest python3-lxml iputils-ping resource-agents libxml2-utils tcpdump haproxy python3-hypothesis \
 	procps util-linux man-db
-BENCH_PACKAGES := $(TEST_PACKAGES) time
-# The one-machine Pacemaker cluster of the lab (lab/cluster.py): tests, demo, benchmarks.
-CLUSTER_PACKAGES := pacemaker corosync crmsh
+BENCH_PACKAGES := $(TEST_PACKAGES) time python3-psutil python3-requests
+# The one-machine Pacemaker cluster of the lab (lab/cluster.py): tests, demo, benchmarks; both
+# shells operators use, crmsh and pcs (its resource and constraint commands need no pcsd).
+# pacemaker-cli-utils (crm_mon, cibadmin, crm_resource, attrd_updater) is only a Recommends of
+# Debian 13's pacemaker.
+CLUSTER_PACKAGES := pacemaker pacemaker-cli-utils corosync crmsh pcs
 # The failover benchmark: the cluster's packages, keepalived to compare with, and the plot.
 FAILOVER_PACKAGES := $(TEST_PACKAGES) $(CLUSTER_PACKAGES) keepalived python3-matplotlib
 # The demo's cluster: the agents' needs, HAProxy and the cluster stack (curl to explore it).
 DEMO_PACKAGES := $(RUNTIME_PACKAGES) haproxy $(CLUSTER_PACKAGES) curl
-# Building the Debian package (its Build-Depends), checking it, and its install tests.
-DEB_PACKAGES := debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-wheel \
-	lintian debootstrap dpkg-dev zstd
+# Building the Debian package (its Build-Depends; dpkg-buildpackage also wants build-essential,
+# which a minimal Debian lacks), checking it, and its install tests; tools/build-deb copies the
+# files git tracks.
+DEB_PACKAGES := build-essential debhelper dh-python pybuild-plugin-pyproject python3-setuptools \
+	python3-wheel lintian debootstrap dpkg-dev zstd git
 
-.PHONY: demo check deps deb bench bench-failover soak metadata clean
+.PHONY: demo check check-here check-debian13 deps deb bench bench-failover soak metadata clean
 
-## check: install what the tests need, then run the whole test suite
-check: deps
-	$(PYTHON) -m pytest -p no:cacheprovider tests
+## check: the whole test suite on this machine, then (unless it is Debian 13 itself) again in a
+## minimal Debian 13 root (tools/debian13-root); ends with each release's pass count
+check:
+	tools/check-releases
+
+## check-here: install what the tests need, then run the whole test suite on this machine only
+check-here: deps
+	@. /etc/os-release; echo "check-here: $$PRETTY_NAME, $$($(PYTHON) -V), $$(haproxy -v | head -1 | cut -d' ' -f1-3)"
+	$(PYTHON) -m pytest -p no:cacheprovider -rfEs tests
+
+## check-debian13: the whole test suite in the Debian 13 root only (tools/debian13-root)
+check-debian13:
+	tools/debian13-root make --no-print-directory check-here
 
 deps:
 	tools/install-packages $(TEST_PACKAGES) $(CLUSTER_PACKAGES) $(DEB_PACKAGES)
@@ -40,6 +55,7 @@ bench:
 	tools/install-packages $(BENCH_PACKAGES)
 	$(PYTHON) -m bench.agent_speed
 	$(PYTHON) -m bench.haproxy_speed
+	$(PYTHON) -m bench.dependency_cost
 
 ## bench-failover: outages through the VIP (move, node loss, haproxy kill -9, reload) for our
 ## agents, heartbeat's IPaddr2 and keepalived, in a real cluster (about 20 minutes)

@@ -69,7 +69,8 @@ agent.param("reload_token", STRING, default="",
             shortdesc="Change to reload the configuration",
             longdesc="""Not used by HAProxy. Changing it makes Pacemaker call reload, which applies
 an edited configuration without moving the address or dropping connections:
-crm resource param <resource> set reload_token "$(date +%s)".""")
+crm resource param <resource> set reload_token "$(date +%s)", or with pcs,
+pcs resource update <resource> reload_token="$(date +%s)".""")
 
 
 # -- helpers shared by the actions ---------------------------------------------------------

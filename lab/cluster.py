@@ -424,6 +424,11 @@ class Cluster:
         """Run crmsh on a node; returns its output, raises ClusterError on failure."""
         return self.view_node(view).run(["crm", *args], input=input, timeout=120).stdout
 
+    def pcs(self, *args: str, view: str | None = None, input: str | None = None) -> str:
+        """Run pcs on a node (its resource and constraint commands change the live CIB
+        without pcsd); returns its output, raises ClusterError on failure."""
+        return self.view_node(view).run(["pcs", *args], input=input, timeout=120).stdout
+
     def configure(self, text: str, view: str | None = None) -> None:
         """Apply crm configure text (merged with what is there: `crm configure load update -`)."""
         self.crm("configure", "load", "update", "-", view=view, input=text)

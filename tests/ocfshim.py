@@ -26,6 +26,33 @@ AGENT_NAMES = sorted(name for name in os.listdir(AGENTS)
 # The agents' state directory (HA_RSCTMP) for this test run, removed when it ends.
 STATE_DIR = tempfile.mkdtemp(prefix="kuth-test-rsctmp-")
 atexit.register(shutil.rmtree, STATE_DIR, ignore_errors=True)
+_public: list[str] = []
+
+
+def public_tree() -> str:
+    """A copy of agents/ and ocf_lib/ that every user can read, for what runs as `nobody`
+    (ocf-tester's meta-data, the privilege tests): the checkout may lie under a directory
+    only root may enter (/root is 0700), and such a run would then test the checkout's
+    place, not the agent. Made once per test run in /tmp (never TMPDIR, which may be
+    private too), removed when the run ends. Returns its root: agents are in agents/."""
+    if not _public:
+        top = tempfile.mkdtemp(prefix="kuth-test-public-", dir="/tmp")
+        atexit.register(shutil.rmtree, top, ignore_errors=True)
+        skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+        for part in ("agents", "ocf_lib"):
+            shutil.copytree(os.path.join(REPO, part), os.path.join(top, part), ignore=skip)
+        for directory, _, files in os.walk(top):
+            os.chmod(directory, 0o755)
+            for name in files:
+                path = os.path.join(directory, name)
+                os.chmod(path, 0o755 if os.access(path, os.X_OK) else 0o644)
+        _public.append(top)
+    return _public[0]
+
+
+def public_agent(agent: str) -> str:
+    """The path of agent in public_tree()."""
+    return os.path.join(public_tree(), "agents", agent)
 
 
 class Outcome:

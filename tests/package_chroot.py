@@ -1,9 +1,9 @@
-"""A clean Debian 12 root for the package tests, debootstrapped once and then cached.
+"""Clean Debian 12 and 13 roots for the package tests, debootstrapped once and then cached.
 
-The base root is minbase plus the package's own Depends and Recommends (so apt installs only
+One package, built on either release, must install and work on both. A base root is minbase plus the package's own Depends and Recommends (so apt installs only
 kuth-resource-agents in every run) plus the few programs the tests drive inside it (`man`,
-`crm`). It is kept as a tarball under /var/cache/kuth-resource-agents/, named by a hash of
-that package set: a change of dependencies makes a new base, a repeated run unpacks the old
+`crm`). It is kept as a tarball under /var/cache/kuth-resource-agents/, named by its release
+and a hash of that package set: a change of dependencies makes a new base, a repeated run unpacks the old
 one once, and each test writes to an overlay on it. Services are never started inside:
 /usr/sbin/policy-rc.d refuses every action and logs it, which also lets a test prove that
 our maintainer scripts asked for none.
@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterator
 
 CACHE_DIR = "/var/cache/kuth-resource-agents"
-SUITE = "bookworm"
+SUITES = ("bookworm", "trixie")   # Debian 12 and 13
 MIRROR = "http://deb.debian.org/debian"
 # What the tests run inside the root besides the package's own relations.
 TEST_TOOLS = ("man-db", "crmsh")
@@ -55,26 +55,27 @@ def base_packages(deb: str) -> list[str]:
     return sorted(set(relations(deb)) | set(TEST_TOOLS))
 
 
-def base_tarball(packages: list[str]) -> str:
-    """The cached base root for this package set, made now if missing (a few minutes)."""
-    key = hashlib.sha256(" ".join([SUITE, MIRROR, RECIPE, *packages]).encode()).hexdigest()[:16]
-    tarball = os.path.join(CACHE_DIR, f"bookworm-base-{key}.tar.zst")
+def base_tarball(packages: list[str], suite: str) -> str:
+    """The cached base root of release suite for this package set, made now if missing (a
+    few minutes)."""
+    key = hashlib.sha256(" ".join([suite, MIRROR, RECIPE, *packages]).encode()).hexdigest()[:16]
+    tarball = os.path.join(CACHE_DIR, f"{suite}-base-{key}.tar.zst")
     if not os.path.exists(tarball):
         os.makedirs(CACHE_DIR, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=CACHE_DIR) as work:
             root = os.path.join(work, "root")
-            _debootstrap(root, packages)
+            _debootstrap(root, packages, suite)
             subprocess.run(["tar", "--zstd", "-cf", f"{tarball}.part", "-C", root, "."],
                            check=True)
             os.rename(f"{tarball}.part", tarball)
             _remove_tree(root)
-        for stale in set(glob.glob(os.path.join(CACHE_DIR, "bookworm-base-*"))) - {tarball}:
+        for stale in set(glob.glob(os.path.join(CACHE_DIR, f"{suite}-base-*"))) - {tarball}:
             os.remove(stale)
     return tarball
 
 
-def _debootstrap(root: str, packages: list[str]) -> None:
-    subprocess.run(["debootstrap", "--variant=minbase", SUITE, root, MIRROR], check=True,
+def _debootstrap(root: str, packages: list[str], suite: str) -> None:
+    subprocess.run(["debootstrap", "--variant=minbase", suite, root, MIRROR], check=True,
                    capture_output=True, env=CLEAN_ENV)
     _write(root, "/usr/sbin/policy-rc.d", POLICY_RC_D, mode=0o755)
     shutil.copy("/etc/resolv.conf", os.path.join(root, "etc/resolv.conf"))

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from lab.netns import Netns
-from ocfshim import modules_loaded_by
+from ocfshim import modules_loaded_by, public_tree
 from ocf_lib.adapters import announce
 from ocf_lib.adapters.announce import AnnounceError
 
@@ -352,7 +352,7 @@ def test_unprivileged_caller_is_told_what_is_missing(lan: tuple[Netns, Netns]) -
         call=f"gratuitous_arp('lan0', {VIP4!r}, count=1)")
     proc = node.run("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
                     "--inh-caps=-all", PYTHON, "-c", code, check=False,
-                    env={**os.environ, "PYTHONPATH": REPO, "PYTHONDONTWRITEBYTECODE": "1"})
+                    env={**os.environ, "PYTHONPATH": public_tree(), "PYTHONDONTWRITEBYTECODE": "1"})
     assert proc.stdout.strip() == ("opening a raw packet socket was refused: sending ARP or "
                                    "Neighbor Advertisements needs root or CAP_NET_RAW"), proc.stderr
 

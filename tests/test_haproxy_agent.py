@@ -8,8 +8,10 @@ import time
 import pytest
 
 from lab.haproxy import FRONT, SERVERS, SOCKET, freeze, guide_config_for_test, wait_for
+
+from ocf_lib.adapters import haproxy_api as api
 from ocfshim import (AGENTS, HEAVY_MODULES, STATE_DIR, HaAgentNode, assert_clean_failure,
-                     imported_modules, run_agent)
+                     imported_modules, public_agent, run_agent)
 
 
 @pytest.fixture
@@ -43,8 +45,9 @@ def test_start_on_fresh_run_monitor_stop(ha):
 
 
 def test_ocf_tester_passes_with_the_guides_config(ha):
+    """ocf-tester runs meta-data as nobody: the agent is the copy any user can read."""
     proc = ha.node.run("ocf-tester", "-n", "haproxy-resource", "-o", f"conffile={ha.config}",
-                       os.path.join(AGENTS, "haproxy"), check=False, timeout=300,
+                       public_agent("haproxy"), check=False, timeout=300,
                        env={**os.environ, "HA_RSCTMP": STATE_DIR})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "passed all tests" in proc.stdout
@@ -119,6 +122,31 @@ def test_broken_config_is_refused_and_the_running_haproxy_untouched(ha):
         assert "haproxy -c" in out.reason and "bind-it-all" in out.reason, out.reason
     assert ha.haproxy_pids() == before
     assert ha.agent("monitor", interval_ms=20000).rc == 0
+
+
+def test_reload_haproxy_refuses_fails_with_its_reason_and_keeps_the_running_one(ha):
+    """A listener on an address this node lacks passes `haproxy -c` (which binds nothing)
+    and fails the reload itself. HAProxy >= 2.7 says why, and the exit reason is its first
+    alert; 2.6 only counts a failed reload."""
+    assert ha.agent("start").rc == 0
+    before = ha.haproxy_pids()
+    ha.write_config(guide_config_for_test(SOCKET)
+                    + "listen elsewhere\n    bind 198.18.9.9:32702\n    mode tcp\n"
+                      "    server none 198.18.2.1:1\n")
+    out = ha.agent("reload", reload_token="2")
+    assert_clean_failure(out, 1)
+    assert "refused the new configuration" in out.reason, out.reason
+    if api.answers_reload(_haproxy_version()):
+        assert "cannot bind socket" in out.reason and "198.18.9.9:32702" in out.reason, out
+    assert ha.haproxy_pids()[0] == before[0], "the master stayed"
+    assert ha.http(32700) == "200", "the running configuration still serves"
+    assert ha.agent("monitor", interval_ms=20000).rc == 0
+
+
+def _haproxy_version() -> str:
+    """This machine's HAProxy version ("2.6.12-1+deb12u4"), from `haproxy -v`."""
+    out = subprocess.run(["haproxy", "-v"], capture_output=True, text=True, check=True).stdout
+    return out.split()[2]
 
 
 def test_config_others_may_change_is_refused(ha):

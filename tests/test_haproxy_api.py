@@ -1,5 +1,6 @@
-"""ocf_lib.adapters.haproxy_api: the runtime API client, on recorded HAProxy 2.6 answers and
-against a real haproxy (and its master CLI) inside a test namespace."""
+"""ocf_lib.adapters.haproxy_api: the runtime API client, on recorded answers of HAProxy 2.6
+(Debian 12) and 3.0 (Debian 13, files named *_3.0.txt) and against the real haproxy of this
+machine (and its master CLI) inside a test namespace."""
 from __future__ import annotations
 
 import _socket
@@ -125,6 +126,60 @@ def test_show_proc_counts_a_failed_reload() -> None:
     """A reload with a broken config keeps the running worker; only this counter says so."""
     master = api.parse_proc(_recorded("show_proc_failed_reload.txt"))[0]
     assert (master.reloads, master.failed_reloads) == (2, 1)
+
+
+def test_show_proc_of_haproxy_3_0_reads_like_2_6s() -> None:
+    """3.0 adds a `# programs` heading after the workers; old workers keep theirs."""
+    procs = api.parse_proc(_recorded("show_proc_3.0.txt"))
+    assert [(p.role, p.reloads, p.failed_reloads, p.old) for p in procs] == [
+        ("master", 0, 0, False), ("worker", 0, None, False)]
+    assert procs[0].version == "3.0.11-1+deb13u5"
+    reloaded = api.parse_proc(_recorded("show_proc_reloaded_3.0.txt"))
+    assert [(p.pid, p.reloads, p.old) for p in reloaded] == [
+        (20725, 1, False), (20734, 0, False), (20727, 1, True)]
+    assert api.old_worker_ages(reloaded) == {20727: 0}
+    failed = api.parse_proc(_recorded("show_proc_failed_reload_3.0.txt"))[0]
+    assert (failed.reloads, failed.failed_reloads) == (2, 1)
+
+
+@pytest.mark.parametrize("version, answers", [
+    ("2.6.12-1+deb12u4", False), ("2.6.22", False), ("1.8.19", False), ("2.7.0", True),
+    ("2.7-dev5", True), ("3.0.11-1+deb13u5", True), ("10.0.1", True), ("", False),
+    ("haproxy", False)])
+def test_masters_from_2_7_on_answer_reload(version: str, answers: bool) -> None:
+    assert api.answers_reload(version) is answers
+
+
+def test_a_2_6_reload_answers_nothing() -> None:
+    assert api.parse_reload("") is None and api.parse_reload("\n") is None
+
+
+def test_a_3_0_reload_answers_its_success_and_the_new_workers_messages() -> None:
+    answer = api.parse_reload(_recorded("master_reload_3.0.txt"))
+    assert answer is not None and answer.success
+    assert "New worker (19641) forked" in answer.messages
+    assert "Success" not in answer.messages and not answer.messages.startswith("--")
+
+
+@pytest.mark.parametrize("name, alert", [
+    ("master_reload_config_refused_3.0.txt",
+     "config : parsing [/tmp/rec30/haproxy.cfg:14] : unknown keyword 'bogus-keyword' in "
+     "'global' section"),
+    ("master_reload_bind_failed_3.0.txt",
+     "Binding [/tmp/rec30/haproxy.cfg:10] for frontend fe: protocol tcpv4: cannot bind socket "
+     "(Cannot assign requested address) for [198.18.9.9:6443].")])
+def test_a_3_0_reload_haproxy_refuses_carries_its_first_alert(name: str, alert: str) -> None:
+    """The refusal's reason is HAProxy's own first [ALERT], as the agent's exit reason."""
+    from ocf_lib.logic.haproxy_runtime import first_alert
+    answer = api.parse_reload(_recorded(name))
+    assert answer is not None and not answer.success
+    assert first_alert(answer.messages) == alert
+
+
+@pytest.mark.parametrize("text", ["Success=2\n--\n", "Success=1\n", "Unknown command.\n"])
+def test_a_reload_answer_of_another_form_is_an_error(text: str) -> None:
+    with pytest.raises(RuntimeApiError, match="unexpected answer to 'reload'"):
+        api.parse_reload(text)
 
 
 @pytest.mark.parametrize("parse, name", [
@@ -348,11 +403,17 @@ def test_master_cli_with_a_frozen_worker_times_out_but_show_proc_answers(
 
 
 def test_master_cli_reload_starts_a_new_worker(lab: HaproxyLab) -> None:
-    """`reload` answers nothing; the master re-executes itself, and its socket refuses
-    connections for a moment meanwhile."""
+    """`reload` answers nothing in 2.6 and `Success=1` with the loading's messages from 2.7
+    on; the master re-executes itself, and in 2.6 its socket refuses connections for a moment
+    meanwhile."""
     lab.start(master_worker=True)
-    [old] = [p for p in api.show_proc(lab.master_socket, timeout=2) if p.role == "worker"]
-    assert api.command(lab.master_socket, "reload", timeout=5).strip() == ""
+    procs = api.show_proc(lab.master_socket, timeout=2)
+    [old] = [p for p in procs if p.role == "worker"]
+    answer = api.reload(lab.master_socket, timeout=5)
+    if api.answers_reload(procs[0].version):
+        assert answer is not None and answer.success, answer
+    else:
+        assert answer is None
 
     def new_worker() -> list[MasterProcess]:
         try:

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from ocfshim import AGENT_NAMES, AGENTS, REPO
+from ocfshim import AGENT_NAMES, AGENTS, REPO, public_agent
 
 DTD_DIR = "/usr/share/resource-agents"
 SAMPLE = os.path.join(os.path.dirname(__file__), "data", "sample_agent")
@@ -58,7 +58,7 @@ def test_declarations_appear_with_types_defaults_and_actions():
 
 def test_metadata_runs_as_nobody():
     proc = subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c",
-                           f"{os.path.join(AGENTS, 'IPaddr2')} meta-data"],
+                           f"{public_agent('IPaddr2')} meta-data"],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert "<resource-agent" in proc.stdout

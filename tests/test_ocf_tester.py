@@ -1,9 +1,12 @@
-"""resource-agents' ocf-tester accepts ocf:kuth:IPaddr2 for IPv4 and IPv6."""
+"""resource-agents' ocf-tester accepts ocf:kuth:IPaddr2 for IPv4 and IPv6.
+
+ocf-tester runs meta-data as nobody, so it gets the copy of the agent any user can read
+(ocfshim.public_tree), wherever the checkout lies."""
 import os
 
 import pytest
 
-from ocfshim import AGENTS, STATE_DIR
+from ocfshim import STATE_DIR, public_agent
 
 CASES = {
     "ipv4": ["ip=198.18.0.10", "nic=lan0", "cidr_netmask=24"],
@@ -18,7 +21,7 @@ def test_ocf_tester_passes(lan, case):
     argv = ["ocf-tester", "-n", f"vip-{case}"]
     for option in CASES[case]:
         argv += ["-o", option]
-    proc = node.run(*argv, os.path.join(AGENTS, "IPaddr2"), check=False, timeout=180,
+    proc = node.run(*argv, public_agent("IPaddr2"), check=False, timeout=180,
                     env={**os.environ, "HA_RSCTMP": STATE_DIR})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "passed all tests" in proc.stdout

@@ -1,5 +1,6 @@
 """The Debian package: built from a clean copy, lintian-clean, complete, installable with apt
-on a clean Debian 12, removable without a trace, and upgradable under a running resource."""
+on a clean Debian 12 and on a clean Debian 13 (one package for both, built on this machine's
+release), removable without a trace, and upgradable under a running resource."""
 from __future__ import annotations
 
 import glob
@@ -39,12 +40,12 @@ def deb() -> str:
     return build(os.path.join(REPO, "dist"))
 
 
-@pytest.fixture(scope="module")
-def base(deb: str, tmp_path_factory) -> Iterator[str]:
-    """The clean Debian 12 root for this package's relations, from the cached tarball (which
-    is made once per machine)."""
-    tarball = chroot.base_tarball(chroot.base_packages(deb))
-    with chroot.unpacked(tarball, str(tmp_path_factory.mktemp("bookworm"))) as path:
+@pytest.fixture(scope="module", params=chroot.SUITES)
+def base(deb: str, tmp_path_factory, request) -> Iterator[str]:
+    """A clean Debian 12 or 13 root for this package's relations, from the cached tarball
+    (which is made once per machine and release)."""
+    tarball = chroot.base_tarball(chroot.base_packages(deb), request.param)
+    with chroot.unpacked(tarball, str(tmp_path_factory.mktemp(request.param))) as path:
         yield path
 
 
@@ -139,7 +140,8 @@ def test_version_comes_from_ocf_lib_and_relations_are_debians(deb: str) -> None:
     assert deb_field(deb, "Version") == ocf_lib.__version__
     assert deb_field(deb, "Architecture") == "all"
     assert deb_field(deb, "Depends") == "iproute2, python3:any (>= 3.11~)"
-    assert deb_field(deb, "Recommends") == "crmsh | pcs, haproxy, pacemaker"
+    assert deb_field(deb, "Recommends") == ("crmsh | pcs, haproxy, pacemaker, "
+                                            "pacemaker-cli-utils")
     assert deb_field(deb, "Suggests") == "resource-agents"
 
 
@@ -152,7 +154,7 @@ def test_maintainer_scripts_never_start_stop_or_restart_anything(deb: str, tmp_p
         assert not [tool for tool in SERVICE_TOOLS if tool in text], script.name
 
 
-def test_apt_installs_it_on_a_clean_bookworm_and_purge_leaves_nothing(deb: str, root: str) -> None:
+def test_apt_installs_it_on_a_clean_debian_and_purge_leaves_nothing(deb: str, root: str) -> None:
     chroot.publish(root, [deb])
     before = chroot.files_of(root)
     installed = chroot.chrooted(root, "apt-get", "install", "-y", "-q", PACKAGE).stdout

@@ -19,19 +19,21 @@ import pytest
 
 from lab.haproxy import guide_config_for_test
 from hardening import network_state, processes
-from ocfshim import AGENTS, Outcome, agent_env, assert_clean_failure, run_agent
+from ocfshim import Outcome, agent_env, assert_clean_failure, public_agent, run_agent
 
 NOBODY = pwd.getpwnam("nobody")
 V4 = {"ip": "198.18.0.10", "nic": "lan0", "cidr_netmask": "24"}
 
 
 def as_nobody(ns, agent: str, action: str, params: dict, **kw) -> Outcome:
-    """Run the agent inside ns as nobody:nogroup with no supplementary groups."""
+    """Run the agent inside ns as nobody:nogroup with no supplementary groups: a copy any
+    user can read, from /, wherever the checkout lies (`haproxy -c` goes back to its
+    working directory after reading the configuration, and fails where nobody may not)."""
     env = agent_env(params, **kw)
     argv = ns.exec_argv(["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}",
-                         "--clear-groups", os.path.join(AGENTS, agent), action])
+                         "--clear-groups", public_agent(agent), action])
     return Outcome(subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60,
-                                  stdin=subprocess.DEVNULL))
+                                  stdin=subprocess.DEVNULL, cwd="/"))
 
 
 @pytest.fixture

@@ -14,7 +14,9 @@ Both end in RuntimeApiError within the timeout, never in a hang.
 The master CLI (`haproxy -W -S <path>`) answers `show proc` itself and forwards a
 command prefixed with a route (`@1 show info` for the current worker, `@!<pid>` for a
 given one) to a worker. It keeps the connection open after answering unless the client
-shuts its sending side, so `command` always does that.
+shuts its sending side, so `command` always does that. Its `reload` answers nothing in
+HAProxy 2.6; from 2.7 on it answers once the reload is over, with its outcome and the
+messages of the new configuration's loading (`reload`, `parse_reload`).
 """
 
 import _csv
@@ -130,6 +132,35 @@ def set_server_state(path: str, backend: str, server: str, state: str, *, timeou
         raise RuntimeApiError(f"haproxy refused {cmd!r}: {_first_line(answer)}")
 
 
+class ReloadAnswer:
+    """What the master CLI's `reload` answered (HAProxy >= 2.7): whether the new
+    configuration runs, and HAProxy's messages while loading it ([NOTICE], [ALERT] lines)."""
+
+    __slots__ = ("success", "messages")
+
+    def __init__(self, success: bool, messages: str) -> None:
+        self.success = success
+        self.messages = messages
+
+    def __repr__(self) -> str:
+        return f"ReloadAnswer(success={self.success}, messages={self.messages!r})"
+
+
+def reload(master_path: str, *, timeout: float) -> ReloadAnswer | None:
+    """Ask the master to reload. HAProxy >= 2.7 answers when the new worker runs or the
+    reload failed (the old worker then keeps serving); 2.6 answers at once with nothing
+    (None), and only `show proc` tells later whether it worked."""
+    return parse_reload(command(master_path, "reload", timeout=timeout))
+
+
+def answers_reload(version: str) -> bool:
+    """Whether the master of this version (`show proc`'s "2.6.12-1+deb12u4") answers
+    `reload` with its outcome: 2.7 and later."""
+    major, _, rest = version.partition(".")
+    minor = rest.split(".", 1)[0].split("-", 1)[0]
+    return major.isdigit() and minor.isdigit() and (int(major), int(minor)) >= (2, 7)
+
+
 def show_proc(master_path: str, *, timeout: float) -> list[MasterProcess]:
     """The master CLI's `show proc`: the master, its current and its old workers."""
     return parse_proc(command(master_path, "show proc", timeout=timeout))
@@ -209,6 +240,17 @@ def parse_proc(text: str) -> list[MasterProcess]:
         elif line.strip():
             procs.append(_proc_line(line.split(), old))
     return procs
+
+
+def parse_reload(text: str) -> ReloadAnswer | None:
+    """`Success=1` or `Success=0`, a `--` line, then the loading's messages; an empty
+    answer (HAProxy 2.6) is None."""
+    if not text.strip():
+        return None
+    status, separator, messages = text.partition("\n--\n")
+    if not separator or status not in ("Success=1", "Success=0"):
+        raise RuntimeApiError(f"unexpected answer to 'reload': {_first_line(text)!r}")
+    return ReloadAnswer(status == "Success=1", messages)
 
 
 def backend_servers_up(rows: list[dict[str, str]]) -> dict[str, tuple[int, int]]:

@@ -1,10 +1,10 @@
 """One HAProxy instance run by the haproxy agent: files, launch, reload, stop, health.
 
 HAProxy always runs in master-worker mode (`-W -D`), whatever the configuration says about
-`daemon`: the master keeps the listening sockets across reloads (a reload is SIGUSR2 to the
-master, which starts a new worker and lets the old one finish its connections), and its CLI
-socket, which the agent always creates, reaches the current worker even when the
-configuration has no `stats socket`.
+`daemon`: the master keeps the listening sockets across reloads (a reload, the master CLI's
+`reload` or SIGUSR2, makes it start a new worker and let the old one finish its
+connections), and its CLI socket, which the agent always creates, reaches the current worker
+even when the configuration has no `stats socket`.
 
 The monitor path (master_pid, show_stat) reads only the pidfile, /proc, a small state file
 and the runtime socket; the configuration is parsed on start, reload and validate only.
@@ -254,9 +254,11 @@ class Instance:
         return config
 
     def reload(self, deadline: float) -> None:
-        """Apply the configuration: a master-worker reload (SIGUSR2) keeps the listening
-        sockets and lets established connections finish on the old worker; when the command
-        line itself changed (binpath, extraconf, pidfile), only a restart applies it."""
+        """Apply the configuration: a master-worker reload keeps the listening sockets and
+        lets established connections finish on the old worker; when the command line itself
+        changed (binpath, extraconf, pidfile), only a restart applies it. HAProxy >= 2.7
+        answers the master CLI's `reload` with its outcome and its own messages; 2.6 does
+        not, so there the master gets SIGUSR2 and its reload counters tell."""
         if self.state.read("argv") != "\0".join(self.argv()):
             self.stop(grace=0, deadline=deadline)
             self.launch(deadline)
@@ -264,28 +266,51 @@ class Instance:
         master = self.master_pid()
         if master is None:
             raise LaunchFailed("haproxy is not running")
-        before = self.reload_counts(deadline)
+        before = self.master_line(deadline)
+        if haproxy_api.answers_reload(before.version):
+            self._reload_answered(deadline)
+        else:
+            self._reload_by_signal(master, before, deadline)
+        self.wait_serving(deadline, "reload")
+
+    def _reload_answered(self, deadline: float) -> None:
+        """The master CLI's `reload`, which answers once the new worker runs or the new
+        configuration failed; a refusal carries HAProxy's first error (a listener it cannot
+        bind, say, which `haproxy -c` does not try)."""
+        try:
+            answer = haproxy_api.reload(self.master_socket,
+                                        timeout=max(deadline - time.monotonic(), 0.1))
+        except RuntimeApiError as err:
+            raise LaunchFailed(f"haproxy did not reload: {err}") from None
+        if answer is not None and not answer.success:
+            raise LaunchFailed(f"haproxy refused the new configuration, the running one is "
+                               f"unchanged: {first_alert(answer.messages) or 'no reason given'}")
+
+    def _reload_by_signal(self, master: int, before: "haproxy_api.MasterProcess",
+                          deadline: float) -> None:
+        """SIGUSR2 to the master, then wait for its reload counter to move; a failed reload
+        moves the failed counter too, and says no more."""
         process.signal_all([master], process.SIGUSR2)
         while time.monotonic() < deadline:
-            after = self.reload_counts(deadline)
-            if after[0] > before[0]:
-                if after[1] > before[1]:
+            after = self.master_line(deadline)
+            if after.reloads > before.reloads:
+                if (after.failed_reloads or 0) > (before.failed_reloads or 0):
                     raise LaunchFailed("haproxy refused the new configuration; the running "
                                        "one is unchanged")
-                self.wait_serving(deadline, "reload")
                 return
             time.sleep(0.05)
         raise LaunchFailed("haproxy did not reload before the reload timeout")
 
-    def reload_counts(self, deadline: float) -> tuple[int, int]:
-        """(reloads, failed reloads) from the master's `show proc`; the master refuses
-        connections for a moment while it re-executes itself, so this retries."""
+    def master_line(self, deadline: float) -> "haproxy_api.MasterProcess":
+        """The master's line of `show proc` (its version, reloads and failed reloads); the
+        master refuses connections for a moment while it re-executes itself, so this
+        retries."""
         problem = "no answer"
         while time.monotonic() < deadline:
             try:
                 for proc in haproxy_api.show_proc(self.master_socket, timeout=1.0):
                     if proc.role == "master":
-                        return proc.reloads, proc.failed_reloads or 0
+                        return proc
                 problem = "no master in show proc"
             except RuntimeApiError as err:
                 problem = str(err)

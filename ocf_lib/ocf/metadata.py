@@ -5,6 +5,10 @@ Written as text with every value escaped, not with an XML library: `meta-data` i
 pay for lxml. The output is valid against resource-agents' ra-api-1.dtd, which is why it names
 that DTD and keeps to its vocabulary (no OCF 1.1 `reload-agent`, content types
 string|integer|boolean|time, parameter attributes `required` and `unique` only).
+
+A parameter's longdesc ends with its default (`Default: 600s`), taken from its declaration:
+crm ra info and pcs 0.12 show `<content default=...>` themselves, but pcs 0.11 (Debian 12,
+RHEL 9) prints only the longdesc, so its users would never see a default otherwise.
 """
 from __future__ import annotations
 
@@ -48,7 +52,7 @@ def render(name: str, version: str, shortdesc: str, longdesc: str,
     for param in params:
         lines += [f'<parameter name="{escape(param.name)}" unique="{int(param.unique)}" '
                   f'required="{int(param.required)}">',
-                  f'<longdesc lang="en">\n{escape(param.longdesc.strip())}\n</longdesc>',
+                  f'<longdesc lang="en">\n{escape(_longdesc(param))}\n</longdesc>',
                   f'<shortdesc lang="en">{escape(param.shortdesc)}</shortdesc>',
                   f'<content type="{param.kind}" default="{escape(param.default_text())}" />',
                   "</parameter>"]
@@ -64,3 +68,9 @@ def render(name: str, version: str, shortdesc: str, longdesc: str,
         lines.append(f"<action {attrs} />")
     lines += ["</actions>", "</resource-agent>"]
     return "\n".join(lines) + "\n"
+
+
+def _longdesc(param: Param) -> str:
+    """The parameter's description, its default (if any) on a last line of its own."""
+    default = param.default_text()
+    return param.longdesc.strip() + (f"\nDefault: {default}" if default else "")
