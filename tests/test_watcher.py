@@ -184,6 +184,14 @@ def test_watcher_costs_no_cpu_while_waiting(ha, pcmk):
     def cpu_ticks():
         fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
         return int(fields[11]) + int(fields[12])
+
+    def settled():
+        """The watcher has finished starting (imports, pidfd) and waits: on a loaded
+        machine its start-up may still be spending its last tick when start returns."""
+        ticks = cpu_ticks()
+        time.sleep(0.2)
+        return cpu_ticks() == ticks
+    wait_for(settled, timeout=10, what="the watcher waiting")
     before = cpu_ticks()
     time.sleep(1.0)
     assert cpu_ticks() == before
