@@ -203,11 +203,15 @@ class PacemakerStack:
                        what="the streams handed over")
 
     def link_down(self) -> Callable[[], bool]:
-        c = self.cluster
         self.lose_active()
-        c.link_down(self.lost)
-        return lambda: (c.locate(VIP_RSC, view=self.survivor) == [self.survivor]
-                        and self.survivor in c.locate(HAPROXY_RSC, view=self.survivor))
+        self.cluster.link_down(self.lost)
+        return self.taken_over
+
+    def taken_over(self) -> bool:
+        """The survivor of a node loss runs the VIP and haproxy, as it sees it."""
+        c = self.cluster
+        return (c.locate(VIP_RSC, view=self.survivor) == [self.survivor]
+                and self.survivor in c.locate(HAPROXY_RSC, view=self.survivor))
 
     def after_link_down(self) -> None:
         """The lost node was fenced (rebooted) and waits without quorum; cable back in, it
@@ -219,11 +223,9 @@ class PacemakerStack:
 
     def crash(self) -> Callable[[], bool]:
         """The active node dies at once (lab: every process killed, as a power loss)."""
-        c = self.cluster
         self.lose_active()
-        c.crash(self.lost)
-        return lambda: (c.locate(VIP_RSC, view=self.survivor) == [self.survivor]
-                        and self.survivor in c.locate(HAPROXY_RSC, view=self.survivor))
+        self.cluster.crash(self.lost)
+        return self.taken_over
 
     def after_crash(self) -> None:
         """Fenced, the node boots again and joins."""
@@ -397,11 +399,16 @@ class KeepalivedStack:
     standby = move
     after_standby = after_move
 
-    def link_down(self) -> Callable[[], bool]:
+    def lose_active(self) -> Callable[[], bool]:
+        """Pick the node to lose; returns: the survivor holds the VIP."""
         self.lost = self.active()
         self.survivor = next(n for n in self.cluster.names if n != self.lost)
-        self.cluster.link_down(self.lost)
         return lambda: self.cluster.node(self.survivor).has_address(VIP)
+
+    def link_down(self) -> Callable[[], bool]:
+        done = self.lose_active()
+        self.cluster.link_down(self.lost)
+        return done
 
     def after_link_down(self) -> None:
         """Pacemaker (no resources, fencing on) fenced the cut node: it boots, and its
@@ -412,10 +419,9 @@ class KeepalivedStack:
         self.settle()
 
     def crash(self) -> Callable[[], bool]:
-        self.lost = self.active()
-        self.survivor = next(n for n in self.cluster.names if n != self.lost)
+        done = self.lose_active()
         self.cluster.crash(self.lost)
-        return lambda: self.cluster.node(self.survivor).has_address(VIP)
+        return done
 
     def after_crash(self) -> None:
         self.cluster.wait_booted(self.lost)
