@@ -168,20 +168,21 @@ class Demo:
             return bool(now) and not set(killed) & set(now) and self.on(node)
         self.event("haproxy killed", kill, restarted)
 
-    def handed_over(self, lost: str) -> None:
-        """Wait until the address watcher on lost has handed the streams over to the other
-        nodes (every 2 s, connections seen twice), so their new owner can wake them."""
-        for name in self.cluster.names:
-            if name != lost:
-                self.cluster.wait_for(lambda: len(self.cluster.handed_over(VIP_RSC, name))
-                                      == STREAMS, WAIT_S, what=f"the streams handed over to {name}")
-        self.say(f"The address watcher on {lost} has handed the {STREAMS} streams over to the "
-                 f"other nodes (node attribute kuth-{VIP_RSC}-connections).")
-
-    def node_crash(self) -> None:
+    def lose_active(self) -> tuple[str, list[str]]:
+        """The node to lose (the active one) and the survivors, once the address watcher on
+        it has handed the streams over to them (every 2 s, connections seen twice), so their
+        new owner can wake them."""
         lost = self.active()
         survivors = [n for n in self.cluster.names if n != lost]
-        self.handed_over(lost)
+        for name in survivors:
+            self.cluster.wait_for(lambda: len(self.cluster.handed_over(VIP_RSC, name))
+                                  == STREAMS, WAIT_S, what=f"the streams handed over to {name}")
+        self.say(f"The address watcher on {lost} has handed the {STREAMS} streams over to the "
+                 f"other nodes (node attribute kuth-{VIP_RSC}-connections).")
+        return lost, survivors
+
+    def node_crash(self) -> None:
+        lost, survivors = self.lose_active()
 
         def crash() -> str:
             self.cluster.crash(lost)
@@ -197,9 +198,7 @@ class Demo:
         self.shell(["stonith_admin", "--history", lost])
 
     def node_down(self) -> None:
-        lost = self.active()
-        survivors = [n for n in self.cluster.names if n != lost]
-        self.handed_over(lost)
+        lost, survivors = self.lose_active()
 
         def cut() -> str:
             self.cluster.link_down(lost)
