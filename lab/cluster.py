@@ -594,14 +594,20 @@ class Cluster:
     def kill_pacemaker(self, name: str, sig: int = signal.SIGKILL) -> list[int]:
         """Send sig to pacemakerd and all its daemons on a node (Corosync stays): a crash of
         the cluster manager. Returns the pids signalled."""
-        pids = self.node(name).pids("pacemaker")
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
+        signalled: list[int] = []
+        for _ in range(50 if sig == signal.SIGKILL else 1):  # pacemakerd may respawn one
+            pids = [p for p in self.node(name).pids("pacemaker") if p not in signalled]
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            signalled += pids
+            time.sleep(0.02)
         self.stopped.add(name)
-        return pids
+        return signalled
 
     # -- teardown
 
