@@ -1,7 +1,7 @@
 """Clean Debian 12 and 13 roots for the package tests, debootstrapped once and then cached.
 
 One package, built on either release, must install and work on both. A base root is minbase plus the package's own Depends and Recommends (so apt installs only
-kuth-resource-agents in every run) plus the few programs the tests drive inside it (`man`,
+kuth-resource-agents in every run) plus the few programs the tests drive inside it (`man`, `ocf-tester`,
 `crm`). It is kept as a tarball under /var/cache/kuth-resource-agents/, named by its release
 and a hash of that package set: a change of dependencies makes a new base, a repeated run unpacks the old
 one once, and each test writes to an overlay on it. Services are never started inside:
@@ -22,8 +22,9 @@ from collections.abc import Iterator
 CACHE_DIR = "/var/cache/kuth-resource-agents"
 SUITES = ("bookworm", "trixie")   # Debian 12 and 13
 MIRROR = "http://deb.debian.org/debian"
-# What the tests run inside the root besides the package's own relations.
-TEST_TOOLS = ("man-db", "crmsh")
+# What the tests run inside the root besides the package's own relations: ocf-tester comes
+# with resource-agents and validates meta-data with xmllint (libxml2-utils).
+TEST_TOOLS = ("man-db", "crmsh", "resource-agents", "libxml2-utils")
 # Bump when the way the base is made changes, so old tarballs are not reused.
 RECIPE = "1"
 POLICY_LOG = "/var/log/kuth-policy-rc.d.log"

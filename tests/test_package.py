@@ -188,6 +188,35 @@ def test_upgrade_leaves_running_ipaddr2_and_haproxy_untouched(deb: str, root: st
         upgrade_under_running_resources(root, node, f"/tmp/{os.path.basename(newer)}")
 
 
+def test_installed_agents_pass_ocf_tester(deb: str, root: str, lan) -> None:
+    """ocf-tester from the root's own resource-agents, against the agents apt installed
+    there, in a test node's network namespace: IPaddr2 alone, then haproxy with the VIP its
+    configuration binds started by the installed IPaddr2, as in the guide's group."""
+    node, _peer = lan
+    chroot.publish(root, [deb])
+    chroot.chrooted(root, "apt-get", "install", "-y", "-q", PACKAGE)
+    with open(os.path.join(root, HAPROXY_CONF.lstrip("/")), "w") as conf:
+        conf.write(HAPROXY_CFG)
+    options = {"IPaddr2": [f"{k.removeprefix('OCF_RESKEY_')}={v}"
+                           for k, v in RESOURCES["IPaddr2"].items() if k.startswith("OCF_RESKEY")],
+               "haproxy": [f"conffile={HAPROXY_CONF}"]}
+    with chroot.proc_mounted(root):
+        for agent, started_first in (("IPaddr2", []), ("haproxy", ["IPaddr2"])):
+            for dependency in started_first:
+                assert run_resource(root, node, dependency, "start") == 0, dependency
+            argv = ["ocf-tester", "-n", f"test-{agent}"]
+            for option in options[agent]:
+                argv += ["-o", option]
+            proc = chroot.chrooted(root, *argv, f"{OCF_DIR}/{agent}", check=False,
+                                   prefix=("nsenter", f"--net=/run/netns/{node.name}"))
+            for dependency in started_first:
+                assert run_resource(root, node, dependency, "stop") == 0, dependency
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+            assert "passed all tests" in proc.stdout
+    assert "198.18.0.10/24" not in node.addresses("lan0")
+    assert live_haproxy(node) == []
+
+
 HAPROXY_CONF = "/etc/haproxy/kuth-upgrade-test.cfg"
 HAPROXY_CFG = """\
 defaults
