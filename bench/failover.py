@@ -3,9 +3,10 @@
 A client sends a GET through the VIP to the kube-apiserver stand-ins behind HAProxy every
 10 ms (lab/traffic.py's Traffic), and holds 4 long-lived watch streams through it as
 Kubernetes clients do (lab/traffic.py's Streams), while the benchmark moves the resources,
-puts the active node in standby, pulls its cables, crashes it, kills haproxy with SIGKILL
-and reloads it. The same 2-node cluster (Corosync token 1000 ms, fencing on with the lab's
-fence device: a cut or crashed node is fenced, a reboot, before the survivor takes over)
+puts the active node in standby, pulls its cables, crashes it, reloads haproxy, kills it
+with SIGKILL, and reloads it after a refresh. The same 2-node cluster (Corosync token
+1000 ms, fencing on with the lab's fence device: a cut or crashed node is fenced, a reboot,
+before the survivor takes over)
 runs every stack in turn, so the figures compare like with like:
 
   kuth       ocf:kuth:IPaddr2 + ocf:kuth:haproxy
@@ -32,7 +33,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,7 +62,10 @@ MOVE_RATIO = 0.5
 KILL_S = 0.5
 AGENTS_PART_S = 0.150
 STALL_OVER_OUTAGE_S = 0.5  # node loss: a stream's stall against the short requests' outage
-EVENTS = ("move", "standby", "link down", "crash", "kill -9", "reload")
+# "reload after refresh": a reload right after `crm resource refresh` of the running haproxy
+# (as after the cleanup of a failure), which Pacemaker (2.1.5 and 3.0.0 alike) turns into a
+# restart (see PacemakerStack.reload_after_refresh).
+EVENTS = ("move", "standby", "link down", "crash", "reload", "kill -9", "reload after refresh")
 NODE_LOSSES = ("link_down", "crash")  # the events whose agents' part is measured
 # Long-lived watch streams held through the VIP beside the short requests (lab.traffic).
 STREAMS = 4
@@ -114,7 +118,7 @@ def stacks() -> list[Stack]:
                      slow=not watch)
                for interval in (20, 60) for watch in (True, False) for topo in ("guide", "clone")
                if (interval, watch) != (20, True)]  # the main kuth stacks are that one
-    return [*main, Stack("keepalived"), *watcher]
+    return [*main, Stack("keepalived", events=EVENTS[:-1]), *watcher]  # no Pacemaker: no refresh
 
 
 # -- Pacemaker stacks ---------------------------------------------------------------------
@@ -258,6 +262,19 @@ class PacemakerStack:
         return lambda: self.cluster.settle() or True
 
     def after_reload(self) -> None:
+        self.cluster.settle()
+
+    def reload_after_refresh(self) -> Callable[[], bool]:
+        """`crm resource refresh` of haproxy, then a reload. The refresh (like the cleanup of
+        a failure) probes it again; the probe finds it running where Pacemaker, its history
+        gone, expected it stopped, and that result is kept as the resource's last failure,
+        without the digest that says the agent can reload. The next parameter change on
+        that node is then a restart (stop, start), until a start writes the history anew."""
+        self.cluster.crm("resource", "refresh", HAPROXY_RSC)
+        self.cluster.settle()
+        return self.reload()
+
+    def after_reload_after_refresh(self) -> None:
         self.cluster.settle()
 
 
@@ -697,6 +714,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="rounds of a kill that waits for the monitor (watch=false; default 2)")
     p.add_argument("--only", action="append", default=[],
                    help="run only stacks whose label contains this (repeatable)")
+    p.add_argument("--event", action="append", default=[], choices=EVENTS,
+                   help="run only this event (repeatable; default: every event)")
     p.add_argument("--agents", metavar="DIR", default=str(REPO / "agents"),
                    help="the ocf:kuth agents to run (default: this checkout's; give a copy of a "
                         "commit, e.g. from git archive, while others edit the checkout)")
@@ -717,7 +736,10 @@ def main(argv: list[str]) -> int:
         print("failover: run as root (it builds namespaces and a cluster)", file=sys.stderr)
         return 1
     signal.signal(signal.SIGTERM, raise_on_sigterm)
-    chosen = [s for s in stacks() if not args.only or any(o in s.label for o in args.only)]
+    chosen = [replace(s, events=tuple(e for e in s.events if e in args.event))
+              if args.event else s
+              for s in stacks() if not args.only or any(o in s.label for o in args.only)]
+    chosen = [s for s in chosen if s.events]
     began = time.monotonic()
     rows: list[Row] = []
     print(f"failover: {len(chosen)} stacks, {args.repeat} rounds per event; starting a "
