@@ -37,7 +37,7 @@ check-debian13:
 	tools/debian13-root make --no-print-directory check-here
 
 deps:
-	tools/install-packages $(TEST_PACKAGES) $(CLUSTER_PACKAGES) $(DEB_PACKAGES)
+	tools/install-packages $(TEST_PACKAGES) $(DEMO_PACKAGES) $(DEB_PACKAGES)
 
 ## demo: build the package, run its agents in a Pacemaker cluster on this machine while a
 ## client sends traffic through the VIP; ARGS="--nodes 3", ARGS="--keep" (see demo/demo.py)

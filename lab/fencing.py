@@ -3,7 +3,7 @@ virtual machines, and the fence agent that drives it.
 
 What callers get: `PowerSwitch(netns, machines)` serves, on TCP port POWER_PORT of
 POWER_ADDRESS in its own host on the lan (netns), the requests of the fence agent
-`lab/sbin/fence_kuth_lab` (AGENT), which every node sees as /usr/sbin/fence_kuth_lab.
+`lab/usr/sbin/fence_kuth_lab` (AGENT), which every node sees as /usr/sbin/fence_kuth_lab.
 Like a hypervisor that fence_virsh reaches over the network, it is reached over the lan:
 a node whose cables are pulled cannot fence anyone, the others can fence it. `machines`
 (the Cluster) does the work: `power_off(name)` ends everything running in the node's
@@ -38,7 +38,8 @@ from lab import REPO
 from lab.netns import Netns
 from lab.topology import POWER_ADDRESS, POWER_PORT
 
-AGENT_DIR = os.path.join(REPO, "lab", "sbin")
+USR_LAYER = os.path.join(REPO, "lab", "usr")  # laid over each node's /usr (lab.nodes)
+AGENT_DIR = os.path.join(USR_LAYER, "sbin")
 AGENT = "fence_kuth_lab"
 # Run inside a namespace: make a listening socket there, hand it back over the fd argv[3].
 _LISTEN = ("import socket, sys; server = socket.create_server((sys.argv[1], int(sys.argv[2])));"

@@ -18,8 +18,9 @@ The agents: /usr/lib/ocf/resource.d is replaced, only in the node, by a tmpfs ho
 mounts of the machine's providers (heartbeat, pacemaker) and `kuth` -> agents_dir (a
 symlink, not a bind mount, so the agent's realpath still finds ocf_lib next to it in a
 checkout), or, with package_root, the files of an unpacked .deb are laid over the node's
-/usr. The fence agent: lab/sbin laid over the node's /usr/sbin (read-only overlay), where
-pacemaker-fenced looks for fence_* agents.
+/usr. The fence agent: lab/usr laid over the node's /usr, so that it is in /usr/sbin, where
+pacemaker-fenced looks for fence_* agents. Both go into one read-only overlay: overlays
+stack at most two deep, and in the Debian 13 root (tools/debian13-root) / is one already.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import time
 
 from lab import command
 from lab.command import ClusterError
-from lab.fencing import AGENT_DIR
+from lab.fencing import USR_LAYER
 from lab.netns import Netns
 from lab.topology import RING_NETWORK, VIP_NETWORK
 
@@ -147,14 +148,13 @@ class Node:
                       directory])
         self._mount_disk()
         self._make_dirs()
-        if package_root:
-            self.run(["mount", "-t", "overlay", "-o", f"lowerdir={package_root}/usr:/usr",
-                      f"{self.name}-package", "/usr"])
+        layers = ([USR_LAYER] if fence_agent else []) + (
+            [f"{package_root}/usr"] if package_root else [])
+        if layers:  # one overlay: a machine whose / is an overlay already allows one more
+            self.run(["mount", "-t", "overlay", "-o", f"lowerdir={':'.join(layers)}:/usr",
+                      f"{self.name}-usr", "/usr"])
         if agents_dir:
             self._show_agents(agents_dir)
-        if fence_agent:
-            self.run(["mount", "-t", "overlay", "-o", f"lowerdir={AGENT_DIR}:/usr/sbin",
-                      f"{self.name}-fence", "/usr/sbin"])
 
     def power_off(self) -> None:
         """End every process of the node at once (SIGKILL, until none is left), as pulling a

@@ -19,6 +19,10 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 
+import ocf_lib
+from ocfshim import REPO
+
+PACKAGE = "kuth-resource-agents"
 CACHE_DIR = "/var/cache/kuth-resource-agents"
 SUITES = ("bookworm", "trixie")   # Debian 12 and 13
 MIRROR = "http://deb.debian.org/debian"
@@ -38,6 +42,15 @@ LOCAL_LIST = "/etc/apt/sources.list.d/kuth-local.list"
 # HOME in /tmp: crmsh's history files are not the package's and must not look like leftovers.
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp",
              "DEBIAN_FRONTEND": "noninteractive"}
+
+
+def build(out: str, version: str | None = None) -> str:
+    """tools/build-deb into out (a clean copy of the checkout; `make deb` does the same into
+    dist/); the path of the .deb it made."""
+    argv = [os.path.join(REPO, "tools", "build-deb")] + (["--version", version] if version else [])
+    proc = subprocess.run([*argv, out], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return os.path.join(out, f"{PACKAGE}_{version or ocf_lib.__version__}_all.deb")
 
 
 def relations(deb: str) -> list[str]:

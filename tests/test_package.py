@@ -15,7 +15,7 @@ import ocf_lib
 import package_chroot as chroot
 from ocfshim import AGENT_NAMES, REPO
 
-PACKAGE = "kuth-resource-agents"
+PACKAGE = chroot.PACKAGE
 OCF_DIR = "/usr/lib/ocf/resource.d/kuth"
 PRIVATE_DIR = f"/usr/share/{PACKAGE}"
 DOC_DIR = f"/usr/share/doc/{PACKAGE}"
@@ -26,18 +26,10 @@ SERVICE_TOOLS = ("systemctl", "invoke-rc.d", "deb-systemd-invoke", "service ", "
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="building and chroot need root")
 
 
-def build(out: str, version: str | None = None) -> str:
-    """tools/build-deb into out; the path of the .deb it made."""
-    argv = [os.path.join(REPO, "tools", "build-deb")] + (["--version", version] if version else [])
-    proc = subprocess.run([*argv, out], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return os.path.join(out, f"{PACKAGE}_{version or ocf_lib.__version__}_all.deb")
-
-
 @pytest.fixture(scope="module")
 def deb() -> str:
     """The package as `make deb` builds it, in dist/."""
-    return build(os.path.join(REPO, "dist"))
+    return chroot.build(os.path.join(REPO, "dist"))
 
 
 @pytest.fixture(scope="module", params=chroot.SUITES)
@@ -178,7 +170,7 @@ def test_apt_installs_it_on_a_clean_debian_and_purge_leaves_nothing(deb: str, ro
 def test_upgrade_leaves_running_ipaddr2_and_haproxy_untouched(deb: str, root: str, lan,
                                                               tmp_path) -> None:
     node, _peer = lan
-    newer = build(str(tmp_path / "newer"), f"{ocf_lib.__version__}+upgradetest1")
+    newer = chroot.build(str(tmp_path / "newer"), f"{ocf_lib.__version__}+upgradetest1")
     for package in (deb, newer):
         shutil.copy(package, os.path.join(root, "tmp"))
     with open(os.path.join(root, HAPROXY_CONF.lstrip("/")), "w") as conf:
