@@ -2,9 +2,12 @@
 PYTHON := /usr/bin/python3
 # What the agents need at run time, and what the tests and benchmarks drive.
 RUNTIME_PACKAGES := python3 iproute2
-TEST_PACKAGES := $(RUNTIME_PACKAGES) python3-pytest python3-lxml iputils-ping resource-agents libxml2-utils tcpdump haproxy python3-hypothesis \
+# The lab (lab/: namespaces, cluster, clients), under the tests, the demo and the benchmarks;
+# python3-psutil for its questions about processes (lab/processes.py), never the agents'.
+LAB_PACKAGES := $(RUNTIME_PACKAGES) python3-psutil
+TEST_PACKAGES := $(LAB_PACKAGES) python3-pytest python3-lxml iputils-ping resource-agents libxml2-utils tcpdump haproxy python3-hypothesis \
 	procps util-linux man-db
-BENCH_PACKAGES := $(TEST_PACKAGES) time python3-psutil python3-requests
+BENCH_PACKAGES := $(TEST_PACKAGES) time python3-requests
 # The one-machine Pacemaker cluster of the lab (lab/cluster.py): tests, demo, benchmarks; both
 # shells operators use, crmsh and pcs (its resource and constraint commands need no pcsd).
 # pacemaker-cli-utils (crm_mon, cibadmin, crm_resource, attrd_updater) is only a Recommends of
@@ -13,7 +16,7 @@ CLUSTER_PACKAGES := pacemaker pacemaker-cli-utils corosync crmsh pcs
 # The failover benchmark: the cluster's packages, keepalived to compare with, and the plot.
 FAILOVER_PACKAGES := $(TEST_PACKAGES) $(CLUSTER_PACKAGES) keepalived python3-matplotlib
 # The demo's cluster: the agents' needs, HAProxy and the cluster stack (curl to explore it).
-DEMO_PACKAGES := $(RUNTIME_PACKAGES) haproxy $(CLUSTER_PACKAGES) curl
+DEMO_PACKAGES := $(LAB_PACKAGES) haproxy $(CLUSTER_PACKAGES) curl
 # Building the Debian package (its Build-Depends; dpkg-buildpackage also wants build-essential,
 # which a minimal Debian lacks), checking it, and its install tests; tools/build-deb copies the
 # files git tracks.

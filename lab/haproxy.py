@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from lab import processes
 from lab.guide import GUIDE_CFG
 from lab.netns import Host, Netns
 from ocf_lib.adapters import haproxy_api as api
@@ -65,12 +66,7 @@ def freeze(pid: int) -> None:
     """SIGSTOP pid and return once every one of its threads has stopped: the signal
     is asynchronous and haproxy's second thread may answer one more request."""
     os.kill(pid, signal.SIGSTOP)
-
-    def stopped() -> bool:
-        tasks = os.listdir(f"/proc/{pid}/task")
-        return all(Path(f"/proc/{pid}/task/{task}/stat").read_bytes().rsplit(b") ", 1)[1]
-                   .startswith(b"T") for task in tasks)
-    wait_for(stopped, timeout=5, what=f"pid {pid} stopped")
+    wait_for(lambda: processes.stopped(pid), timeout=5, what=f"pid {pid} stopped")
 
 
 class HaproxyLab:

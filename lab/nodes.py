@@ -28,7 +28,7 @@ import os
 import subprocess
 import time
 
-from lab import command
+from lab import command, processes
 from lab.command import ClusterError
 from lab.fencing import USR_LAYER
 from lab.netns import Netns
@@ -119,15 +119,7 @@ class Node:
 
     def pids(self, comm_prefix: str) -> list[int]:
         """Processes in the node whose command name starts with comm_prefix."""
-        found = []
-        for pid in self.netns.pids():
-            try:
-                with open(f"/proc/{pid}/comm") as f:
-                    if f.read().startswith(comm_prefix):
-                        found.append(pid)
-            except FileNotFoundError:
-                pass
-        return found
+        return [pid for pid in self.netns.pids() if processes.name(pid).startswith(comm_prefix)]
 
 
     # -- boot and power
@@ -218,12 +210,8 @@ def wait_exec(proc: subprocess.Popen[bytes], comm: str, timeout: float = 10) -> 
     """Wait until proc has exec'd comm: before that it is not yet in its new namespaces."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{proc.pid}/comm") as f:
-                if f.read().strip() == comm:
-                    return
-        except FileNotFoundError:
-            pass
+        if processes.name(proc.pid) == comm:
+            return
         if proc.poll() is not None:
             raise ClusterError(f"namespace holder exited {proc.returncode}")
         time.sleep(0.005)

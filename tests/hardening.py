@@ -23,6 +23,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+from lab.processes import alive
 from lab.netns import Netns
 
 SCALE = int(os.environ.get("KUTH_FUZZ_SCALE", "1") or 1)
@@ -177,7 +178,7 @@ def check_lock_files(root: str) -> None:
 
 def processes(ns: Netns) -> list[int]:
     """Live processes in the namespace (zombies excluded: init reaps them)."""
-    return sorted(pid for pid in ns.pids() if _alive(pid))
+    return sorted(pid for pid in ns.pids() if alive(pid))
 
 
 def settled_processes(ns: Netns, expected: list[int], timeout: float = 2.0) -> list[int]:
@@ -189,14 +190,6 @@ def settled_processes(ns: Netns, expected: list[int], timeout: float = 2.0) -> l
         if found == expected or time.monotonic() > deadline:
             return found
         time.sleep(0.02)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b") ", 1)[1][:1] != b"Z"
-    except (OSError, IndexError):
-        return False
 
 
 # -- figures -----------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lab import REPO
+from lab import REPO, processes
 from lab.cluster import Cluster, Status
 from lab.teardown import harness_prefix, lab_dir
 from lab.topology import NODE_HTTP_PORT, VIP_NETWORK
@@ -283,13 +283,7 @@ def _leftovers(prefix: str, pids: list[int]) -> list[str]:
         found.append(f"directory {lab_dir(prefix)}")
     with open("/proc/self/mountinfo") as f:
         found += [f"mount {line.split()[4]}" for line in f if prefix in line]
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
-                    found.append(f"process {pid}")
-        except FileNotFoundError:
-            pass
+    found += [f"process {pid}" for pid in pids if processes.alive(pid)]
     return found
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+from lab import processes
 from lab.cluster import Cluster
 from lab.guide import haproxy_config
 from lab.nodes import Node
@@ -52,11 +53,7 @@ def watchers(node: Node, resource: str | None = None) -> list[int]:
     watcher only, when given)."""
     found = []
     for pid in node.netns.pids():
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().decode(errors="replace").split("\0")
-        except FileNotFoundError:
-            continue
+        argv = processes.cmdline(pid)
         if MARK in argv and (resource is None or resource in argv[argv.index(MARK):]):
             found.append(pid)
     return found

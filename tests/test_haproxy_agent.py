@@ -10,7 +10,7 @@ import pytest
 from lab.haproxy import FRONT, SERVERS, SOCKET, freeze, guide_config_for_test, wait_for
 
 from ocf_lib.adapters import haproxy_api as api
-from ocfshim import (AGENTS, HEAVY_MODULES, STATE_DIR, HaAgentNode, assert_clean_failure,
+from ocfshim import (HEAVY_MODULES, STATE_DIR, HaAgentNode, assert_clean_failure,
                      imported_modules, public_agent, run_agent)
 
 

@@ -13,6 +13,7 @@ import pytest
 
 import ocf_lib
 import package_chroot as chroot
+from lab import processes
 from ocfshim import AGENT_NAMES, REPO
 
 PACKAGE = chroot.PACKAGE
@@ -267,12 +268,4 @@ def live_haproxy(node) -> list[int]:
     """haproxy processes in node's namespace, without zombies that init has yet to reap."""
     inside = set(node.pids())  # pgrep sees the machine's pid namespace: keep the node's
     pids = [int(p) for p in node.run("pgrep", "-x", "haproxy", check=False).stdout.split()]
-    return [pid for pid in pids if pid in inside and process_state(pid) not in ("Z", "")]
-
-
-def process_state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return ""
+    return [pid for pid in pids if pid in inside and processes.alive(pid)]
