@@ -90,3 +90,12 @@ def test_parse_prefix_accepts_lengths_and_dotted_netmasks(text: str, family: int
 def test_parse_prefix_rejects_with_a_reason(text: str, family: int, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         inet.parse_prefix(text, family)
+
+
+def test_checksum_of_an_ipv4_header() -> None:
+    """The header of a real UDP datagram (as printed in many a textbook): its checksum is
+    0xb861, and the header with it sums to zero."""
+    header = bytes.fromhex("450000730000400040110000c0a80001c0a800c7")
+    assert inet.checksum(header) == 0xB861
+    assert inet.checksum(header[:10] + b"\xb8\x61" + header[12:]) == 0
+    assert inet.checksum(b"\x01") == inet.checksum(b"\x01\x00"), "odd lengths padded with 0"

@@ -127,7 +127,12 @@ def transport_checksum(source: bytes, destination: bytes, protocol: int, segment
         pseudo = struct.pack("!4s4sxBH", source, destination, protocol, len(segment))
     else:
         pseudo = struct.pack("!16s16sI3xB", source, destination, len(segment), protocol)
-    data = pseudo + segment
+    return checksum(pseudo + segment)
+
+
+def checksum(data: bytes) -> int:
+    """The Internet checksum of data (RFC 1071): what an IPv4 header carries, and the
+    transport checksums over their pseudo-header."""
     if len(data) % 2:
         data += b"\0"
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
