@@ -10,7 +10,6 @@ input address error), so the client's connect() would wait for its first retrans
 """
 import json
 import subprocess
-import time
 
 import pytest
 

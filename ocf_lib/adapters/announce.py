@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import _socket
 import errno
-import os
 import select
 import struct
 import syslog
@@ -88,37 +87,25 @@ def spawn_background(ifname: str, ip: str, *, count: int = DEFAULT_COUNT,
 
     Every check that does not depend on time (arguments, interface, permission) runs
     here, before the fork, so that such errors raise AnnounceError in the caller. The
-    announcer is a grandchild: the intermediate child exits as soon as it has forked, so
-    the announcer is adopted by init (or a subreaper) and never lingers as the caller's
-    zombie. A send failure in the background is reported to syslog.
+    announcer is detached (see ocf_lib.adapters.process.spawn_detached): never the
+    caller's zombie, ended by a plain kill. A send failure in the background is reported
+    to syslog.
     """
-    import _signal  # loaded by the interpreter at start-up; `signal` would add enum
+    from ocf_lib.adapters import process
     sock, frame = _open_announcement(ifname, ip, None, count, interval_ms, mode, mac)
     try:
         if count > 0:
             _send(sock, ifname, frame)
         if count <= 1:
             return 0
-    except BaseException:
+        return process.spawn_detached(
+            lambda: _repeat(sock, ifname, ip, frame, count - 1, interval_ms),
+            keep=(sock.fileno(),))
+    except OSError:
+        raise AnnounceError(f"could not start the background announcer for {ip} on "
+                            f"{ifname}") from None
+    finally:
         sock.close()
-        raise
-    read_end, write_end = os.pipe()
-    with open(read_end, "rb", buffering=0) as pid_pipe:
-        # Signals stay blocked across the forks until the announcer has dropped the
-        # caller's handlers, so that none of them can run in a copy of the caller.
-        mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
-        try:
-            child = _fork()
-            if child == 0:
-                _run_detached(write_end, sock, ifname, ip, frame, count, interval_ms)
-        finally:
-            _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
-            os.close(write_end)
-            sock.close()
-        packed_pid = pid_pipe.read(4)
-    if not _exited_cleanly(child) or len(packed_pid) != 4:
-        raise AnnounceError(f"could not start the background announcer for {ip} on {ifname}")
-    return struct.unpack("=i", packed_pid)[0]
 
 
 def arp_probe(ifname: str, ip: str, *, timeout_ms: int = 1000, tries: int = 3) -> bytes | None:
@@ -321,72 +308,13 @@ def _await_claim(sock: _socket.socket, own_mac: bytes, ip: bytes, deadline: floa
     return None
 
 
-def _fork() -> int:
+def _repeat(sock: _socket.socket, ifname: str, ip: str, frame: bytes, count: int,
+            interval_ms: int) -> None:
+    """In the background announcer: send the count repeats after the first, interval_ms
+    apart; a failure goes to syslog (nobody else is left to hear of it)."""
     try:
-        return os.fork()
-    except OSError as err:
-        raise AnnounceError(f"cannot fork the background announcer: {err.strerror}") from None
-
-
-def _exited_cleanly(pid: int) -> bool:
-    """Reap the intermediate child; True when it exited with status 0.
-
-    With SIGCHLD ignored the kernel reaps it instead and there is no status to read; the
-    pid that arrived (or not) through the pipe then tells alone.
-    """
-    try:
-        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
-    except ChildProcessError:
-        return True
-
-
-def _run_detached(pid_pipe: int, sock: _socket.socket, ifname: str, ip: str, frame: bytes,
-                  count: int, interval_ms: int) -> None:
-    """In the first child: fork the announcer, report its pid, and exit.
-
-    Never returns: whatever happens, this process and the announcer end in os._exit so
-    that no exception unwinds into the caller's copy of the stack.
-    """
-    status = 1
-    try:
-        os.setsid()
-        announcer = os.fork()
-        if announcer:
-            os.write(pid_pipe, struct.pack("=i", announcer))
-            status = 0
-        else:
-            _default_signal_handling()
-            _detach_descriptors(keep=sock.fileno())
-            time.sleep(interval_ms / 1000)
-            _send_repeatedly(sock, ifname, frame, count - 1, interval_ms)
-            status = 0
+        time.sleep(interval_ms / 1000)
+        _send_repeatedly(sock, ifname, frame, count, interval_ms)
     except AnnounceError as err:
         syslog.syslog(syslog.LOG_ERR, f"background announcement of {ip} on {ifname} failed: {err}")
-    finally:
-        os._exit(status)
-
-
-def _default_signal_handling() -> None:
-    """Give the announcer default signal handling, then unblock every signal.
-
-    The announcer is a copy of the agent: without this, a `kill PID` from the stop
-    action would run the agent's own Python handlers in it instead of ending it.
-    """
-    import _signal
-    for signum in (_signal.SIGHUP, _signal.SIGINT, _signal.SIGTERM, _signal.SIGALRM,
-                   _signal.SIGUSR1, _signal.SIGUSR2):
-        _signal.signal(signum, _signal.SIG_DFL)
-    _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
-
-
-def _detach_descriptors(keep: int) -> None:
-    """Point stdio at /dev/null and close every other descriptor but keep.
-
-    Pacemaker reads an agent's stdout and stderr until they close; an announcer still
-    holding them would keep the start action waiting for the last frame.
-    """
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.closerange(3, keep)
-    os.closerange(keep + 1, max(os.sysconf("SC_OPEN_MAX"), keep + 1))
+        raise

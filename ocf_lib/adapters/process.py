@@ -12,6 +12,10 @@ import os
 import stat
 import time
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 from _signal import SIGKILL, SIGTERM, SIGUSR1, SIGUSR2  # noqa: F401  (re-exported)
 
 _DELETED = " (deleted)"
@@ -181,6 +185,88 @@ def wait_gone(pids: list[int], deadline: float) -> list[int]:
     finally:
         waiter.close()
     return left
+
+
+def spawn_detached(body: "Callable[[], object]", keep: tuple[int, ...] = ()) -> int:
+    """Run body in a process of its own that outlives the caller; return its pid.
+
+    For helpers an action leaves behind (a background announcer, the refuser): the process
+    is a grandchild, so the intermediate child exits at once and init (or a subreaper)
+    adopts it: it never lingers as the caller's zombie. It leads a session of its own. It
+    is a copy of the caller, so signals stay blocked across the forks until it has default
+    handling: a `kill PID` from a later action must end it, not run the caller's handlers.
+    Its stdio goes to /dev/null and every other descriptor but keep is closed: Pacemaker
+    reads an agent's stdout and stderr until they close. It exits when body returns
+    (status 0) or raises (status 1), through os._exit, so that nothing unwinds into the
+    copy of the caller's stack. OSError when it could not be started.
+    """
+    import _signal  # loaded by the interpreter at start-up; `signal` would add enum
+    read_end, write_end = os.pipe()
+    with open(read_end, "rb", buffering=0) as pid_pipe:
+        mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
+        try:
+            child = os.fork()
+            if child == 0:
+                _run_detached(write_end, body, keep)
+        finally:
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
+            os.close(write_end)
+        packed_pid = pid_pipe.read(4)
+    if not _exited_cleanly(child) or len(packed_pid) != 4:
+        raise OSError(errno.ECHILD, "the detached process did not start")
+    return int.from_bytes(packed_pid, "little")
+
+
+def _run_detached(pid_pipe: int, body: "Callable[[], object]", keep: tuple[int, ...]) -> None:
+    """In the first child: fork the detached process, report its pid, and exit. Never
+    returns, in either process."""
+    status = 1
+    try:
+        os.setsid()
+        detached = os.fork()
+        if detached:
+            os.write(pid_pipe, detached.to_bytes(4, "little"))
+            status = 0
+        else:
+            _default_signal_handling()
+            _detach_descriptors(keep)
+            body()
+            status = 0
+    finally:
+        os._exit(status)
+
+
+def _exited_cleanly(pid: int) -> bool:
+    """Reap the intermediate child; True when it exited with status 0.
+
+    With SIGCHLD ignored the kernel reaps it instead and there is no status to read; the
+    pid that arrived (or not) through the pipe then tells alone.
+    """
+    try:
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    except ChildProcessError:
+        return True
+
+
+def _default_signal_handling() -> None:
+    """Default handling for the signals an agent may trap, then every signal unblocked."""
+    import _signal
+    for signum in (_signal.SIGHUP, _signal.SIGINT, _signal.SIGTERM, _signal.SIGALRM,
+                   _signal.SIGUSR1, _signal.SIGUSR2):
+        _signal.signal(signum, _signal.SIG_DFL)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
+
+
+def _detach_descriptors(keep: tuple[int, ...]) -> None:
+    """Point stdio at /dev/null and close every other descriptor but those in keep."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    low = 3
+    for fd in sorted(set(keep)):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, max(os.sysconf("SC_OPEN_MAX"), low))
 
 
 class _ExitWaiter:
