@@ -130,6 +130,21 @@ def transport_checksum(source: bytes, destination: bytes, protocol: int, segment
     return checksum(pseudo + segment)
 
 
+_TCP_HEADER = struct.Struct("!HHIIBBHHH")  # ports, seq, ack, offset, flags, window, sum, urg
+TCP_SYN, TCP_RST, TCP_ACK = 0x02, 0x04, 0x10
+
+
+def tcp_segment(source: bytes, source_port: int, destination: bytes, destination_port: int,
+                *, seq: int, ack: int, flags: int, window: int) -> bytes:
+    """A bare TCP header (20 bytes, no options, no data) from source to destination (packed
+    addresses of one family), with its checksum: what a node sends for connections it has
+    no socket for (a tickle ACK, a reset)."""
+    header = _TCP_HEADER.pack(source_port, destination_port, seq, ack, 5 << 4, flags, window,
+                              0, 0)
+    checksum = transport_checksum(source, destination, _socket.IPPROTO_TCP, header)
+    return header[:16] + struct.pack("!H", checksum) + header[18:]
+
+
 def checksum(data: bytes) -> int:
     """The Internet checksum of data (RFC 1071): what an IPv4 header carries, and the
     transport checksums over their pseudo-header."""

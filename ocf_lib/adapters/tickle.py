@@ -13,21 +13,17 @@ The ACKs go out through a raw IP socket bound to the address (the kernel adds th
 header and routes it), one datagram per connection: thousands cost milliseconds.
 """
 import _socket
-import struct
 
 from ocf_lib.adapters import inet
 
-_TCP_HEADER = struct.Struct("!HHIIBBHHH")  # ports, seq, ack, offset, flags, window, sum, urg
-_TCP_ACK = 0x10
 _WINDOW = 1234  # any: the client only looks at the numbers
 
 
 def ack_segment(local: bytes, port: int, client: bytes, client_port: int) -> bytes:
     """A bare TCP ACK from local:port to client:client_port, sequence and acknowledgement
     numbers 0, with its checksum (packed addresses of one family)."""
-    header = _TCP_HEADER.pack(port, client_port, 0, 0, 5 << 4, _TCP_ACK, _WINDOW, 0, 0)
-    checksum = inet.transport_checksum(local, client, _socket.IPPROTO_TCP, header)
-    return header[:16] + struct.pack("!H", checksum) + header[18:]
+    return inet.tcp_segment(local, port, client, client_port, seq=0, ack=0, flags=inet.TCP_ACK,
+                            window=_WINDOW)
 
 
 def send(address: str, connections: list[tuple[str, int, int]]) -> int:
