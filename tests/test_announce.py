@@ -79,6 +79,21 @@ def test_arp_claimant_is_whoever_gives_the_address_as_sender() -> None:
     assert announce.arp_claimant(reply[:12] + b"\x86\xdd" + reply[14:], ip4(VIP4)) is None
 
 
+def test_na_claimant_is_the_sender_of_an_advertisement_for_the_address() -> None:
+    vip = bytes.fromhex("20010002" + "00" * 11 + "10")
+    other = bytes.fromhex("20010002" + "00" * 11 + "11")
+    advertisement = announce.na_frame(MAC_B, vip)
+    assert announce.na_claimant(advertisement, vip) == MAC_B
+    assert announce.na_claimant(advertisement, other) is None
+    hop_limit_64 = advertisement[:21] + bytes([64]) + advertisement[22:]
+    assert announce.na_claimant(hop_limit_64, vip) is None, "dropped by every neighbour"
+    solicitation = advertisement[:54] + bytes([135]) + advertisement[55:]
+    assert announce.na_claimant(solicitation, vip) is None
+    assert announce.na_claimant(advertisement[:70], vip) is None
+    assert announce.na_claimant(announce.arp_frame(1, MAC_B, ip4(VIP4), bytes(6), ip4(VIP4)),
+                                vip) is None
+
+
 @pytest.mark.parametrize("name", ["", "a" * 16, ".", "..", "../etc", "lan 0", "lan0\n",
                                   "eth0:1", "a\0b"])
 def test_malformed_interface_name_is_refused(name: str) -> None:

@@ -36,6 +36,8 @@ _NEIGHBOR_ADVERTISEMENT = 136
 _NA_OVERRIDE = 0x20000000
 _TARGET_LLADDR_OPTION = 2
 _MIN_ETHERNET_FRAME = 60
+_SO_ATTACH_FILTER = 26  # on every Linux architecture but parisc; _socket does not name it
+_ANNOUNCING = "sending ARP or Neighbor Advertisements"
 _ETHERNET = struct.Struct("!6s6sH")
 _ARP = struct.Struct("!HHBBH6s4s6s4s")
 
@@ -121,7 +123,7 @@ def arp_probe(ifname: str, ip: str, *, timeout_ms: int = 1000, tries: int = 3) -
     if tries < 1 or timeout_ms < 0:
         raise AnnounceError(f"ARP probe needs tries >= 1 and timeout_ms >= 0, not {tries} and "
                             f"{timeout_ms}")
-    sock, own_mac = _open_link(ifname, ETH_P_ARP)
+    sock, own_mac = open_link(ifname, ETH_P_ARP)
     probe = arp_frame(_ARP_REQUEST, own_mac, bytes(4), bytes(6), packed)
     try:
         for _ in range(tries):
@@ -177,6 +179,20 @@ def arp_claimant(frame: bytes, ip: bytes) -> bytes | None:
     return sha if op in (_ARP_REQUEST, _ARP_REPLY) and spa == ip else None
 
 
+def na_claimant(frame: bytes, ip6: bytes) -> bytes | None:
+    """The source MAC of an IPv6 Neighbor Advertisement for ip6 (solicited or not, the
+    ICMPv6 message directly after the IPv6 header), else None. One whose hop limit is not
+    255 claims nothing: every neighbour drops it (RFC 4861 7.1.2)."""
+    if len(frame) < _ETHERNET.size + 40 + 24:
+        return None
+    source, ethertype = _ETHERNET.unpack_from(frame)[1:]
+    next_header, hop_limit = frame[20], frame[21]
+    if (ethertype != ETH_P_IPV6 or frame[14] >> 4 != 6 or next_header != _ICMPV6
+            or hop_limit != 255 or frame[54] != _NEIGHBOR_ADVERTISEMENT):
+        return None
+    return source if frame[62:78] == ip6 else None
+
+
 def check_ifname(ifname: str) -> None:
     """Refuse a name the kernel could never have given an interface.
 
@@ -216,7 +232,7 @@ def _open_announcement(ifname: str, ip: str, family: int | None, count: int,
                             f"and {interval_ms}")
     if mac is not None and len(mac) != 6:
         raise AnnounceError(f"MAC address {mac.hex(':')!r} does not have 6 bytes")
-    sock, own_mac = _open_link(ifname, 0)
+    sock, own_mac = open_link(ifname, 0)
     source = mac or own_mac
     if len(packed) == 16:
         return sock, na_frame(source, packed)
@@ -239,9 +255,16 @@ def _address(ip: str, family: int | None) -> bytes:
     return packed
 
 
-def _open_link(ifname: str, ethertype: int) -> tuple[_socket.socket, bytes]:
-    """A packet socket bound to ifname and receiving ethertype (0: nothing), and the
-    interface's MAC address.
+def open_link(ifname: str, ethertype: int, *, purpose: str = _ANNOUNCING,
+              program: list[tuple[int, int, int, int]] | None = None
+              ) -> tuple[_socket.socket, bytes]:
+    """A packet socket bound to ifname and receiving ethertype (0: nothing; ETH_P_ALL:
+    every frame, outgoing ones too), and the interface's MAC address. purpose names what
+    the socket is for in the errors (what needs CAP_NET_RAW, what works on Ethernet only).
+
+    program, a classic BPF filter (instructions as (code, jt, jf, k)), is attached before
+    the socket is bound, so that from the first frame on only those it keeps are queued:
+    the socket is opened for no protocol, which receives nothing until bind names one.
 
     The MAC comes from the bound socket rather than /sys/class/net/<ifname>/address:
     sysfs shows the network namespace it was mounted in, which after a bare setns() is
@@ -249,13 +272,15 @@ def _open_link(ifname: str, ethertype: int) -> tuple[_socket.socket, bytes]:
     """
     check_ifname(ifname)
     try:
-        sock = _socket.socket(_socket.AF_PACKET, _socket.SOCK_RAW, _socket.htons(ethertype))
+        sock = _socket.socket(_socket.AF_PACKET, _socket.SOCK_RAW, 0)
     except PermissionError:
-        raise AnnounceError("opening a raw packet socket was refused: sending ARP or Neighbor "
-                            "Advertisements needs root or CAP_NET_RAW") from None
+        raise AnnounceError(f"opening a raw packet socket was refused: {purpose} needs root or "
+                            f"CAP_NET_RAW") from None
     except OSError as err:
         raise AnnounceError(f"cannot open a raw packet socket: {err.strerror}") from None
     try:
+        if program:
+            _attach_filter(sock, program)
         sock.bind((ifname, ethertype))
         hatype, mac = sock.getsockname()[3:5]
     except OSError as err:
@@ -266,8 +291,18 @@ def _open_link(ifname: str, ethertype: int) -> tuple[_socket.socket, bytes]:
     if hatype != _ARPHRD_ETHER or len(mac) != 6:
         sock.close()
         raise AnnounceError(f"interface {ifname!r} is not Ethernet (hardware type {hatype}): "
-                            "ARP and Neighbor Advertisements are sent on Ethernet links only")
+                            f"{purpose} works on Ethernet links only")
     return sock, mac
+
+
+def _attach_filter(sock: _socket.socket, program: list[tuple[int, int, int, int]]) -> None:
+    """SO_ATTACH_FILTER: struct sock_fprog holds the instructions' address, which an array
+    gives (array.buffer_info(), documented for such calls); ctypes would cost 10 ms."""
+    import array
+    instructions = array.array("B", b"".join(struct.pack("=HBBI", *op) for op in program))
+    address = instructions.buffer_info()[0]
+    sock.setsockopt(_socket.SOL_SOCKET, _SO_ATTACH_FILTER,
+                    struct.pack("@HP", len(program), address))
 
 
 def _send_repeatedly(sock: _socket.socket, ifname: str, frame: bytes, count: int,
