@@ -13,6 +13,7 @@ import subprocess
 
 import pytest
 
+from ocf_lib.adapters import announce, inet, refuse
 from ocfshim import run_agent
 
 PYTHON = "/usr/bin/python3"
@@ -210,3 +211,194 @@ def test_a_client_reconnecting_after_stop_is_refused_at_once(lan, server, family
     assert neighbour_mac(peer, params["ip"]) == mac_of(node), "the SYN went to the old node"
     assert address_errors(node, family == "ipv6") > dropped, "whose kernel dropped it"
     assert outcome[0] == "ConnectionRefusedError", outcome
+
+
+# -- the frames and the filter, on recorded and constructed bytes ---------------------------
+
+NODE_MAC = bytes.fromhex("e6096da1647d")
+CLIENT_MAC = bytes.fromhex("96ea0e5c70b6")
+OTHER_MAC = bytes.fromhex("020000000042")
+_, VIP4 = inet.parse_ip("198.18.0.10")
+_, VIP6 = inet.parse_ip("2001:2::10")
+# Recorded with tcpdump between two namespaces: 198.18.0.1 (2001:2::1) connecting to port
+# 6443 of 198.18.0.10 (2001:2::10), a port nobody listens on, and the kernel's answer.
+SYN4 = bytes.fromhex(
+    "e6096da1647d96ea0e5c70b608004500003c6ea1400040063febc6120001c612000aa5f4192b8b670fa9"
+    "00000000a002faf08c5e0000020405b40402080aca830bd5000000000103030a")
+KERNEL_RESET4 = bytes.fromhex(
+    "96ea0e5c70b6e6096da1647d080045000028000040004006aea0c612000ac6120001192ba5f400000000"
+    "8b670faa50140000c96f0000")
+SYN6 = bytes.fromhex(
+    "e6096da1647d96ea0e5c70b686dd600c8086002806402001000200000000000000000000000120010002"
+    "000000000000000000000010c232192b7c05a6d500000000a002fd2040450000020405a00402080ae2c7"
+    "a8fc000000000103030a")
+KERNEL_RESET6 = bytes.fromhex(  # its flow label is random, its checksum left to offload
+    "96ea0e5c70b6e6096da1647d86dd6006a977001406402001000200000000000000000000001020010002"
+    "000000000000000000000001192bc232000000007c05a6d65014000040310000")
+HOST, BROADCAST, MULTICAST, OTHERHOST, OUTGOING = 0, 1, 2, 3, 4
+TCP4, TCP6 = 14 + 20, 14 + 40  # where the TCP header starts in the recorded SYNs
+
+
+def run_filter(code, frame, pkttype=HOST, vlan=False):
+    """The classic BPF interpreter the kernel runs, for the instructions the refuser's
+    filter uses: how many bytes of frame it keeps (0: dropped). A load beyond the frame
+    drops it, as in the kernel."""
+    a = x = pc = 0
+    while True:
+        op, jt, jf, k = code[pc]
+        pc += 1
+        if op in (0x20, 0x28, 0x30):
+            if k == 0xFFFFF000 + 4:
+                a = pkttype
+            elif k == 0xFFFFF000 + 48:
+                a = int(vlan)
+            else:
+                size = {0x20: 4, 0x28: 2, 0x30: 1}[op]
+                if k + size > len(frame):
+                    return 0
+                a = int.from_bytes(frame[k:k + size], "big")
+        elif op == 0xB1:
+            x = 4 * (frame[k] & 0xF)
+        elif op == 0x50:
+            if x + k >= len(frame):
+                return 0
+            a = frame[x + k]
+        elif op == 0x54:
+            a &= k
+        elif op in (0x15, 0x45):
+            pc += jt if (a == k if op == 0x15 else a & k) else jf
+        elif op == 0x06:
+            return k
+        else:
+            raise AssertionError(f"opcode {op:#x} is not one the filter should use")
+
+
+def with_byte(frame, offset, value):
+    return frame[:offset] + bytes([value]) + frame[offset + 1:]
+
+
+def with_ipv4_options(frame):
+    """frame (IPv4) with 4 bytes of IP options (NOPs) before its TCP header."""
+    header = bytearray(frame[14:TCP4])
+    header[0] = 0x46
+    header[2:4] = (len(frame) - 14 + 4).to_bytes(2, "big")
+    return frame[:14] + bytes(header) + b"\x01" * 4 + frame[TCP4:]
+
+
+FILTERED = [  # (what, family, frame, pkttype, vlan, kept)
+    ("a SYN to the VIP", "ipv4", SYN4, HOST, False, True),
+    ("a SYN to the VIP", "ipv6", SYN6, HOST, False, True),
+    ("a SYN after IP options", "ipv4", with_ipv4_options(SYN4), HOST, False, True),
+    ("a SYN only seen (promiscuous)", "ipv4", SYN4, OTHERHOST, False, False),
+    ("a SYN only seen (promiscuous)", "ipv6", SYN6, OTHERHOST, False, False),
+    ("a SYN to a group MAC", "ipv4", SYN4, BROADCAST, False, False),
+    ("a SYN to a group MAC", "ipv6", SYN6, MULTICAST, False, False),
+    ("a SYN tagged for a VLAN", "ipv4", SYN4, HOST, True, False),
+    ("a SYN this host sends", "ipv6", SYN6, OUTGOING, False, False),
+    ("a SYN-ACK", "ipv4", with_byte(SYN4, TCP4 + 13, 0x12), HOST, False, False),
+    ("a SYN-ACK", "ipv6", with_byte(SYN6, TCP6 + 13, 0x12), HOST, False, False),
+    ("a SYN-ACK after IP options", "ipv4",
+     with_byte(with_ipv4_options(SYN4), TCP4 + 4 + 13, 0x12), HOST, False, False),
+    ("an ACK", "ipv4", with_byte(SYN4, TCP4 + 13, 0x10), HOST, False, False),
+    ("a reset", "ipv6", with_byte(SYN6, TCP6 + 13, 0x04), HOST, False, False),
+    ("a SYN to another address", "ipv4", with_byte(SYN4, 33, 11), HOST, False, False),
+    ("a SYN to another address", "ipv6", with_byte(SYN6, 53, 0x11), HOST, False, False),
+    ("UDP to the VIP", "ipv4", with_byte(SYN4, 23, 17), HOST, False, False),
+    ("a later fragment", "ipv4", with_byte(SYN4, 21, 0x10), HOST, False, False),
+    ("TCP after an extension header", "ipv6", with_byte(SYN6, 20, 0), HOST, False, False),
+    ("a truncated SYN", "ipv4", SYN4[:40], HOST, False, False),
+    ("a gratuitous ARP for the VIP", "ipv4",
+     announce.arp_frame(1, OTHER_MAC, VIP4, bytes(6), VIP4), BROADCAST, False, True),
+    ("an ARP reply from the VIP", "ipv4",
+     announce.arp_frame(2, OTHER_MAC, VIP4, CLIENT_MAC, VIP4[:3] + b"\x02"), HOST, False, True),
+    ("a gratuitous ARP this host sends", "ipv4",
+     announce.arp_frame(1, NODE_MAC, VIP4, bytes(6), VIP4), OUTGOING, False, False),
+    ("an ARP request for the VIP", "ipv4",
+     announce.arp_frame(1, CLIENT_MAC, VIP4[:3] + b"\x02", bytes(6), VIP4), BROADCAST, False,
+     False),
+    ("an unsolicited NA for the VIP", "ipv6", announce.na_frame(OTHER_MAC, VIP6), MULTICAST,
+     False, True),
+    ("an NA this host sends", "ipv6", announce.na_frame(NODE_MAC, VIP6), OUTGOING, False,
+     False),
+    ("an NA for another address", "ipv6", announce.na_frame(OTHER_MAC, VIP6[:15] + b"\x11"),
+     MULTICAST, False, False),
+    ("a neighbour solicitation", "ipv6", with_byte(announce.na_frame(OTHER_MAC, VIP6), 54, 135),
+     MULTICAST, False, False),
+    ("an IPv6 frame", "ipv4", SYN6, HOST, False, False),
+    ("an IPv4 frame", "ipv6", SYN4, HOST, False, False),
+]
+
+
+@pytest.mark.parametrize("what,family,frame,pkttype,vlan,kept", FILTERED,
+                         ids=[f"{f[1]}-{f[0]}" for f in FILTERED])
+def test_the_filter_wakes_the_refuser_only_for_syns_to_the_vip_and_its_announcements(
+        what, family, frame, pkttype, vlan, kept):
+    address = VIP4 if family == "ipv4" else VIP6
+    code = refuse.program(inet.AF_INET if family == "ipv4" else inet.AF_INET6, address)
+    assert code[-1] == (0x06, 0, 0, 0) and len(code) < 64
+    assert (run_filter(code, frame, pkttype, vlan) > 0) == kept, what
+
+
+def test_a_recorded_syn_is_read_with_its_numbers():
+    syn = refuse.parse_syn(SYN4, VIP4)
+    assert (syn.mac, syn.client, syn.client_port, syn.port, syn.seq, syn.length) == \
+        (CLIENT_MAC, bytes([198, 18, 0, 1]), 42484, 6443, 2338787241, 1)
+    syn = refuse.parse_syn(SYN6, VIP6)
+    assert (syn.client, syn.client_port, syn.port, syn.seq, syn.length) == \
+        (inet.parse_ip("2001:2::1")[1], 49714, 6443, 2080745173, 1)
+    assert refuse.parse_syn(with_ipv4_options(SYN4), VIP4).port == 6443
+
+
+def test_data_in_a_syn_is_acknowledged_too():
+    """A SYN may carry data (TCP Fast Open): the reset acknowledges all of it."""
+    data = b"GET /"
+    frame = SYN4[:16] + (len(SYN4) - 14 + len(data)).to_bytes(2, "big") + SYN4[18:] + data
+    assert refuse.parse_syn(frame, VIP4).length == 1 + len(data)
+    frame = SYN6[:18] + (len(SYN6) - 54 + len(data)).to_bytes(2, "big") + SYN6[20:] + data
+    assert refuse.parse_syn(frame, VIP6).length == 1 + len(data)
+
+
+@pytest.mark.parametrize("what,frame,address", [
+    ("a SYN-ACK", with_byte(SYN4, TCP4 + 13, 0x12), VIP4),
+    ("to another address", SYN4, bytes([198, 18, 0, 11])),
+    ("an IPv4 SYN for an IPv6 VIP", SYN4, VIP6),
+    ("from a group MAC", with_byte(SYN4, 6, 0x97), VIP4),
+    ("from the unspecified address", SYN4[:26] + bytes(4) + SYN4[30:], VIP4),
+    ("from a multicast address", SYN6[:22] + b"\xff\x02" + SYN6[24:], VIP6),
+    ("a first fragment", with_byte(SYN4, 20, 0x60), VIP4),
+    ("not TCP", with_byte(SYN6, 20, 17), VIP6),
+    ("truncated", SYN6[:60], VIP6),
+    ("no IP version 4", with_byte(SYN4, 14, 0x65), VIP4),
+])
+def test_what_is_no_syn_to_the_vip_is_not_answered(what, frame, address):
+    assert refuse.parse_syn(frame, address) is None, what
+
+
+def test_the_reset_is_the_kernels_for_a_closed_port_byte_for_byte():
+    reset = refuse.reset_frame(NODE_MAC, VIP4, refuse.parse_syn(SYN4, VIP4))
+    assert len(reset) == 60 and reset[54:] == bytes(6), "padded to the Ethernet minimum"
+    assert reset[:54] == KERNEL_RESET4
+
+
+def test_the_ipv6_reset_is_the_kernels_but_for_flow_label_and_a_full_checksum():
+    reset = refuse.reset_frame(NODE_MAC, VIP6, refuse.parse_syn(SYN6, VIP6))
+    assert len(reset) == len(KERNEL_RESET6)
+    assert reset[14:18] == bytes.fromhex("60000000"), "no flow label"
+    assert reset[18:70] == KERNEL_RESET6[18:70] and reset[72:] == KERNEL_RESET6[72:]
+    assert reset[:14] == KERNEL_RESET6[:14]
+    assert inet.transport_checksum(VIP6, reset[38:54], 6, reset[54:]) == 0
+
+
+def test_the_reset_acknowledges_across_the_sequence_number_wrap():
+    syn = refuse.parse_syn(SYN4[:TCP4 + 4] + b"\xff\xff\xff\xff" + SYN4[TCP4 + 8:], VIP4)
+    reset = refuse.reset_frame(NODE_MAC, VIP4, syn)
+    assert reset[TCP4 + 8:TCP4 + 12] == bytes(4)
+    assert inet.checksum(reset[14:TCP4]) == 0, "the IPv4 header's checksum checks"
+    assert inet.transport_checksum(VIP4, reset[30:34], 6, reset[TCP4:54]) == 0
+
+
+def test_the_claimant_is_whoever_announces_the_vip():
+    assert refuse.claimant(announce.arp_frame(1, OTHER_MAC, VIP4, bytes(6), VIP4), VIP4) == \
+        OTHER_MAC
+    assert refuse.claimant(announce.na_frame(OTHER_MAC, VIP6), VIP6) == OTHER_MAC
+    assert refuse.claimant(SYN4, VIP4) is None and refuse.claimant(SYN6, VIP6) is None
