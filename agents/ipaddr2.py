@@ -109,6 +109,17 @@ connections, written when they change and every 10 s), and the watcher of the no
 takes the address over sends each client a TCP ACK that its kernel answers; the new owner
 resets that answer and the client reconnects ("tickle ACKs", as CTDB does). false: none of
 this.""")
+agent.param("refuse_after_stop", INTEGER, default=vips.REFUSE_AFTER_STOP, minimum=0,
+            maximum=3600,
+            shortdesc="Seconds to refuse connections after stop",
+            longdesc="""After stop has removed the address, this node answers each new TCP
+connection to it (a SYN in a frame sent to this node's MAC) with a reset, for at most this many
+seconds: a client whose neighbour entry still names this node (a watch that stop reset and
+that reconnects at once, say) gets 'connection refused' at once, instead of waiting 1 s for TCP
+to resend a SYN that the kernel here drops without a word, and its next try reaches the new
+owner as soon as that one has announced the address. It ends half a second after another host
+announces the address, and at once when the address is on this node again (start ends it
+first); `ps -e` shows it as kuth-refuser. 0: no refuser.""")
 agent.param("check_link_status", BOOLEAN, default=True,
             shortdesc="Fail when the link has no carrier",
             longdesc="""Monitor reports a failure when the interface has no carrier (cable out,
@@ -170,6 +181,7 @@ def announce(cfg: Config, vip: vips.Vip, count: int, background: bool) -> None:
 
 @agent.action("start", timeout=20, locked=True)
 def start(cfg: Config) -> int:
+    vips.stop_refuser(cfg.env.state(), cfg.log)  # it must never answer for an address here
     vip = on_this_node(cfg)
     if vips.served(vip):
         return OCF.SUCCESS
@@ -226,18 +238,32 @@ def stop(cfg: Config) -> int:
         return OCF.SUCCESS
     address, link = found
     vip.nic, vip.prefixlen = link.name, address.prefixlen
-    if cfg.reset_connections:  # while the address is here: a reset needs its route
-        vips.reset_connections(vip, cfg.log)
+    vips.stop_refuser(cfg.env.state(), cfg.log)  # an earlier stop's, if the address came back
+    refuser = vips.open_refuser(vip, cfg.log) if cfg.refuse_after_stop else None
+    try:  # the SYNs for the address queue in the refuser from now on
+        if cfg.reset_connections:  # while the address is here: a reset needs its route
+            vips.reset_connections(vip, cfg.log)
+        remove_for_stop(vip)
+        if refuser:
+            vips.start_refuser(refuser, vip, cfg.refuse_after_stop, cfg.env.state(), cfg.log)
+    finally:
+        if refuser:
+            refuser.close()
+    if cfg.flush_routes:
+        from ocf_lib.adapters import iproute
+        iproute.flush_route_cache(vip.family)
+    cfg.log.info(f"stopped {vip}")
+    return OCF.SUCCESS
+
+
+def remove_for_stop(vip: vips.Vip) -> None:
+    """Remove the address; a failure fails stop only when the address is still here."""
     from ocf_lib.adapters import iproute
     try:
         remove(vip)
     except iproute.IprouteError as err:
         if vips.served(vip):
             raise OcfError(OCF.ERR_GENERIC, f"removing {vip}: {err}") from None
-    if cfg.flush_routes:
-        iproute.flush_route_cache(vip.family)
-    cfg.log.info(f"stopped {vip}")
-    return OCF.SUCCESS
 
 
 @agent.action("monitor", timeout=20, interval=10, depth=0, aliases=("status",))

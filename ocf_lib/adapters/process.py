@@ -187,7 +187,8 @@ def wait_gone(pids: list[int], deadline: float) -> list[int]:
     return left
 
 
-def spawn_detached(body: "Callable[[], object]", keep: tuple[int, ...] = ()) -> int:
+def spawn_detached(body: "Callable[[], object]", keep: tuple[int, ...] = (), name: str = ""
+                   ) -> int:
     """Run body in a process of its own that outlives the caller; return its pid.
 
     For helpers an action leaves behind (a background announcer, the refuser): the process
@@ -198,7 +199,8 @@ def spawn_detached(body: "Callable[[], object]", keep: tuple[int, ...] = ()) -> 
     Its stdio goes to /dev/null and every other descriptor but keep is closed: Pacemaker
     reads an agent's stdout and stderr until they close. It exits when body returns
     (status 0) or raises (status 1), through os._exit, so that nothing unwinds into the
-    copy of the caller's stack. OSError when it could not be started.
+    copy of the caller's stack. name, when given, becomes its process name (what `ps -e`
+    and `pgrep` show; 15 bytes at most). OSError when it could not be started.
     """
     import _signal  # loaded by the interpreter at start-up; `signal` would add enum
     read_end, write_end = os.pipe()
@@ -207,7 +209,7 @@ def spawn_detached(body: "Callable[[], object]", keep: tuple[int, ...] = ()) -> 
         try:
             child = os.fork()
             if child == 0:
-                _run_detached(write_end, body, keep)
+                _run_detached(write_end, body, keep, name)
         finally:
             _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
             os.close(write_end)
@@ -217,7 +219,8 @@ def spawn_detached(body: "Callable[[], object]", keep: tuple[int, ...] = ()) -> 
     return int.from_bytes(packed_pid, "little")
 
 
-def _run_detached(pid_pipe: int, body: "Callable[[], object]", keep: tuple[int, ...]) -> None:
+def _run_detached(pid_pipe: int, body: "Callable[[], object]", keep: tuple[int, ...],
+                  name: str) -> None:
     """In the first child: fork the detached process, report its pid, and exit. Never
     returns, in either process."""
     status = 1
@@ -230,6 +233,9 @@ def _run_detached(pid_pipe: int, body: "Callable[[], object]", keep: tuple[int, 
         else:
             _default_signal_handling()
             _detach_descriptors(keep)
+            if name:
+                with open("/proc/self/comm", "w") as comm:
+                    comm.write(name)
             body()
             status = 0
     finally:

@@ -14,6 +14,7 @@ from ocf_lib.adapters import inet, netlink
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ocf_lib.adapters.refuse import Refuser
     from ocf_lib.ocf.log import Logger
     from ocf_lib.ocf.state import StateDir
 
@@ -259,6 +260,113 @@ def reset_connections(vip: Vip, log: "Logger") -> None:
         return
     if closed:
         log.info(f"reset {closed} connection(s) on {vip.ip}")
+
+
+# -- refusing connections for the address once it has left (see ocf_lib.adapters.refuse) --
+
+REFUSER = "kuth-refuser"  # the refuser's process name: `pgrep kuth-refuser`
+REFUSE_AFTER_STOP = 10  # seconds: the default bound of a refuser
+REFUSE_AFTER_ANNOUNCEMENT = 0.5  # seconds a refuser goes on once the new owner has announced
+
+
+def open_refuser(vip: Vip, log: "Logger") -> "Refuser | None":
+    """Stop's first step with the address still here: the refuser's packet socket, in which
+    the SYNs for the address queue from now on. A client that stop resets reconnects at
+    once, while the address is still here but its local route has gone (reset_connections):
+    that SYN is dropped by the kernel too, and only a socket opened before catches it. None
+    when the socket cannot be opened: a warning, stop goes on without a refuser."""
+    from ocf_lib.adapters import refuse
+    try:
+        return refuse.Refuser(vip.nic or "", vip.ip)
+    except Exception as err:  # whatever it is: a failed stop would get the node fenced
+        log.warning(f"connections to {vip.ip} will not be refused after stop: {err}")
+        return None
+
+
+def start_refuser(refuser: "Refuser", vip: Vip, seconds: int, state: "StateDir",
+                  log: "Logger") -> None:
+    """Once stop has removed the address: leave refuser answering in the background, for
+    seconds at most, recorded so that start, or a later stop, ends it. The refuser first
+    answers the SYNs that queued while the address went, then each new one, until another
+    host announces the address, the address is back on this node (however it came), or
+    the time is up. Never fails: a failure is a warning, and the caller's socket stays its
+    own to close."""
+    from ocf_lib.adapters import process
+    from ocf_lib.ocf.state import StateError, pid_record
+    try:
+        events = netlink.Events()  # before the look, so that no return of it falls between
+        try:
+            if _held_here(vip):
+                log.warning(f"{vip.ip} is on this node again: nothing to refuse")
+                return
+            pid = process.spawn_detached(lambda: _refuse(refuser, events, vip, seconds, log),
+                                         keep=(refuser.fileno(), events.fileno()), name=REFUSER)
+        finally:
+            events.close()
+        try:
+            state.write("refuser", pid_record(pid))
+        except StateError:
+            os.kill(pid, 9)  # unrecorded, start could never end it
+            raise
+    except Exception as err:  # whatever it is: a failed stop would get the node fenced
+        log.warning(f"cannot refuse connections to {vip.ip} after stop: {err}")
+
+
+def stop_refuser(state: "StateDir", log: "Logger") -> None:
+    """End the refuser an earlier stop left, if it still runs: before the address is added
+    here (it must never answer for an address this node holds), and before a stop leaves
+    another one. Never fails."""
+    try:
+        state.end_recorded("refuser")
+    except OSError as err:
+        log.warning(f"cannot end the refuser: {err}")
+
+
+def _held_here(vip: Vip) -> bool:
+    """The address is on some interface of this node."""
+    return any(address.address == vip.ip for address in netlink.addresses(vip.family))
+
+
+def _refuse(refuser: "Refuser", events: netlink.Events, vip: Vip, seconds: int,
+            log: "Logger") -> None:
+    """The refuser's life, in its own process: refuse for seconds at most; once another host
+    has announced the address, for REFUSE_AFTER_ANNOUNCEMENT more (the SYNs clients sent
+    just before they heard the announcement are still on their way, or queued behind it);
+    at once no more when the address comes back here (a change of addresses is looked at
+    before the SYNs that came with it). Then log how it went."""
+    import select
+    from ocf_lib.adapters import announce
+    poller = select.poll()
+    for fd in (events.fileno(), refuser.fileno()):
+        poller.register(fd, select.POLLIN)
+    deadline = time.monotonic() + seconds
+    ended, owner = f"after {seconds} s", None
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            ready = {fd for fd, _ in poller.poll(int(left * 1000) + 1)}
+            if events.fileno() in ready and _back_here(events, vip):
+                ended = f"{vip.ip} is on this node again"
+                break
+            if refuser.fileno() in ready:
+                claim = refuser.answer()
+                if claim is not None and owner is None:
+                    owner = claim
+                    deadline = min(deadline, time.monotonic() + REFUSE_AFTER_ANNOUNCEMENT)
+                    ended = (f"{announce.format_mac(owner)} announced {vip.ip} "
+                             f"{REFUSE_AFTER_ANNOUNCEMENT:g} s before")
+    except OSError as err:
+        ended = f"on an error: {err}"
+    log.info(f"refuser {os.getpid()} refused {refuser.refused} connection(s) to {vip.ip} "
+             f"on {vip.nic}; it ended: {ended}")
+
+
+def _back_here(events: netlink.Events, vip: Vip) -> bool:
+    """Whether the notifications ready on events add the address here; when some were
+    lost (the socket's buffer overran), the kernel is asked."""
+    try:
+        return any(kind == "addr" and item.address == vip.ip for kind, item in events.read())
+    except OSError:
+        return _held_here(vip)
 
 
 # -- connections handed over to the node that takes the address next --------------------------
