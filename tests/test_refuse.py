@@ -10,12 +10,16 @@ input address error): without the refuser the client's connect() waits for its f
 retransmission (1 s; 1.02 s measured here before the refuser existed).
 """
 import json
+import os
 import subprocess
+import time
 
 import pytest
 
+from lab import AGENTS
 from ocf_lib.adapters import announce, inet, refuse
-from ocfshim import run_agent
+from ocf_lib.logic import vip as vips
+from ocfshim import STATE_DIR, agent_env, imported_modules, run_agent
 
 PYTHON = "/usr/bin/python3"
 V4 = {"ip": "198.18.0.10", "nic": "lan0", "cidr_netmask": "24"}
@@ -400,3 +404,196 @@ def test_the_claimant_is_whoever_announces_the_vip():
         OTHER_MAC
     assert refuse.claimant(announce.na_frame(OTHER_MAC, VIP6), VIP6) == OTHER_MAC
     assert refuse.claimant(SYN4, VIP4) is None and refuse.claimant(SYN6, VIP6) is None
+
+
+# -- the refuser's life ------------------------------------------------------------------------
+
+def refusers(ns):
+    """The live refusers in ns (by their process name; zombies are gone)."""
+    found = []
+    for pid in ns.pids():
+        try:
+            with open(f"/proc/{pid}/comm") as comm, open(f"/proc/{pid}/stat") as stat:
+                if comm.read().strip() == vips.REFUSER and stat.read().rsplit(") ", 1)[1][0] != "Z":
+                    found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def refused_at_once(ns, ip):
+    """A connect() from ns to ip:7000: refused within REFUSED_WITHIN, or how it ended."""
+    proc = ns.run(PYTHON, "-c", "import socket, sys\n"
+                  f"try: socket.create_connection(({ip!r}, 7000), {REFUSED_WITHIN})\n"
+                  "except OSError as err: print(type(err).__name__)", check=False)
+    return proc.stdout.strip() == "ConnectionRefusedError" or proc.stdout.strip() or proc.stderr
+
+
+def learn_the_vip(ns, ip):
+    """ns learns which MAC has ip (a neighbour entry for it), as any client of it has."""
+    ns.run(PYTHON, "-c", "import socket\n"
+           f"try: socket.create_connection(({ip!r}, 7000), 1)\nexcept OSError: pass")
+
+
+def gone_within(ns, seconds):
+    deadline = time.monotonic() + seconds
+    while refusers(ns) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not refusers(ns)
+
+
+@pytest.fixture
+def log(tmp_path):
+    """HA_LOGFILE for the agent, and what it holds."""
+    path = tmp_path / "agent.log"
+    return {"HA_LOGFILE": str(path)}, lambda: path.read_text() if path.exists() else ""
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_refuser_ends_soon_after_another_host_announces_the_address(lan, log, family):
+    node, peer = lan
+    params = FAMILIES[family]
+    extra, logged = log
+    assert agent("start", params, node).rc == 0
+    learn_the_vip(peer, params["ip"])
+    assert agent("stop", params, node, extra=extra).rc == 0
+    assert len(refusers(node)) == 1
+    assert refused_at_once(peer, params["ip"]) is True
+    peer.ip("addr", "add", f"{params['ip']}/{params['cidr_netmask']}", "dev", "lan0", "nodad")
+    peer.run(PYTHON, "-c", "from ocf_lib.adapters import announce\n"
+             f"announce.announce('lan0', {params['ip']!r}, count=1)")
+    assert gone_within(node, 3), "the refuser outlived the new owner's announcement"
+    assert f"refused 1 connection(s) to {params['ip']} on lan0; it ended: {mac_of(peer)} " \
+           f"announced {params['ip']}" in logged()
+
+
+def test_the_refuser_is_not_ended_by_this_nodes_own_announcements(lan):
+    node, peer = lan
+    assert agent("start", V4, node).rc == 0
+    learn_the_vip(peer, V4["ip"])
+    assert agent("stop", V4, node).rc == 0
+    node.run(PYTHON, "-c", "from ocf_lib.adapters import announce\n"
+             f"announce.announce('lan0', {V4['ip']!r}, count=2, interval_ms=10)")
+    time.sleep(vips.REFUSE_AFTER_ANNOUNCEMENT + 0.2)
+    assert len(refusers(node)) == 1
+    assert refused_at_once(peer, V4["ip"]) is True
+
+
+def test_start_ends_the_refuser_before_the_address_is_back(lan, log):
+    node, peer = lan
+    extra, logged = log
+    assert agent("start", V4, node).rc == 0
+    assert agent("stop", V4, node).rc == 0
+    assert len(refusers(node)) == 1
+    out = agent("start", V4, node, extra=extra)
+    assert out.rc == 0, out
+    assert refusers(node) == []
+    assert "is on this node again" not in logged(), "ended by start, not by its own look"
+    assert agent("stop", V4, node).rc == 0, "and a stop leaves a new one"
+    assert len(refusers(node)) == 1
+
+
+def test_the_address_added_here_by_other_means_ends_the_refuser(lan, log):
+    node, _ = lan
+    extra, logged = log
+    assert agent("start", V4, node).rc == 0
+    assert agent("stop", V4, node, extra=extra).rc == 0
+    node.ip("addr", "add", "198.18.0.10/24", "dev", "lan0")
+    assert gone_within(node, 2)
+    assert "198.18.0.10 is on this node again" in logged()
+
+
+def test_a_stop_ends_the_refuser_recorded_before_it_leaves_its_own(lan, monkeypatch):
+    """A refuser that an earlier stop left and that never ended (a stand-in here: a sleep
+    recorded as one) goes when stop leaves another: one refuser per resource at most."""
+    from ocf_lib.ocf.state import StateDir, pid_record
+    node, _ = lan
+    monkeypatch.setenv("HA_RSCTMP", STATE_DIR)
+    assert agent("start", V4, node).rc == 0
+    stand_in = node.popen("sleep", "60")
+    try:
+        StateDir("IPaddr2", "test-rsc").write("refuser", pid_record(stand_in.pid))
+        assert agent("stop", V4, node).rc == 0
+        assert stand_in.wait(timeout=5) == -9
+        assert len(refusers(node)) == 1
+    finally:
+        stand_in.kill()
+
+
+def test_the_refuser_ends_after_its_bound(lan):
+    node, peer = lan
+    params = {**V4, "refuse_after_stop": "1"}
+    assert agent("start", params, node).rc == 0
+    learn_the_vip(peer, V4["ip"])
+    began = time.monotonic()
+    assert agent("stop", params, node).rc == 0
+    assert refused_at_once(peer, V4["ip"]) is True
+    assert gone_within(node, 3)
+    assert time.monotonic() - began >= 1
+    assert refused_at_once(peer, V4["ip"]) == "TimeoutError", "silence again, as before"
+
+
+def test_refuse_after_stop_0_leaves_no_refuser(lan):
+    node, peer = lan
+    params = {**V4, "refuse_after_stop": "0"}
+    assert agent("start", params, node).rc == 0
+    learn_the_vip(peer, V4["ip"])
+    assert agent("stop", params, node).rc == 0
+    assert refusers(node) == []
+    assert refused_at_once(peer, V4["ip"]) == "TimeoutError"
+
+
+def test_stop_succeeds_when_the_packet_socket_cannot_be_opened(lan):
+    """Without CAP_NET_RAW (which a packet socket needs, and nothing else stop does):
+    stop removes the address and succeeds, with a warning, and leaves no refuser."""
+    node, _ = lan
+    assert agent("start", V4, node).rc == 0
+    proc = node.run("setpriv", "--bounding-set=-net_raw", "--inh-caps=-net_raw",
+                    os.path.join(AGENTS, "IPaddr2"), "stop", env=agent_env(V4), check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "connections to 198.18.0.10 will not be refused after stop: opening a raw packet " \
+           "socket was refused" in proc.stderr
+    assert "198.18.0.10/24" not in node.addresses("lan0")
+    assert refusers(node) == []
+
+
+# A TCP SYN to the VIP, sent whole from the peer's lan0 to the destination MAC given (hex).
+SEND_SYN = """
+import socket, sys
+frame = bytes.fromhex(sys.argv[1])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(('lan0', 0))
+s.send(bytes.fromhex(sys.argv[2]) + s.getsockname()[4] + frame[12:])
+"""
+
+
+def test_a_syn_the_node_only_sees_is_never_answered(lan):
+    """In promiscuous mode the node's lan0 takes in frames for other MACs (PACKET_OTHERHOST):
+    the refuser leaves them alone. The same SYN sent to the node's MAC is refused."""
+    node, peer = lan
+    assert agent("start", V4, node).rc == 0
+    assert agent("stop", V4, node).rc == 0
+    node.ip("link", "set", "lan0", "promisc", "on")
+    syn = SYN4[:26] + bytes([198, 18, 0, 2]) + SYN4[30:]  # from the peer's address
+    capture = peer.popen("tcpdump", "-i", "lan0", "-n", "-l", "--immediate-mode", "-c", "1",
+                         "tcp[tcpflags] & tcp-rst != 0", stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        while "listening on" not in capture.stderr.readline():
+            pass
+        peer.run(PYTHON, "-c", SEND_SYN, syn.hex(), "020000000099")
+        with pytest.raises(subprocess.TimeoutExpired):
+            capture.wait(timeout=0.5)
+        peer.run(PYTHON, "-c", SEND_SYN, syn.hex(), mac_of(node).replace(":", ""))
+        out, _ = capture.communicate(timeout=5)
+    finally:
+        capture.kill()
+    assert "198.18.0.10.6443 > 198.18.0.2.42484: Flags [R.], seq 0, ack 2338787242" in out
+
+
+def test_monitor_imports_nothing_of_the_refuser(lan):
+    node, _ = lan
+    assert agent("start", V4, node).rc == 0
+    imported = imported_modules("IPaddr2", "monitor", V4, ns=node, interval_ms=10000)
+    assert not imported & {"ocf_lib.adapters.refuse", "ocf_lib.adapters.process", "array"}, \
+        sorted(imported)
