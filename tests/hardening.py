@@ -23,8 +23,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from lab.processes import alive
 from lab.netns import Netns
+from lab.processes import alive, name
+from ocf_lib.logic.vip import REFUSER
 
 SCALE = int(os.environ.get("KUTH_FUZZ_SCALE", "1") or 1)
 SEED = os.environ.get("KUTH_FUZZ_SEED")
@@ -148,9 +149,11 @@ def network_state(ns: Netns) -> str:
         ("-o", "-6", "route", "show", "table", "all")))
 
 
-def tree_state(root: str, ignore_suffixes: tuple[str, ...] = (".lock",)) -> dict[str, tuple]:
+def tree_state(root: str, ignore_suffixes: tuple[str, ...] = (".lock", ".refuser")
+               ) -> dict[str, tuple]:
     """Every entry under root: type, mode, owner and (for files) content; lock files are
-    left out (an action may leave its empty lock behind), see `check_lock_files`."""
+    left out (an action may leave its empty lock behind, see `check_lock_files`), and so
+    is the record of the refuser a stop leaves (see refusers)."""
     found: dict[str, tuple] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
@@ -177,8 +180,17 @@ def check_lock_files(root: str) -> None:
 
 
 def processes(ns: Netns) -> list[int]:
-    """Live processes in the namespace (zombies excluded: init reaps them)."""
-    return sorted(pid for pid in ns.pids() if alive(pid))
+    """Live processes in the namespace (zombies excluded: init reaps them), but refusers:
+    a stop leaves one on purpose (see refusers)."""
+    return sorted(pid for pid in ns.pids() if alive(pid) and name(pid) != REFUSER)
+
+
+def refusers(ns: Netns) -> list[int]:
+    """The live refusers in the namespace (ocf_lib.logic.vip.REFUSER): what IPaddr2's stop
+    leaves behind for a few seconds, by design. They end by themselves, and start ends them
+    before adding the address (tests/test_refuse.py); what a test may check is that none
+    runs while its address is served."""
+    return sorted(pid for pid in ns.pids() if alive(pid) and name(pid) == REFUSER)
 
 
 def settled_processes(ns: Netns, expected: list[int], timeout: float = 2.0) -> list[int]:

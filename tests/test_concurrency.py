@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from lab.haproxy import HaproxyLab, guide_config_for_test, wait_for
-from hardening import Tally, network_state, print_tally, processes, settled_processes
+from hardening import (Tally, network_state, print_tally, processes, refusers,
+                       settled_processes)
 from ocfshim import run_agent
 
 V4 = {"ip": "198.18.0.10", "nic": "lan0", "cidr_netmask": "24"}
@@ -94,6 +95,7 @@ def test_start_and_stop_at_once_leave_a_consistent_state(lan):
     assert [o.rc for o in results] == [0, 0], results
     served = "198.18.0.10/24" in node.addresses("lan0")
     assert ipaddr2("monitor", BACKGROUND, node, interval_ms=10000).rc == (0 if served else 7)
+    assert not (served and refusers(node)), "a refuser runs while the address is here"
     assert ipaddr2("stop", BACKGROUND, node).rc == 0
     assert settled_processes(node, []) == []
 

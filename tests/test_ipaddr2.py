@@ -214,7 +214,7 @@ def test_stop_ends_a_background_announcer(lan):
     before = set(node.pids())
     assert before, "the background announcer runs in the node's namespace"
     assert agent("stop", params, node).rc == 0
-    assert not set(node.pids()), "no announcer left after stop"
+    assert not before & set(node.pids()), "no announcer left after stop (its refuser may be)"
 
 
 def test_network_namespace_parameter(netns_pool):

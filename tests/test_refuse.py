@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from hardening import refusers
 from lab import AGENTS
 from ocf_lib.adapters import announce, inet, refuse
 from ocf_lib.logic import vip as vips
@@ -407,19 +408,6 @@ def test_the_claimant_is_whoever_announces_the_vip():
 
 
 # -- the refuser's life ------------------------------------------------------------------------
-
-def refusers(ns):
-    """The live refusers in ns (by their process name; zombies are gone)."""
-    found = []
-    for pid in ns.pids():
-        try:
-            with open(f"/proc/{pid}/comm") as comm, open(f"/proc/{pid}/stat") as stat:
-                if comm.read().strip() == vips.REFUSER and stat.read().rsplit(") ", 1)[1][0] != "Z":
-                    found.append(pid)
-        except OSError:
-            pass
-    return found
-
 
 def refused_at_once(ns, ip):
     """A connect() from ns to ip:7000: refused within REFUSED_WITHIN, or how it ended."""
