@@ -187,9 +187,9 @@ def processes(ns: Netns) -> list[int]:
 
 def refusers(ns: Netns) -> list[int]:
     """The live refusers in the namespace (ocf_lib.logic.vip.REFUSER): what IPaddr2's stop
-    leaves behind for a few seconds, by design. They end by themselves, and start ends them
-    before adding the address (tests/test_refuse.py); what a test may check is that none
-    runs while its address is served."""
+    leaves behind for a few seconds, by design. They end by themselves; start ends its
+    resource's before adding the address, and any ends once its address is on the node
+    again (tests/test_refuse.py). With one resource, none runs while its address is served."""
     return sorted(pid for pid in ns.pids() if alive(pid) and name(pid) == REFUSER)
 
 

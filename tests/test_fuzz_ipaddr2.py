@@ -163,7 +163,6 @@ def run_action(lab: Lab, action: str, params: dict, extra: dict) -> None:
         assert out.stdout == lab.metadata
     if action == "start" and out.rc == 0:
         lab.tally.add("start (succeeded, then monitor+stop)")
-        assert hardening.refusers(lab.node) == [], "a refuser runs while the address is here"
         check_outcome(lab, "monitor after start",
                       lab.run("monitor", params, extra, interval_ms=10000), {0})
         check_outcome(lab, "stop after start", lab.run("stop", params, extra), {0})
