@@ -16,6 +16,7 @@ from collections import Counter
 from lab.cluster import Cluster, Status
 from lab.nodes import Node
 from lab.topology import KUBE_PORT
+from ocf_lib.logic.vip import REFUSE_AFTER_STOP, REFUSER
 
 MARK = "kuth-watcher"    # in every watcher's command line (ocf_lib.logic.watcher)
 RSCTMP = "/run/resource-agents"
@@ -58,11 +59,12 @@ def placement(cluster: Cluster, status: Status, vip: str, haproxy: str, clone: b
     return problems
 
 
-def leaks(cluster: Cluster, status: Status, resources: list[str], old_workers_allowed: bool
-          ) -> list[str]:
+def leaks(cluster: Cluster, status: Status, resources: list[str], old_workers_allowed: bool,
+          ip: str) -> list[str]:
     """Nothing an agent made outlives its resource on a node: watchers (one per resource
-    at most), state files (the lock may stay), haproxy's old workers (beyond their bound),
-    node attributes."""
+    at most), state files (the lock may stay, and a refuser's record), haproxy's old
+    workers (beyond their bound), node attributes; and no refuser where the VIP ip is,
+    nor past its bound."""
     problems = []
     for node in cluster.nodes:
         if not cluster.powered(node.name):
@@ -70,6 +72,7 @@ def leaks(cluster: Cluster, status: Status, resources: list[str], old_workers_al
         here = {r for r in resources if node.name in status.resources.get(r, [])}
         problems += _watchers(node, here)
         problems += _state_files(node, here)
+        problems += _refusers(node, ip)
         workers = len(node.pids("haproxy"))
         if workers > 2 and not old_workers_allowed:
             problems.append(f"{workers} haproxy processes on {node.name}: old workers past "
@@ -116,13 +119,62 @@ def _state_files(node: Node, here: set[str]) -> list[str]:
         return []
     problems = []
     for name in names:
-        if not name.startswith("kuth-") or name.endswith(".lock"):
+        # A refuser's record stays after stop, where the resource is no longer active; the
+        # refuser itself is checked by _refusers.
+        if not name.startswith("kuth-") or name.endswith((".lock", ".refuser")):
             continue
         instance = name.split("-", 2)[-1]  # <instance>.<suffix>, the instance maybe r:N
         if not any(instance.startswith((f"{r}.", f"{r}:")) for r in here):
             problems.append(f"state file {RSCTMP}/{name} on {node.name}, where the resource "
                             f"is not active")
     return problems
+
+
+def _refusers(node: Node, ip: str) -> list[str]:
+    """The refusers IPaddr2's stop leaves (ocf_lib.logic.vip): none on a node that carries
+    the VIP (it would answer for an address the node holds), none past its bound (the
+    default refuse_after_stop, as the soak sets none; a second more for scheduling), and
+    each recorded in the state directory (else no start could end it)."""
+    problems = []
+    recorded = set()
+    try:
+        names = os.listdir(node.path(RSCTMP))
+    except OSError:
+        names = []
+    for name in names:
+        if name.startswith("kuth-") and name.endswith(".refuser"):
+            try:
+                recorded.add(node.read(f"{RSCTMP}/{name}").split()[0])
+            except (OSError, IndexError):
+                pass
+    holds = node.has_address(ip)
+    for pid in node.pids(REFUSER):
+        age = _age(pid)
+        if age is None:  # gone, or a zombie: ended
+            continue
+        if holds:
+            problems.append(f"refuser {pid} on {node.name}, which carries the VIP {ip}")
+        if age > REFUSE_AFTER_STOP + 1:
+            problems.append(f"refuser {pid} on {node.name} has run {age:.0f} s, past its "
+                            f"bound of {REFUSE_AFTER_STOP} s")
+        if str(pid) not in recorded:
+            problems.append(f"refuser {pid} on {node.name} is recorded in no state file: no "
+                            f"start can end it")
+    return problems
+
+
+def _age(pid: int) -> float | None:
+    """Seconds since pid started; None when it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(") ", 1)[1].split()
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    if fields[0] == "Z":
+        return None
+    return uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
 def failures(cluster: Cluster, status: Status, explained: Counter[tuple[str, str]]

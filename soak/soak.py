@@ -138,7 +138,7 @@ class Soak:
         old_allowed = time.monotonic() - self.last_reload < OLD_WORKERS_TIMEOUT + MONITOR_S + 10
         return [*checks.served(self.cluster, IP, VIP, status),
                 *checks.placement(self.cluster, status, VIP, HAPROXY, self.clone),
-                *checks.leaks(self.cluster, status, [VIP, HAPROXY], old_allowed),
+                *checks.leaks(self.cluster, status, [VIP, HAPROXY], old_allowed, IP),
                 *checks.failures(self.cluster, status, self.explained)]
 
     def run(self, until: float, traffic: Traffic, streams: Streams,
