@@ -1,5 +1,5 @@
 """What the lab asks about a process, through psutil (python3-psutil): its name, its command
-line, whether it still lives, whether it has stopped.
+line, whether it still lives, how long it has run, whether it has stopped.
 
 The lab, the demo, the soak and the tests ask these questions of processes inside the nodes'
 namespaces (found with `ip netns pids`, which psutil cannot do). The agents never import
@@ -7,6 +7,8 @@ psutil: its import alone costs about twice a whole monitor (README, "What the ag
 on"); off the monitor path it spares every caller its own parsing of /proc.
 """
 from __future__ import annotations
+
+import time
 
 import psutil
 
@@ -33,6 +35,17 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def age(pid: int) -> float | None:
+    """Seconds since it started; None once it is gone, or for a zombie."""
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return time.time() - process.create_time()
+    except psutil.Error:
+        return None
 
 
 def stopped(pid: int) -> bool:

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 
+from lab import processes
 from lab.cluster import Cluster, Status
 from lab.nodes import Node
 from lab.topology import KUBE_PORT
@@ -149,7 +150,7 @@ def _refusers(node: Node, ip: str) -> list[str]:
                 pass
     holds = node.has_address(ip)
     for pid in node.pids(REFUSER):
-        age = _age(pid)
+        age = processes.age(pid)
         if age is None:  # gone, or a zombie: ended
             continue
         if holds:
@@ -161,20 +162,6 @@ def _refusers(node: Node, ip: str) -> list[str]:
             problems.append(f"refuser {pid} on {node.name} is recorded in no state file: no "
                             f"start can end it")
     return problems
-
-
-def _age(pid: int) -> float | None:
-    """Seconds since pid started; None when it is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(") ", 1)[1].split()
-        with open("/proc/uptime") as f:
-            uptime = float(f.read().split()[0])
-    except (OSError, IndexError, ValueError):
-        return None
-    if fields[0] == "Z":
-        return None
-    return uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
 def failures(cluster: Cluster, status: Status, explained: Counter[tuple[str, str]]

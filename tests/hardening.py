@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from lab.netns import Netns
-from lab.processes import alive, name
+from lab.processes import alive
+from lab.processes import name as process_name
 from ocf_lib.logic.vip import REFUSER
 
 SCALE = int(os.environ.get("KUTH_FUZZ_SCALE", "1") or 1)
@@ -182,7 +183,7 @@ def check_lock_files(root: str) -> None:
 def processes(ns: Netns) -> list[int]:
     """Live processes in the namespace (zombies excluded: init reaps them), but refusers:
     a stop leaves one on purpose (see refusers)."""
-    return sorted(pid for pid in ns.pids() if alive(pid) and name(pid) != REFUSER)
+    return sorted(pid for pid in ns.pids() if alive(pid) and process_name(pid) != REFUSER)
 
 
 def refusers(ns: Netns) -> list[int]:
@@ -190,7 +191,7 @@ def refusers(ns: Netns) -> list[int]:
     leaves behind for a few seconds, by design. They end by themselves; start ends its
     resource's before adding the address, and any ends once its address is on the node
     again (tests/test_refuse.py). With one resource, none runs while its address is served."""
-    return sorted(pid for pid in ns.pids() if alive(pid) and name(pid) == REFUSER)
+    return sorted(pid for pid in ns.pids() if alive(pid) and process_name(pid) == REFUSER)
 
 
 def settled_processes(ns: Netns, expected: list[int], timeout: float = 2.0) -> list[int]:
