@@ -2,7 +2,7 @@
 what must hold at every instant (`Sampler`).
 
 Each check returns the violations it found, as sentences an operator can act on; an empty
-list means it holds. They read the nodes directly (addresses, /proc, /run/resource-agents)
+list means it holds. They read the nodes directly (addresses, processes, /run/resource-agents)
 as well as Pacemaker's view, and compare the two: an agent that tells Pacemaker one thing
 while the node does another is what they are for.
 """
@@ -86,14 +86,9 @@ def leaks(cluster: Cluster, status: Status, resources: list[str], old_workers_al
 
 
 def cmdlines(node: Node) -> dict[int, list[str]]:
-    found = {}
-    for pid in node.netns.pids():
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                found[pid] = [a.decode(errors="replace") for a in f.read().split(b"\0")]
-        except OSError:
-            pass
-    return found
+    """The command line of every live process of the node."""
+    found = {pid: processes.cmdline(pid) for pid in node.netns.pids()}
+    return {pid: argv for pid, argv in found.items() if argv}
 
 
 def _watchers(node: Node, here: set[str]) -> list[str]:
