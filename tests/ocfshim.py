@@ -9,6 +9,7 @@ inside it.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import subprocess
@@ -150,3 +151,19 @@ class HaAgentNode(HaNode):
         timeout_ms = params.pop("timeout_ms", 20000)
         return run_agent("haproxy", action, {"conffile": self.config, **params}, ns=self.node,
                          interval_ms=interval_ms, timeout_ms=timeout_ms, extra=extra)
+
+
+def ipaddr2(action: str, params: dict[str, str], ns: Netns, **kw: object) -> Outcome:
+    """run_agent for ocf:kuth:IPaddr2 in ns."""
+    return run_agent("IPaddr2", action, params, ns=ns, **kw)
+
+
+def mac_of(ns: Netns, dev: str = "lan0") -> str:
+    """The link-layer address of ns's interface dev."""
+    return json.loads(ns.ip("-j", "link", "show", "dev", dev))[0]["address"]
+
+
+def neighbour_mac(ns: Netns, ip: str, dev: str = "lan0") -> str | None:
+    """The link-layer address ns's neighbour table gives for ip on dev (None: no entry)."""
+    entries = json.loads(ns.ip("-j", "neigh", "show", "to", ip, "dev", dev) or "[]")
+    return entries[0].get("lladdr") if entries else None

@@ -8,23 +8,12 @@ import time
 
 import pytest
 
-from ocfshim import HEAVY_MODULES, assert_clean_failure, imported_modules, run_agent
+from ocfshim import (HEAVY_MODULES, assert_clean_failure, imported_modules, mac_of,
+                     neighbour_mac, run_agent)
+from ocfshim import ipaddr2 as agent
 
 V4 = {"ip": "198.18.0.10", "nic": "lan0", "cidr_netmask": "24"}
 V6 = {"ip": "2001:2::10", "nic": "lan0", "cidr_netmask": "64"}
-
-
-def agent(action, params, ns, **kw):
-    return run_agent("IPaddr2", action, params, ns=ns, **kw)
-
-
-def mac_of(ns, dev="lan0"):
-    return json.loads(ns.ip("-j", "link", "show", "dev", dev))[0]["address"]
-
-
-def neighbour_mac(ns, ip, dev="lan0"):
-    entries = json.loads(ns.ip("-j", "neigh", "show", "to", ip, "dev", dev) or "[]")
-    return entries[0].get("lladdr") if entries else None
 
 
 @pytest.mark.parametrize("params,expected", [(V4, "198.18.0.10/24"), (V6, "2001:2::10/64")],

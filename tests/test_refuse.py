@@ -9,7 +9,6 @@ address, and with forwarding off its kernel drops the SYN without a word (counte
 input address error): without the refuser the client's connect() waits for its first
 retransmission (1 s; 1.02 s measured here before the refuser existed).
 """
-import json
 import os
 import subprocess
 import time
@@ -20,7 +19,8 @@ from hardening import refusers
 from lab import AGENTS
 from ocf_lib.adapters import announce, inet, refuse
 from ocf_lib.logic import vip as vips
-from ocfshim import STATE_DIR, agent_env, imported_modules, run_agent
+from ocfshim import STATE_DIR, agent_env, imported_modules, mac_of, neighbour_mac
+from ocfshim import ipaddr2 as agent
 
 PYTHON = "/usr/bin/python3"
 V4 = {"ip": "198.18.0.10", "nic": "lan0", "cidr_netmask": "24"}
@@ -66,19 +66,6 @@ except OSError as err:
     outcome = type(err).__name__
 print(outcome, round(time.monotonic() - began, 3), flush=True)
 """
-
-
-def agent(action, params, ns, **kw):
-    return run_agent("IPaddr2", action, params, ns=ns, **kw)
-
-
-def mac_of(ns, dev="lan0"):
-    return json.loads(ns.ip("-j", "link", "show", "dev", dev))[0]["address"]
-
-
-def neighbour_mac(ns, ip, dev="lan0"):
-    entries = json.loads(ns.ip("-j", "neigh", "show", "to", ip, "dev", dev) or "[]")
-    return entries[0].get("lladdr") if entries else None
 
 
 def address_errors(ns, ipv6: bool) -> int:
