@@ -1,7 +1,9 @@
 """ocf_lib.adapters.tickle: a client whose connection's node is gone learns it from the
 address's new owner at once. Three hosts on a switch: `old` holds a connection from
 `client` on the VIP, then goes silent (its link down); `new` takes the VIP over, announces
-it and tickles the client, which gets a reset instead of waiting on a dead connection."""
+it and tickles the client, which gets a reset instead of waiting on a dead connection.
+Also when `new` held the address a moment before and keeps a TIME_WAIT remain of the very
+client port (ocf_lib.logic.vip.tickle_clients)."""
 import subprocess
 
 import pytest
@@ -21,7 +23,10 @@ c = s.accept()[0]; time.sleep(60)
 """
 CLIENT = """
 import socket, sys, time
-s = socket.create_connection((sys.argv[1], 7000), timeout=5)
+s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('', int(sys.argv[2]) if len(sys.argv) > 2 else 0))
+s.settimeout(5); s.connect((sys.argv[1], 7000))
 print(s.getsockname()[1], flush=True)
 s.settimeout(20); began = time.monotonic()
 try:
@@ -42,18 +47,80 @@ def test_the_segment_is_a_bare_ack_with_a_valid_checksum() -> None:
     assert inet.transport_checksum(local, client, 6, segment) == 0, "the checksum checks"
 
 
+# Serves one connection and closes it first: the TIME_WAIT remain stays on the server's side.
+CLOSER = """
+import socket, sys
+s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)
+s.bind((sys.argv[1], 7000)); s.listen(); print('listening', flush=True)
+c = s.accept()[0]; c.close()
+"""
+ONE_SHOT = """
+import socket, sys
+s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('', int(sys.argv[2]))); s.settimeout(5); s.connect((sys.argv[1], 7000))
+assert s.recv(1) == b''
+"""
+CLIENT_PORT = 41999  # what the client uses for its short request and then for its stream
+TICKLE = "from ocf_lib.adapters import tickle\nprint(tickle.send({vip!r}, [({client!r}, {port}, 7000)]))"
+TICKLE_CLIENTS = ("from ocf_lib.logic import vip\n"
+                  "print(vip.tickle_clients({vip!r}, [({client!r}, {port}, 7000)]))")
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_tickled_client_of_a_lost_node_gets_a_reset(netns_pool: NetnsPool,
                                                       family: str) -> None:
+    vip, old_ip, new_ip, client_ip, prefix = FAMILIES[family]
+    old, new, client, switch = hosts(netns_pool, family)
+    old.ip("addr", "add", f"{vip}/{prefix}", "dev", "lan0", "nodad")
+    lose_a_stream(old, new, client, switch, family, TICKLE)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_time_wait_remain_on_the_new_owner_does_not_swallow_the_reset(
+        netns_pool: NetnsPool, family: str) -> None:
+    """Seen in the failover benchmark: the new owner had held the address less than a
+    minute before, and had closed a short request from the very client port the stream
+    now uses (clients hand out ports in sequence). The client's answer to the tickle met
+    that TIME_WAIT remain, which answered with an ACK: no reset, the client waited for its
+    timeout. tickle_clients ends the remains first."""
+    vip, old_ip, new_ip, client_ip, prefix = FAMILIES[family]
+    old, new, client, switch = hosts(netns_pool, family)
+    new.ip("addr", "add", f"{vip}/{prefix}", "dev", "lan0", "nodad")
+    closer = new.popen(PYTHON, "-c", CLOSER, vip, stdout=subprocess.PIPE, text=True)
+    try:
+        assert closer.stdout.readline().strip() == "listening"
+        client.run(PYTHON, "-c", ONE_SHOT, vip, str(CLIENT_PORT))
+    finally:
+        closer.wait(10)
+    remains = new.run(PYTHON, "-c", "from ocf_lib.adapters import sock_diag\n"
+                      f"print(len(sock_diag.time_waits({vip!r})))").stdout.strip()
+    assert remains == "1", "new keeps a TIME_WAIT remain of the short request"
+    new.ip("addr", "del", f"{vip}/{prefix}", "dev", "lan0")  # the address moves to old
+    old.ip("addr", "add", f"{vip}/{prefix}", "dev", "lan0", "nodad")
+    client.ip("neigh", "replace", vip, "lladdr", mac(old), "dev", "lan0")  # announced
+    lose_a_stream(old, new, client, switch, family, TICKLE_CLIENTS, CLIENT_PORT)
+
+
+def hosts(netns_pool: NetnsPool, family: str) -> tuple:
+    """old, new and client with their addresses, and the switch between them."""
     vip, old_ip, new_ip, client_ip, prefix = FAMILIES[family]
     old, new, client = netns_pool.new(), netns_pool.new(), netns_pool.new()
     switch = netns_pool.switch([old, new, client])
     for ns, address in ((old, old_ip), (new, new_ip), (client, client_ip)):
         ns.ip("addr", "add", f"{address}/{prefix}", "dev", "lan0", "nodad")
-    old.ip("addr", "add", f"{vip}/{prefix}", "dev", "lan0", "nodad")
+    return old, new, client, switch
+
+
+def lose_a_stream(old, new, client, switch, family: str, tickle_code: str,
+                  client_port: int = 0) -> None:
+    """A stream from client to old on the VIP; old goes silent, new takes the address and
+    runs tickle_code (formatted with vip, client, port): the client must get a reset."""
+    vip, old_ip, new_ip, client_ip, prefix = FAMILIES[family]
     server = old.popen(PYTHON, "-c", SERVER, vip, stdout=subprocess.PIPE, text=True)
     assert server.stdout.readline().strip() == "listening"
-    reader = client.popen(PYTHON, "-c", CLIENT, vip, stdout=subprocess.PIPE, text=True)
+    reader = client.popen(PYTHON, "-c", CLIENT, vip, str(client_port), stdout=subprocess.PIPE,
+                          text=True)
     try:
         port = int(reader.stdout.readline())
         switch.ip("link", "set", "port0", "down")  # old is gone, its connection with it
@@ -61,8 +128,7 @@ def test_a_tickled_client_of_a_lost_node_gets_a_reset(netns_pool: NetnsPool,
         # What the agent's start does: tell the link the address moved (the client's
         # neighbour entry for the VIP points at new now), then tickle.
         client.ip("neigh", "replace", vip, "lladdr", mac(new), "dev", "lan0")
-        sent = new.run(PYTHON, "-c", "from ocf_lib.adapters import tickle\n"
-                       f"print(tickle.send({vip!r}, [({client_ip!r}, {port}, 7000)]))"
+        sent = new.run(PYTHON, "-c", tickle_code.format(vip=vip, client=client_ip, port=port)
                        ).stdout.strip()
         assert sent == "1"
         assert reader.stdout.readline().strip() == "ConnectionResetError"

@@ -419,8 +419,9 @@ class HandOver:
     def take_over(self) -> int:
         """Once this node has the address (and has announced it): tickle the clients of the
         connections the previous owner handed over (ocf_lib.adapters.tickle), forget the
-        list, and return how many were tickled. OSError or PacemakerError on failure."""
-        from ocf_lib.adapters import pacemaker, tickle
+        list, and return how many were tickled (tickle_clients). OSError or PacemakerError
+        on failure."""
+        from ocf_lib.adapters import pacemaker
         value = pacemaker.query_attribute(self.attribute, self.node)
         if not value or value == "none":
             return 0
@@ -430,6 +431,23 @@ class HandOver:
             client_port, _, port = ports.partition(",")
             if client_port.isdigit() and port.isdigit():
                 connections.append((client, int(client_port), int(port)))
-        sent = tickle.send(self.ip, connections)
+        sent = tickle_clients(self.ip, connections)
         pacemaker.delete_attribute(self.attribute, node=self.node)
         return sent
+
+
+def tickle_clients(ip: str, connections: list[tuple[str, int, int]]) -> int:
+    """Tickle the client of each (client, client port, port) that another node held on ip,
+    now here (ocf_lib.adapters.tickle); return how many tickles went out. OSError when none
+    could.
+
+    First this node's TIME_WAIT remains on the address go (it may have held the address
+    less than a minute ago; see ocf_lib.adapters.sock_diag.time_waits): a client's answer
+    that met one would get an ACK, not the reset. Linux before 6.0 cannot end them; the
+    tickles go out all the same."""
+    from ocf_lib.adapters import sock_diag, tickle
+    try:
+        sock_diag.destroy(sock_diag.time_waits(ip))
+    except sock_diag.Unsupported:
+        pass
+    return tickle.send(ip, connections)
