@@ -420,7 +420,18 @@ class KeepalivedStack:
         """Pick the node to lose; returns: the survivor holds the VIP."""
         self.lost = self.active()
         self.survivor = next(n for n in self.cluster.names if n != self.lost)
+        self.fenced_before = self.cluster.fenced().count(self.lost)
         return lambda: self.cluster.node(self.survivor).has_address(VIP)
+
+    def wait_fenced(self) -> None:
+        """Wait until Pacemaker (fencing on, no resources) had the lost node powered off and
+        it booted again. VRRP moves the VIP without waiting for that, so the event can be
+        over long before; a node never fenced is a ClusterError, not a wait for its old
+        processes to end."""
+        c = self.cluster
+        c.wait_for(lambda: c.fenced().count(self.lost) > self.fenced_before, 60,
+                   what=f"{self.lost} fenced")
+        c.wait_booted(self.lost)
 
     def link_down(self) -> Callable[[], bool]:
         done = self.lose_active()
@@ -430,7 +441,7 @@ class KeepalivedStack:
     def after_link_down(self) -> None:
         """Pacemaker (no resources, fencing on) fenced the cut node: it boots, and its
         services start as systemd would start them; then the cables go back in."""
-        self.cluster.wait_booted(self.lost)
+        self.wait_fenced()
         self.boot_services(self.lost)
         self.cluster.link_up(self.lost)
         self.settle()
@@ -441,7 +452,7 @@ class KeepalivedStack:
         return done
 
     def after_crash(self) -> None:
-        self.cluster.wait_booted(self.lost)
+        self.wait_fenced()
         self.boot_services(self.lost)
         self.settle()
 
