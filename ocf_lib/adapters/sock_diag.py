@@ -72,11 +72,7 @@ def on_address(ip: str) -> list[Connection]:
     family, packed = inet.parse_ip(ip)
     channel = netlink.Channel(_NETLINK_SOCK_DIAG)
     try:
-        wanted = _accepting(channel, family, packed)
-        return [Connection(body[0], body[1], _sockid(body))
-                for dump_family in sorted({f for f, _ in wanted})
-                for body in _dump(channel, dump_family, _STATES)
-                if (body[0], _local(body)) in wanted]
+        return _matching(channel, _accepting(channel, family, packed), _STATES)
     finally:
         channel.close()
 
@@ -98,12 +94,18 @@ def time_waits(ip: str) -> list[Connection]:
         forms.add((_socket.AF_INET6, _V4_MAPPED + packed))
     channel = netlink.Channel(_NETLINK_SOCK_DIAG)
     try:
-        return [Connection(body[0], body[1], _sockid(body))
-                for dump_family in sorted({f for f, _ in forms})
-                for body in _dump(channel, dump_family, 1 << TIME_WAIT)
-                if (body[0], _local(body)) in forms]
+        return _matching(channel, forms, 1 << TIME_WAIT)
     finally:
         channel.close()
+
+
+def _matching(channel: "netlink.Channel", forms: set[tuple[int, bytes]], states: int
+              ) -> list[Connection]:
+    """The sockets in states whose (family, local address) is one of forms."""
+    return [Connection(body[0], body[1], _sockid(body))
+            for dump_family in sorted({f for f, _ in forms})
+            for body in _dump(channel, dump_family, states)
+            if (body[0], _local(body)) in forms]
 
 
 def _dump(channel: "netlink.Channel", family: int, states: int) -> list[bytes]:
