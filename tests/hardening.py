@@ -143,7 +143,13 @@ def check_outcome(out: object, allowed: set[int], shell_log: Path, label: str) -
 # -- snapshots ---------------------------------------------------------------------------------
 
 def network_state(ns: Netns) -> str:
-    """Addresses, links and routes (both families, every table) of a namespace."""
+    """Addresses, links and routes (both families, every table) of a namespace, once the
+    kernel's own link-local addresses finished their DAD: that ends a second or two after a
+    link comes up (adding a local route), whatever an agent does."""
+    deadline = time.monotonic() + 5
+    while (ns.ip("-o", "-6", "addr", "show", "scope", "link", "tentative", check=False)
+           and time.monotonic() < deadline):
+        time.sleep(0.1)
     return "\n".join(ns.ip(*args, check=False) for args in (
         ("-o", "addr", "show"), ("-o", "link", "show"),
         ("-o", "-4", "route", "show", "table", "all"),
