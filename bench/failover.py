@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+from lab import constraints
 from lab.apiserver import WATCH_INTERVAL
 from lab.cluster import Cluster
 from lab.command import ClusterError
@@ -133,11 +134,8 @@ def pacemaker_config(stack: Stack) -> str:
             f"    params watch={str(stack.watch).lower()} \\\n"
             f"    op monitor interval={stack.interval} timeout=60 on-fail=restart\n"
             "rsc_defaults resource-stickiness=100\n")
-    if stack.topology == "guide":
-        return (text + f"colocation haproxy-with-vip inf: {HAPROXY_RSC} {VIP_RSC}\n"
-                + f"order vip-before-haproxy Mandatory: {VIP_RSC} {HAPROXY_RSC}\n")
-    return (text + f"clone haproxy-clone {HAPROXY_RSC}\n"
-            + f"colocation vip-with-haproxy inf: {VIP_RSC} haproxy-clone\n")
+    topology = constraints.guide if stack.topology == "guide" else constraints.clone
+    return text + topology(VIP_RSC, HAPROXY_RSC)
 
 
 class PacemakerStack:

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 
 import ocf_lib
-from lab import REPO
+from lab import REPO, constraints
 from lab.apiserver import WATCH_INTERVAL
 from lab.cluster import Cluster
 from lab.command import ClusterError
@@ -48,10 +48,8 @@ primitive {VIP_RSC} ocf:kuth:IPaddr2 \\
     op monitor interval=20 timeout=60 on-fail=restart
 primitive {HAPROXY_RSC} ocf:kuth:haproxy \\
     op monitor interval=20 timeout=60 on-fail=restart
-colocation haproxy-with-vip inf: {HAPROXY_RSC} {VIP_RSC}
-order vip-before-haproxy Mandatory: {VIP_RSC} {HAPROXY_RSC}
 rsc_defaults resource-stickiness=100
-"""
+""" + constraints.guide(VIP_RSC, HAPROXY_RSC)
 WAIT_S = 60          # the longest any event may take to recover
 STEADY_S = 1.0       # traffic served this long after recovery closes an event's window
 STREAMS = 4          # long-lived watch streams held through the VIP

@@ -32,6 +32,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab import constraints
 from lab.cluster import Cluster
 from lab.command import ClusterError
 from lab.topology import KUBE_PORT, VIP_NETWORK
@@ -58,14 +59,8 @@ primitive {HAPROXY} ocf:kuth:haproxy \\
     op monitor interval={MONITOR_S} timeout=60 on-fail=restart
 rsc_defaults resource-stickiness=100
 """
-GUIDE = PRIMITIVES + f"""\
-colocation haproxy-with-vip inf: {HAPROXY} {VIP}
-order vip-before-haproxy Mandatory: {VIP} {HAPROXY}
-"""
-CLONE = PRIMITIVES + f"""\
-clone haproxy-clone {HAPROXY}
-colocation vip-with-haproxy inf: {VIP} haproxy-clone
-"""
+GUIDE = PRIMITIVES + constraints.guide(VIP, HAPROXY)
+CLONE = PRIMITIVES + constraints.clone(VIP, HAPROXY)
 
 
 @dataclass

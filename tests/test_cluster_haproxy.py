@@ -17,6 +17,7 @@ import time
 
 from ocf_lib.adapters import process
 
+from lab import constraints
 from lab.cluster import Cluster
 from lab.guide import haproxy_config
 from lab.nodes import NODE_ENV, OCF_PROVIDERS
@@ -44,15 +45,13 @@ def haproxy_primitive(interval: int) -> str:
 def guide(interval: int = 20) -> str:
     """The guide's topology: haproxy follows the address, started after it."""
     return (VIP_PRIMITIVE + haproxy_primitive(interval)
-            + f"colocation haproxy-with-vip inf: {HAPROXY} virtual-ip-resource\n"
-            + f"order vip-before-haproxy Mandatory: virtual-ip-resource {HAPROXY}\n")
+            + constraints.guide("virtual-ip-resource", HAPROXY))
 
 
 def clone_topology(interval: int = 20) -> str:
     """haproxy on every node, the address where haproxy is healthy."""
     return (VIP_PRIMITIVE + haproxy_primitive(interval)
-            + f"clone haproxy-clone {HAPROXY}\n"
-            + "colocation vip-with-haproxy inf: virtual-ip-resource haproxy-clone\n")
+            + constraints.clone("virtual-ip-resource", HAPROXY))
 
 
 def start(cluster: Cluster, config: str) -> str:
@@ -205,6 +204,27 @@ def test_clone_topology_failover_moves_only_the_address(cluster: Cluster) -> Non
     [final] = cluster.locate("virtual-ip-resource")
     assert [n.name for n in cluster.nodes if n.has_address(VIP)] == [final]
     assert haproxy_pids(cluster, survivor) == before[survivor]
+
+
+def test_clone_topology_standby_stops_haproxy_only_after_the_address_left(
+        cluster: Cluster) -> None:
+    """When both leave a node, haproxy serves the clients until the address is gone: stopped
+    first, it would refuse them while the address is still here."""
+    active = start(cluster, clone_topology())
+    cluster.wait_for(lambda: cluster.locate(HAPROXY) == cluster.names, FAILOVER_S,
+                     what="haproxy on every node")
+    log = "/var/log/pacemaker/pacemaker.log"
+    seen = len(cluster.node(active).read(log).splitlines())
+    cluster.crm("node", "standby", active)
+    cluster.wait_for(lambda: cluster.locate(HAPROXY) == [other(cluster, active)], FAILOVER_S,
+                     what=f"haproxy stopped on {active}")
+    lines = cluster.node(active).read(log).splitlines()[seen:]
+    vip_stopped = next(n for n, line in enumerate(lines)
+                       if "Result of stop operation for virtual-ip-resource on" in line)
+    haproxy_stopping = next(n for n, line in enumerate(lines)
+                            if f"executing - rsc:{HAPROXY} action:stop" in line)
+    assert vip_stopped < haproxy_stopping
+    assert cluster.locate("virtual-ip-resource") == [other(cluster, active)]
 
 
 # -- long-lived streams (Kubernetes watches) through the VIP ---------------------------------

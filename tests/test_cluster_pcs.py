@@ -51,12 +51,15 @@ def create_guide(cluster: Cluster) -> None:
 
 
 def create_clone_topology(cluster: Cluster) -> None:
-    """haproxy on every node, the address where haproxy runs."""
+    """haproxy on every node, the address where haproxy runs; haproxy stops after the
+    address when both leave a node (lab.constraints.clone, in pcs's words)."""
     create_vip(cluster)
     cluster.pcs("resource", "create", HAPROXY, "ocf:kuth:haproxy", *MONITOR,
                 "clone", "haproxy-clone")
     cluster.pcs("constraint", "colocation", "add", VIP_RESOURCE, "with", "haproxy-clone",
                 "INFINITY", "id=vip-with-haproxy")
+    cluster.pcs("constraint", "order", "stop", VIP_RESOURCE, "then", "stop", "haproxy-clone",
+                "kind=Mandatory", "symmetrical=false", "id=haproxy-stops-after-vip")
 
 
 def serving_node(cluster: Cluster) -> str:

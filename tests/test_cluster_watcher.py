@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from lab import processes
+from lab import constraints, processes
 from lab.cluster import Cluster
 from lab.guide import haproxy_config
 from lab.nodes import Node
@@ -34,10 +34,8 @@ primitive {VIP_RSC} ocf:kuth:IPaddr2 \\
     params ip={VIP} nic=lan0 cidr_netmask=24 \\
     meta migration-threshold=2 \\
     op monitor interval=20 timeout=60 on-fail=restart
-{HAPROXY_PRIMITIVE}colocation haproxy-with-vip inf: {HAPROXY} {VIP_RSC}
-order vip-before-haproxy Mandatory: {VIP_RSC} {HAPROXY}
-rsc_defaults resource-stickiness=100
-"""
+{HAPROXY_PRIMITIVE}rsc_defaults resource-stickiness=100
+""" + constraints.guide(VIP_RSC, HAPROXY)
 # A listener on the port each node's own HTTP server holds: `haproxy -c` accepts it, the
 # bind at start fails.
 TAKEN_PORT = """\
