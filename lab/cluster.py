@@ -98,6 +98,12 @@ class Status:
         self.quorate = dc is not None and dc.get("with_quorum") == "true"
         self.online = sorted(n.get("name", "") for n in root.iterfind("nodes/node")
                              if n.get("online") == "true")
+        # Nodes to be fenced, and nodes in the membership whose controller has not joined:
+        # a resource shown on either is only where it was last seen.
+        self.unclean = sorted(n.get("name", "") for n in root.iterfind("nodes/node")
+                              if n.get("unclean") == "true")
+        self.pending = sorted(n.get("name", "") for n in root.iterfind("nodes/node")
+                              if n.get("pending") == "true")
         self.resources: dict[str, list[str]] = {}
         resources = root.find("resources")
         if resources is not None:
@@ -125,6 +131,7 @@ class Status:
 
     def __repr__(self) -> str:
         return (f"Status(dc={self.dc}, quorate={self.quorate}, online={self.online}, "
+                f"unclean={self.unclean}, pending={self.pending}, "
                 f"resources={self.resources}, failures={self.failures}, "
                 f"attributes={self.attributes})")
 
@@ -466,10 +473,12 @@ class Cluster:
             time.sleep(interval)
 
     def _describe(self) -> str:
+        """The cluster's state and the power switch's requests since the last reset."""
+        switch = f"; power switch since reset: {self.fence_log()[self.fence_mark:]}"
         try:
-            return repr(self.status())
+            return repr(self.status()) + switch
         except (ClusterError, OSError, subprocess.TimeoutExpired) as err:
-            return f"status unavailable: {err}"
+            return f"status unavailable: {err}{switch}"
 
     # -- failures
 
