@@ -383,7 +383,14 @@ class KeepalivedStack:
         return node
 
     def settle(self) -> None:
-        self.cluster.wait_for(lambda: len(self.holders()) == 1, 30, what="VIP on one node")
+        """The VIP on one node, and every node back in Pacemaker's cluster: VRRP needs none
+        of it, but the next node loss needs a survivor with quorum to be fenced (a pair's
+        node that rebooted has quorum once it has seen the other, corosync's wait_for_all).
+        The last full run stopped in keepalived's third link down for want of this."""
+        c = self.cluster
+        c.wait_for(lambda: len(self.holders()) == 1, 30, what="VIP on one node")
+        c.wait_for(lambda: (s := c.status()).quorate and len(s.online) == len(c.names), 60,
+                   what="every node in the cluster, with quorum")
 
     def teardown(self) -> None:
         for proc in [*self.keepalived.values(), *self.haproxy.values()]:
