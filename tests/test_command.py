@@ -107,3 +107,21 @@ def test_installed_searches_path_and_accepts_paths():
     from ocf_lib.adapters.command import installed
     assert installed("ip") and installed("/bin/sh")
     assert not installed("kuth-no-such-program") and not installed("/nonexistent/ip")
+
+
+def test_start_returns_while_the_program_runs_and_finish_collects_it() -> None:
+    """A start (of ocf:kuth:IPaddr2) asks attrd for a list before it adds its address and
+    reads the answer after: the program must run meanwhile."""
+    began = time.monotonic()
+    running = command.start(["sh", "-c", "sleep 0.3; echo late"])
+    assert time.monotonic() - began < 0.2
+    assert running.finish(timeout=5).stdout == "late\n"
+    assert time.monotonic() - began >= 0.3
+    assert _children_left() == []
+
+
+def test_finish_kills_and_reaps_a_started_program_past_its_timeout() -> None:
+    running = command.start(["sleep", "30"])
+    with pytest.raises(command.CommandTimeout):
+        running.finish(timeout=0.2)
+    assert _children_left() == []

@@ -4,6 +4,7 @@
 (lan0: 198.18.0.2/24, 2001:2::2/64). The agent runs inside node's namespace.
 """
 import json
+import os
 import time
 
 import pytest
@@ -420,3 +421,48 @@ def test_the_hand_over_tells_the_other_nodes_of_long_lived_connections_when_they
         ("node3", "198.18.1.100,40001,6443 198.18.1.100,40002,6443"),
         ("node2", "198.18.1.100,40002,6443"), ("node3", "198.18.1.100,40002,6443"),
         ("node2", "198.18.1.100,40002,6443"), ("node3", "198.18.1.100,40002,6443")]
+
+
+def test_a_takeover_asks_attrd_first_and_tickles_the_handed_over_clients_after(
+        monkeypatch, tmp_path):
+    """The list is asked for when start begins (attrd answers while the address goes up),
+    read once the address is announced; of its first HANDOVER_MAX records the malformed
+    are skipped, and the list is forgotten afterwards, out of start's way."""
+    from ocf_lib.adapters import pacemaker, process
+    from ocf_lib.logic import vip as vips
+    records = ["198.18.1.100,40001,6443", "junk", "198.18.1.101,x,6443",
+               *(f"198.18.1.102,{port},6443" for port in range(1, vips.HANDOVER_MAX + 5))]
+    fake = tmp_path / "attrd_updater"
+    fake.write_text("#!/bin/sh\necho \"$@\" > " + str(tmp_path / "argv") + "\nsleep 0.3\n"
+                    "echo 'name=\"kuth-vip-connections\" host=\"node2\" value=\""
+                    + " ".join(records) + "\"'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    tickled, deleted = [], []
+    monkeypatch.setattr(vips, "tickle_clients",
+                        lambda ip, connections: tickled.extend(connections) or len(connections))
+    monkeypatch.setattr(process, "spawn_detached", lambda body: body() or 1)
+    monkeypatch.setattr(pacemaker, "delete_attribute",
+                        lambda name, node: deleted.append((name, node)))
+    began = time.monotonic()
+    take_over = vips.TakeOver("198.18.1.20", "vip:1", "node2")
+    assert time.monotonic() - began < 0.2, "asked, not waited for"
+    assert take_over.tickle() == vips.HANDOVER_MAX - 2
+    assert (tmp_path / "argv").read_text() == "-Q -n kuth-vip-connections -N node2\n"
+    assert tickled[0] == ("198.18.1.100", 40001, 6443)
+    assert len(tickled) == vips.HANDOVER_MAX - 2 and tickled[-1][1] == vips.HANDOVER_MAX - 3
+    assert deleted == [("kuth-vip-connections", "node2")]
+
+
+def test_a_takeover_without_a_list_tickles_nobody(monkeypatch, tmp_path):
+    """attrd_updater fails for an attribute it does not know; an old owner that held no
+    long-lived connection handed over "none"."""
+    from ocf_lib.logic import vip as vips
+    for script in ("echo 'Could not query value' >&2; exit 6",
+                   "echo 'name=\"kuth-vip-connections\" host=\"node2\" value=\"none\"'"):
+        fake = tmp_path / "attrd_updater"
+        fake.write_text(f"#!/bin/sh\n{script}\n")
+        fake.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+        monkeypatch.setattr(vips, "tickle_clients", lambda ip, connections: pytest.fail())
+        assert vips.TakeOver("198.18.1.20", "vip", "node2").tickle() == 0

@@ -63,9 +63,37 @@ def run(argv: list[str], timeout: float | None = None) -> CommandResult:
     Raises CommandNotFound when the program does not exist and CommandTimeout when it
     outlives timeout seconds; the child is reaped in every case.
     """
+    return start(argv).finish(timeout)
+
+
+class Running:
+    """A program start() left running: finish() collects its output and reaps it."""
+
+    def __init__(self, argv: list[str], pid: int, out_r: int, err_r: int) -> None:
+        self.argv, self.pid, self.out_r, self.err_r = argv, pid, out_r, err_r
+
+    def finish(self, timeout: float | None = None) -> CommandResult:
+        """Wait for the program (timeout seconds from now at most) and return what it
+        returned; CommandTimeout when it ran past that, killed and reaped then."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            stdout, stderr = _read_until_eof(self.out_r, self.err_r, deadline)
+            status = _wait(self.pid, deadline)
+        except TimeoutError:
+            _kill_and_reap(self.pid)
+            raise CommandTimeout(self.argv, timeout) from None  # type: ignore[arg-type]
+        except BaseException:
+            _kill_and_reap(self.pid)
+            raise
+        return CommandResult(os.waitstatus_to_exitcode(status), stdout.decode("utf-8", "replace"),
+                             stderr.decode("utf-8", "replace"))
+
+
+def start(argv: list[str]) -> Running:
+    """Start argv as run() does and return at once: for a program whose answer is needed
+    only later, so that it runs meanwhile. CommandNotFound when it does not exist."""
     if not argv:
         raise ValueError("empty argument list")
-    deadline = None if timeout is None else time.monotonic() + timeout
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
@@ -77,17 +105,7 @@ def run(argv: list[str], timeout: float | None = None) -> CommandResult:
     finally:
         os.close(out_w)
         os.close(err_w)
-    try:
-        stdout, stderr = _read_until_eof(out_r, err_r, deadline)
-        status = _wait(pid, deadline)
-    except TimeoutError:
-        _kill_and_reap(pid)
-        raise CommandTimeout(argv, timeout) from None  # type: ignore[arg-type]
-    except BaseException:
-        _kill_and_reap(pid)
-        raise
-    return CommandResult(os.waitstatus_to_exitcode(status),
-                         stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"))
+    return Running(argv, pid, out_r, err_r)
 
 
 def _spawn(argv: list[str], out_w: int, err_w: int) -> int:

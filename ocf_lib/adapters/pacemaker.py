@@ -5,6 +5,12 @@ Each call spawns a program (milliseconds), so callers call only when something c
 A failure raises PacemakerError with the tool's own message; the callers treat it as
 advice lost, never as a failed action.
 """
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ocf_lib.adapters.command import Running
+
 TIMEOUT = 5.0
 
 
@@ -27,14 +33,29 @@ def delete_attribute(name: str, *, node: str | None = None) -> None:
 
 def query_attribute(name: str, node: str) -> str | None:
     """The value of node's transient attribute name as attrd has it; None when unset."""
-    try:
-        out = _tool(["attrd_updater", "-Q", "-n", name, "-N", node])
-    except PacemakerError:
-        return None  # attrd_updater fails on an attribute it does not know
-    for line in out.splitlines():
-        if ' value="' in line:
-            return line.split(' value="', 1)[1].rsplit('"', 1)[0]
-    return None
+    return AttributeQuery(name, node).value()
+
+
+class AttributeQuery:
+    """query_attribute in two halves: attrd_updater starts when this is made, and value()
+    reads its answer, so that a caller can do something else meanwhile (a start adds its
+    address while attrd, busy in a failover, answers)."""
+
+    def __init__(self, name: str, node: str) -> None:
+        self.argv = ["attrd_updater", "-Q", "-n", name, "-N", node]
+        self.running = _start(self.argv)
+
+    def value(self) -> str | None:
+        """The value; None when unset (attrd_updater fails on an attribute it does not
+        know) or unknown."""
+        try:
+            out = _finish(self.argv, self.running)
+        except PacemakerError:
+            return None
+        for line in out.splitlines():
+            if ' value="' in line:
+                return line.split(' value="', 1)[1].rsplit('"', 1)[0]
+        return None
 
 
 def member_names() -> list[str]:
@@ -44,9 +65,25 @@ def member_names() -> list[str]:
 
 
 def _tool(argv: list[str]) -> str:
-    from ocf_lib.adapters.command import CommandTimeout, run  # spawning costs more anyway
+    return _finish(argv, _start(argv))
+
+
+def _start(argv: list[str]) -> "Running | OSError":
+    """The tool started, or why it could not be (raised by _finish)."""
+    from ocf_lib.adapters.command import start  # spawning costs more anyway
     try:
-        result = run(argv, timeout=TIMEOUT)
+        return start(argv)
+    except OSError as err:
+        return err
+
+
+def _finish(argv: list[str], running: "Running | OSError") -> str:
+    """The tool's output; PacemakerError when it could not run or failed."""
+    from ocf_lib.adapters.command import CommandTimeout
+    try:
+        if isinstance(running, OSError):
+            raise running
+        result = running.finish(TIMEOUT)
     except (OSError, CommandTimeout) as err:
         raise PacemakerError(f"{' '.join(argv)}: {err}") from None
     if result.rc != 0:

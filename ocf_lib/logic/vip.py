@@ -386,7 +386,7 @@ class HandOver:
 
     While this node has the address, its watcher calls it every HANDOVER_PERIOD: it tells
     every other node which long-lived connections this node holds, so that the one that
-    takes the address over after losing this node can tickle their clients (take_over). A
+    takes the address over after losing this node can tickle their clients (TakeOver). A
     connection counts once two calls in a row saw it established (short requests come and
     go between them and would make every call write). The list is written when it changed,
     and again every HANDOVER_REFRESH (attrd may drop a value written for a node while it
@@ -416,13 +416,26 @@ class HandOver:
                 pacemaker.update_attribute(self.attribute, value, node=peer, private=True)
         self.handed, self.handed_at = value, time.monotonic()
 
-    def take_over(self) -> int:
-        """Once this node has the address (and has announced it): tickle the clients of the
-        connections the previous owner handed over (ocf_lib.adapters.tickle), forget the
-        list, and return how many were tickled (tickle_clients). OSError or PacemakerError
-        on failure."""
+
+class TakeOver:
+    """What a start does for the clients of the node it replaces: tickle those of the
+    connections that node handed over (HandOver). The list is asked of attrd when this is
+    made, before the address is added: attrd, busy in a failover, answers in tens of
+    milliseconds, which would otherwise come after the address is up, when every client
+    that is only reading waits for its tickle."""
+
+    def __init__(self, ip: str, resource: str, node: str) -> None:
         from ocf_lib.adapters import pacemaker
-        value = pacemaker.query_attribute(self.attribute, self.node)
+        self.ip = ip
+        self.attribute = handover_attribute(resource)
+        self.node = node
+        self.query = pacemaker.AttributeQuery(self.attribute, node)
+
+    def tickle(self) -> int:
+        """Once this node has the address and has announced it: tickle the clients
+        (tickle_clients), forget the list in the background, and return how many were
+        tickled. OSError when none could be."""
+        value = self.query.value()
         if not value or value == "none":
             return 0
         connections = []
@@ -431,9 +444,24 @@ class HandOver:
             client_port, _, port = ports.partition(",")
             if client_port.isdigit() and port.isdigit():
                 connections.append((client, int(client_port), int(port)))
-        sent = tickle_clients(self.ip, connections)
-        pacemaker.delete_attribute(self.attribute, node=self.node)
-        return sent
+        try:
+            return tickle_clients(self.ip, connections)
+        finally:
+            self._forget()
+
+    def _forget(self) -> None:
+        """Delete the list, in a process of its own: nobody needs to wait for attrd."""
+        from ocf_lib.adapters import pacemaker, process
+
+        def delete() -> None:
+            try:
+                pacemaker.delete_attribute(self.attribute, node=self.node)
+            except pacemaker.PacemakerError:
+                pass  # the next owner's hand-over writes it anew
+        try:
+            process.spawn_detached(delete)
+        except OSError:
+            pass
 
 
 def tickle_clients(ip: str, connections: list[tuple[str, int, int]]) -> int:

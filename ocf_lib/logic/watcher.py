@@ -44,7 +44,8 @@ def spawn(lib_root: str, *, resource: str, node: str, guardian: int, lock_path: 
     (ocf_lib.logic.vip.HandOver). guardian is a process whose
     end means the cluster is gone here (0: none)."""
     script = os.path.join(lib_root, "ocf_lib", "logic", "watcher.py")
-    argv = [sys.executable, "-IS", script, MARK, lib_root, resource, node, str(guardian), lock_path, *target]
+    argv = [sys.executable, "-IS", script, MARK, lib_root, resource, node, str(guardian),
+            lock_path, *target]
     read_end, write_end = os.pipe()
     child = os.fork()
     if child == 0:  # first child: detach, start the watcher, report its pid, leave
@@ -92,8 +93,8 @@ def ensure(state: "StateDir", *, resource: str, node: str, target: list[str]) ->
 def keep(state: "StateDir", *, enabled: bool, resource: str, target: list[str],
          log: "Logger") -> None:
     """ensure() when watching is enabled and Pacemaker runs the agent (only then is there a
-    node to report for); end() a watcher left from before when watching is disabled. A watcher that cannot start is logged: the monitor still notices
-    what it would have."""
+    node to report for); end() a watcher left from before when watching is disabled. A
+    watcher that cannot start is logged: the monitor still notices what it would have."""
     node = os.environ.get("OCF_RESKEY_CRM_meta_on_node")
     if not node:
         return
@@ -173,7 +174,7 @@ def _address_lost(poller: select.poll, ip: str, nic: str, check_link: bool,
         return f"{ip} is not on {nic}"
     down_since: float | None = None
     next_hand_over = time.monotonic() if hand_over else None
-    reported = _take_over(hand_over) if hand_over else ""
+    reported = ""
     while True:
         due = [t for t in (down_since and down_since + LINK_DOWN_GRACE, next_hand_over) if t]
         timeout = max(int((min(due) - time.monotonic()) * 1000), 0) if due else None
@@ -193,22 +194,6 @@ def _address_lost(poller: select.poll, ip: str, nic: str, check_link: bool,
         if hand_over and next_hand_over and time.monotonic() >= next_hand_over:
             reported = _hand_over(hand_over, reported)
             next_hand_over = time.monotonic() + HANDOVER_PERIOD
-
-
-def _take_over(hand_over: "HandOver") -> str:
-    """Tickle the clients of the address's previous owner (HandOver.take_over), to syslog.
-    Returns the failure reported, if any."""
-    import syslog
-    from ocf_lib.adapters.pacemaker import PacemakerError
-    try:
-        sent = hand_over.take_over()
-    except (OSError, PacemakerError) as err:
-        syslog.syslog(syslog.LOG_WARNING, f"cannot tickle the clients of {hand_over.ip}: {err}")
-        return str(err)
-    if sent:
-        syslog.syslog(syslog.LOG_NOTICE, f"tickled {sent} client(s) of connections handed over "
-                                         f"on {hand_over.ip}")
-    return ""
 
 
 def _hand_over(hand_over: "HandOver", reported: str) -> str:
