@@ -105,10 +105,10 @@ TCP connection the node holds on it, with a reset to each client (the kernel's s
 destroy, as `ss -K`; a kernel without it gets a warning). When a node is lost, its clients
 hear nothing from it: while it runs, its address watcher (watch=true) hands the long-lived
 connections over to the other nodes every 2 s (a private attrd attribute, at most 2000
-connections, written when they change and every 10 s), and the start of the node that
-takes the address over, once it has announced the address, sends each client a TCP ACK that
-its kernel answers; the new owner resets that answer and the client reconnects ("tickle
-ACKs", as CTDB does). false: none of this.""")
+connections, written when they change and every 10 s); the start of the node that takes
+the address over leaves a process (kuth-tickler) that, once the address is announced, sends
+each client a TCP ACK that its kernel answers; the new owner resets that answer and the
+client reconnects ("tickle ACKs", as CTDB does). false: none of this.""")
 agent.param("refuse_after_stop", INTEGER, default=vips.REFUSE_AFTER_STOP, minimum=0,
             maximum=3600,
             shortdesc="Seconds to refuse connections after stop",
@@ -164,24 +164,17 @@ def keep_watch(cfg: Config, vip: vips.Vip) -> None:
 
 
 def taking_over(cfg: Config, vip: vips.Vip) -> "vips.TakeOver | None":
-    """The clients a lost owner handed over, asked of attrd now (see vips.TakeOver): when
-    Pacemaker runs the agent with the watcher, whose hand-over this is, and resets."""
+    """The tickles for the clients a lost owner handed over, under way (see vips.TakeOver)
+    when Pacemaker runs the agent with the watcher, whose hand-over this is, and resets.
+    Never fails: they reconnect on their own timeout at worst."""
     node = os.environ.get("OCF_RESKEY_CRM_meta_on_node")
     if not (node and cfg.watch and cfg.reset_connections):
         return None
-    return vips.TakeOver(vip.ip, cfg.env.instance, node)
-
-
-def tickle(cfg: Config, take_over: "vips.TakeOver") -> None:
-    """Once the address is announced: tickle the lost owner's clients. Never fails: they
-    reconnect on their own timeout at worst."""
     try:
-        sent = take_over.tickle()
+        return vips.TakeOver(vip.ip, cfg.env.instance, node)
     except OSError as err:
-        cfg.log.warning(f"cannot tickle the clients of {take_over.ip}: {err}")
-        return
-    if sent:
-        cfg.log.info(f"tickled {sent} client(s) of connections handed over on {take_over.ip}")
+        cfg.log.warning(f"cannot tickle the clients of connections handed over: {err}")
+        return None
 
 
 def announce(cfg: Config, vip: vips.Vip, count: int, background: bool) -> None:
@@ -216,7 +209,7 @@ def start(cfg: Config) -> int:
         if owner:
             raise OcfError(OCF.ERR_GENERIC, f"{vip.ip} is already in use on {vip.nic} by "
                                             f"{owner.hex(':')}; refusing to add it")
-    take_over = taking_over(cfg, vip)  # its list is read while the address goes up
+    take_over = taking_over(cfg, vip)  # its list is asked for while the address goes up
     try:
         iproute.add_address(vip.nic, vip.ip, vip.prefixlen, broadcast=vips.broadcast_for(vip),
                             label=vip.label, nodad=cfg.nodad, noprefixroute=cfg.noprefixroute,
@@ -236,7 +229,7 @@ def start(cfg: Config) -> int:
         iproute.flush_route_cache(vip.family)
     announce(cfg, vip, cfg.arp_count, cfg.arp_bg)
     if take_over:
-        tickle(cfg, take_over)
+        take_over.announced()
     keep_watch(cfg, vip)
     cfg.log.info(f"started {vip}")
     return OCF.SUCCESS

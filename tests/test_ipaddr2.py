@@ -423,46 +423,82 @@ def test_the_hand_over_tells_the_other_nodes_of_long_lived_connections_when_they
         ("node2", "198.18.1.100,40002,6443"), ("node3", "198.18.1.100,40002,6443")]
 
 
-def test_a_takeover_asks_attrd_first_and_tickles_the_handed_over_clients_after(
+def fake_attrd_updater(monkeypatch, tmp_path, answer: str) -> None:
+    """attrd_updater first on PATH: records its arguments, answers -Q 0.3 s late."""
+    fake = tmp_path / "attrd_updater"
+    fake.write_text(f"""#!/bin/sh
+printf '%s\\n' "$*" >> {tmp_path}/argv
+[ "$1" = -Q ] || exit 0
+sleep 0.3
+{answer}
+""")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+
+
+def test_a_takeover_asks_attrd_at_once_and_tickles_once_the_address_is_announced(
         monkeypatch, tmp_path):
-    """The list is asked for when start begins (attrd answers while the address goes up),
-    read once the address is announced; of its first HANDOVER_MAX records the malformed
-    are skipped, and the list is forgotten afterwards, out of start's way."""
-    from ocf_lib.adapters import pacemaker, process
+    """The tickler asks for the list when start begins and tickles when start says the
+    address is announced; start waits for neither. Of the list's first HANDOVER_MAX records
+    the malformed are skipped; the list is forgotten afterwards."""
     from ocf_lib.logic import vip as vips
     records = ["198.18.1.100,40001,6443", "junk", "198.18.1.101,x,6443",
                *(f"198.18.1.102,{port},6443" for port in range(1, vips.HANDOVER_MAX + 5))]
-    fake = tmp_path / "attrd_updater"
-    fake.write_text("#!/bin/sh\necho \"$@\" > " + str(tmp_path / "argv") + "\nsleep 0.3\n"
-                    "echo 'name=\"kuth-vip-connections\" host=\"node2\" value=\""
-                    + " ".join(records) + "\"'\n")
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    tickled, deleted = [], []
-    monkeypatch.setattr(vips, "tickle_clients",
-                        lambda ip, connections: tickled.extend(connections) or len(connections))
-    monkeypatch.setattr(process, "spawn_detached", lambda body: body() or 1)
-    monkeypatch.setattr(pacemaker, "delete_attribute",
-                        lambda name, node: deleted.append((name, node)))
+    fake_attrd_updater(monkeypatch, tmp_path, "echo 'name=\"kuth-vip-connections\" host=\"node2\" "
+                                 f"value=\"{' '.join(records)}\"'")
+    tickled = tmp_path / "tickled"
+    monkeypatch.setattr(vips, "tickle_clients", lambda ip, connections: tickled.write_text(
+        json.dumps([ip, connections])) or len(connections))
     began = time.monotonic()
     take_over = vips.TakeOver("198.18.1.20", "vip:1", "node2")
-    assert time.monotonic() - began < 0.2, "asked, not waited for"
-    assert take_over.tickle() == vips.HANDOVER_MAX - 2
-    assert (tmp_path / "argv").read_text() == "-Q -n kuth-vip-connections -N node2\n"
-    assert tickled[0] == ("198.18.1.100", 40001, 6443)
-    assert len(tickled) == vips.HANDOVER_MAX - 2 and tickled[-1][1] == vips.HANDOVER_MAX - 3
-    assert deleted == [("kuth-vip-connections", "node2")]
+    _wait_for(lambda: (tmp_path / "argv").exists(), "the question asked")
+    assert not tickled.exists(), "nothing before the address is announced"
+    take_over.announced()
+    assert time.monotonic() - began < 0.25, "start waits for neither attrd nor the tickles"
+    _wait_for(lambda: "-D" in (tmp_path / "argv").read_text(), "the list forgotten")
+    ip, connections = json.loads(tickled.read_text())
+    assert ip == "198.18.1.20" and connections[0] == ["198.18.1.100", 40001, 6443]
+    assert len(connections) == vips.HANDOVER_MAX - 2
+    assert (tmp_path / "argv").read_text().splitlines() == [
+        "-Q -n kuth-vip-connections -N node2", "-n kuth-vip-connections -D -N node2"]
 
 
-def test_a_takeover_without_a_list_tickles_nobody(monkeypatch, tmp_path):
+@pytest.mark.parametrize("answer", ["echo 'Could not query value' >&2; exit 6",
+                                    "echo 'name=\"kuth-vip-connections\" value=\"none\"'"])
+def test_a_takeover_without_a_list_or_without_its_start_announcing_tickles_nobody(
+        monkeypatch, tmp_path, answer):
     """attrd_updater fails for an attribute it does not know; an old owner that held no
-    long-lived connection handed over "none"."""
+    long-lived connection handed over "none"; a start that failed never says announced."""
     from ocf_lib.logic import vip as vips
-    for script in ("echo 'Could not query value' >&2; exit 6",
-                   "echo 'name=\"kuth-vip-connections\" host=\"node2\" value=\"none\"'"):
-        fake = tmp_path / "attrd_updater"
-        fake.write_text(f"#!/bin/sh\n{script}\n")
-        fake.chmod(0o755)
-        monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-        monkeypatch.setattr(vips, "tickle_clients", lambda ip, connections: pytest.fail())
-        assert vips.TakeOver("198.18.1.20", "vip", "node2").tickle() == 0
+    fake_attrd_updater(monkeypatch, tmp_path, answer)
+    tickled = tmp_path / "tickled"
+    monkeypatch.setattr(vips, "tickle_clients", lambda ip, connections: tickled.touch() or 1)
+    vips.TakeOver("198.18.1.20", "vip", "node2").announced()
+    failed = vips.TakeOver("198.18.1.20", "vip", "node2")
+    os.close(failed._announced)  # what the end of a failed start's process does
+    _wait_for(lambda: not _ticklers(), "the ticklers ended")
+    assert not tickled.exists()
+    assert "-D" not in (tmp_path / "argv").read_text()
+
+
+def _ticklers() -> list[int]:
+    from ocf_lib.logic.vip import TICKLER
+    return [int(pid) for pid in os.listdir("/proc") if pid.isdigit()
+            and _comm(pid) == TICKLER]
+
+
+def _comm(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _wait_for(predicate, what: str, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"not reached in {timeout} s: {what}"
+        time.sleep(0.02)
+
+

@@ -31,15 +31,11 @@ def delete_attribute(name: str, *, node: str | None = None) -> None:
     _tool(["attrd_updater", "-n", name, "-D", *(["-N", node] if node else [])])
 
 
-def query_attribute(name: str, node: str) -> str | None:
-    """The value of node's transient attribute name as attrd has it; None when unset."""
-    return AttributeQuery(name, node).value()
-
-
 class AttributeQuery:
-    """query_attribute in two halves: attrd_updater starts when this is made, and value()
-    reads its answer, so that a caller can do something else meanwhile (a start adds its
-    address while attrd, busy in a failover, answers)."""
+    """The value of node's transient attribute name as attrd has it, in two halves:
+    attrd_updater starts when this is made, and value() reads its answer, so that a caller
+    can do something else meanwhile (a takeover's tickler waits for its start to add and
+    announce the address while attrd, busy in a failover, answers)."""
 
     def __init__(self, name: str, node: str) -> None:
         self.argv = ["attrd_updater", "-Q", "-n", name, "-N", node]

@@ -417,51 +417,81 @@ class HandOver:
         self.handed, self.handed_at = value, time.monotonic()
 
 
+TICKLER = "kuth-tickler"  # the take-over's process name
+TICKLER_WAIT = 120.0  # seconds a tickler waits for its start to have announced the address
+
+
 class TakeOver:
     """What a start does for the clients of the node it replaces: tickle those of the
-    connections that node handed over (HandOver). The list is asked of attrd when this is
-    made, before the address is added: attrd, busy in a failover, answers in tens of
-    milliseconds, which would otherwise come after the address is up, when every client
-    that is only reading waits for its tickle."""
+    connections that node handed over (HandOver), as soon as the address is announced,
+    without making start wait. Made before the address is added, it leaves a process of
+    its own (TICKLER) that asks attrd for the list at once (attrd, busy in a failover,
+    answers in tens of milliseconds, while the address goes up) and tickles once start
+    calls announced(). A start that fails or dies before never calls it: the process then
+    ends without tickling. OSError when the process could not be started."""
 
     def __init__(self, ip: str, resource: str, node: str) -> None:
-        from ocf_lib.adapters import pacemaker
+        from ocf_lib.adapters import process
         self.ip = ip
-        self.attribute = handover_attribute(resource)
-        self.node = node
-        self.query = pacemaker.AttributeQuery(self.attribute, node)
-
-    def tickle(self) -> int:
-        """Once this node has the address and has announced it: tickle the clients
-        (tickle_clients), forget the list in the background, and return how many were
-        tickled. OSError when none could be."""
-        value = self.query.value()
-        if not value or value == "none":
-            return 0
-        connections = []
-        for record in value.split()[:HANDOVER_MAX]:
-            client, _, ports = record.partition(",")
-            client_port, _, port = ports.partition(",")
-            if client_port.isdigit() and port.isdigit():
-                connections.append((client, int(client_port), int(port)))
+        go, self._announced = os.pipe()
         try:
-            return tickle_clients(self.ip, connections)
+            process.spawn_detached(lambda: _take_over(ip, resource, node, go), keep=(go,),
+                                   name=TICKLER)
+        except OSError:
+            os.close(self._announced)
+            raise
         finally:
-            self._forget()
+            os.close(go)
 
-    def _forget(self) -> None:
-        """Delete the list, in a process of its own: nobody needs to wait for attrd."""
-        from ocf_lib.adapters import pacemaker, process
-
-        def delete() -> None:
-            try:
-                pacemaker.delete_attribute(self.attribute, node=self.node)
-            except pacemaker.PacemakerError:
-                pass  # the next owner's hand-over writes it anew
+    def announced(self) -> None:
+        """The address is here and announced: the tickles may go. Never fails (a tickler
+        gone has nothing to tickle)."""
         try:
-            process.spawn_detached(delete)
+            os.write(self._announced, b"1")
         except OSError:
             pass
+        finally:
+            os.close(self._announced)
+
+
+def _take_over(ip: str, resource: str, node: str, go: int) -> None:
+    """The tickler's life: ask attrd for the list; once start says the address is
+    announced, tickle the clients (tickle_clients) and forget the list. To syslog."""
+    import select
+    import syslog
+    from ocf_lib.adapters import pacemaker
+    attribute = handover_attribute(resource)
+    query = pacemaker.AttributeQuery(attribute, node)
+    poller = select.poll()
+    poller.register(go, select.POLLIN)
+    if not poller.poll(int(TICKLER_WAIT * 1000)) or os.read(go, 1) != b"1":
+        return  # start failed, or never got there
+    connections = handed_over(query.value())
+    if not connections:
+        return
+    try:
+        sent = tickle_clients(ip, connections)
+    except OSError as err:
+        syslog.syslog(syslog.LOG_WARNING, f"cannot tickle the clients of {ip}: {err}")
+    else:
+        syslog.syslog(syslog.LOG_NOTICE, f"tickled {sent} client(s) of connections handed "
+                                         f"over on {ip}")
+    try:
+        pacemaker.delete_attribute(attribute, node=node)
+    except pacemaker.PacemakerError:
+        pass  # the next owner's hand-over writes it anew
+
+
+def handed_over(value: str | None) -> list[tuple[str, int, int]]:
+    """The (client, client port, port) of a HandOver's value, of its first HANDOVER_MAX
+    records the well-formed ones; none for no value or "none"."""
+    connections = []
+    for record in (value or "").split()[:HANDOVER_MAX]:
+        client, _, ports = record.partition(",")
+        client_port, _, port = ports.partition(",")
+        if client_port.isdigit() and port.isdigit():
+            connections.append((client, int(client_port), int(port)))
+    return connections
 
 
 def tickle_clients(ip: str, connections: list[tuple[str, int, int]]) -> int:
