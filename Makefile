@@ -77,7 +77,7 @@ soak:
 ## metadata: regenerate heartbeat_metadata/ from the agents' declarations
 metadata:
 	for agent in $$(find agents -maxdepth 1 -type f -perm -u+x -printf '%f\n'); do \
-	    agents/$$agent meta-data > heartbeat_metadata/$$agent.xml; done
+	    $(PYTHON) -B -S -m agents $$agent > heartbeat_metadata/$$agent.xml; done
 
 clean:
 	rm -rf build dist .pytest_cache

@@ -1,2 +1,30 @@
 """The OCF resource agents of provider kuth: one module each (declarations and actions),
-run by the executable of the same agent name next to it."""
+run by the executable of the same agent name next to it (through launch)."""
+import os
+import sys
+
+MODULES = {"IPaddr2": "agents.ipaddr2", "haproxy": "agents.haproxy"}  # executable: module
+# The meta-data each agent prints, generated from its declarations (`make metadata` in a
+# checkout, the package's build when installed) and kept equal to them by a test.
+METADATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "heartbeat_metadata")
+
+
+def launch(name: str) -> None:
+    """Run the action of agent name that the command line asks for, and exit.
+
+    Pacemaker's controller asks an agent for its meta-data again before every start, so
+    meta-data lies on the path of every failover, twice (the VIP's start, then haproxy's).
+    It is served from the generated file, without importing the declarations: about 10 ms
+    sooner on an idle node, more in a failover's rush. Without the file, the declarations
+    print it."""
+    if sys.argv[1:] == ["meta-data"]:
+        try:
+            with open(os.path.join(METADATA_DIR, f"{name}.xml"), "rb") as generated:
+                xml = generated.read()
+        except OSError:
+            xml = b""
+        if xml:
+            sys.stdout.buffer.write(xml)
+            sys.exit(0)
+    __import__(MODULES[name], fromlist=("agent",)).agent.run()  # importlib would cost 0.5 ms

@@ -1,6 +1,8 @@
 """Meta-data: generated from the declarations, escaped, DTD-valid, and committed equal."""
 import os
+import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -28,11 +30,29 @@ def test_agent_metadata_is_valid_against_ra_api_dtd(name):
     assert proc.returncode == 0, proc.stderr
 
 
+def committed(name):
+    with open(os.path.join(REPO, "heartbeat_metadata", f"{name}.xml")) as xml:
+        return xml.read()
+
+
 @pytest.mark.parametrize("name", AGENT_NAMES)
-def test_committed_metadata_equals_what_the_agent_prints(name):
-    with open(os.path.join(REPO, "heartbeat_metadata", f"{name}.xml")) as committed:
-        assert committed.read() == metadata_of(os.path.join(AGENTS, name)), \
-            "run `make metadata` and commit heartbeat_metadata/"
+def test_committed_metadata_equals_what_the_declarations_make(name):
+    made = subprocess.run([sys.executable, "-B", "-S", "-m", "agents", name], cwd=REPO,
+                          capture_output=True, text=True, check=True).stdout
+    assert made == committed(name), "run `make metadata` and commit heartbeat_metadata/"
+
+
+@pytest.mark.parametrize("name", AGENT_NAMES)
+def test_the_agent_prints_the_committed_metadata(name):
+    assert metadata_of(os.path.join(AGENTS, name)) == committed(name)
+
+
+@pytest.mark.parametrize("name", AGENT_NAMES)
+def test_without_the_generated_file_the_declarations_print_it(name, tmp_path):
+    for package in ("agents", "ocf_lib"):
+        shutil.copytree(os.path.join(REPO, package), tmp_path / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    assert metadata_of(str(tmp_path / "agents" / name)) == committed(name)
 
 
 def test_special_characters_are_escaped_and_still_valid():

@@ -109,6 +109,7 @@ def test_package_holds_every_agent_its_man_page_the_library_and_the_docs(deb: st
     examples = os.listdir(os.path.join(REPO, "packaging", "debian", "crm"))
     expected = ({f"{OCF_DIR}/{a}" for a in AGENT_NAMES}
                 | {f"/usr/share/man/man7/ocf_kuth_{a}.7.gz" for a in AGENT_NAMES}
+                | {f"{PRIVATE_DIR}/heartbeat_metadata/{a}.xml" for a in AGENT_NAMES}
                 | {f"{PRIVATE_DIR}/{m}" for m in library}
                 | {f"{DOC_DIR}/{d}" for d in ("README.Debian", "changelog.gz", "copyright")}
                 | {f"{DOC_DIR}/examples/{e}" for e in examples}
