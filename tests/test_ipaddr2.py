@@ -440,8 +440,9 @@ def test_a_takeover_asks_attrd_at_once_and_tickles_once_the_address_is_announced
         monkeypatch, tmp_path):
     """The tickler asks for the list when start begins and tickles when start says the
     address is announced; start waits for neither. Of the list's first HANDOVER_MAX records
-    the malformed are skipped; the list is forgotten afterwards."""
+    the malformed are skipped; the list is forgotten afterwards (TICKLER_TIDY later)."""
     from ocf_lib.logic import vip as vips
+    monkeypatch.setattr(vips, "TICKLER_TIDY", 0.1)
     records = ["198.18.1.100,40001,6443", "junk", "198.18.1.101,x,6443",
                *(f"198.18.1.102,{port},6443" for port in range(1, vips.HANDOVER_MAX + 5))]
     fake_attrd_updater(monkeypatch, tmp_path, "echo 'name=\"kuth-vip-connections\" host=\"node2\" "

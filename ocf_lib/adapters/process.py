@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 
 from _signal import SIGKILL, SIGTERM, SIGUSR1, SIGUSR2  # noqa: F401  (re-exported)
 
+# The niceness of the helpers an action leaves behind that may wait a little (the watchers,
+# the background announcer, the tickler): they are born in a failover's busiest moment, on
+# the node that is starting the next resource of the group, and must not slow that start.
+BACKGROUND_NICE = 10
 _DELETED = " (deleted)"
 _PIDFILE_MAX = 4096
 _POLL = 0.02  # seconds between checks in wait_gone
@@ -187,8 +191,8 @@ def wait_gone(pids: list[int], deadline: float) -> list[int]:
     return left
 
 
-def spawn_detached(body: "Callable[[], object]", keep: tuple[int, ...] = (), name: str = ""
-                   ) -> int:
+def spawn_detached(body: "Callable[[], object]", keep: tuple[int, ...] = (), name: str = "",
+                   nice: int = 0) -> int:
     """Run body in a process of its own that outlives the caller; return its pid.
 
     For helpers an action leaves behind (a background announcer, the refuser): the process
@@ -200,7 +204,8 @@ def spawn_detached(body: "Callable[[], object]", keep: tuple[int, ...] = (), nam
     reads an agent's stdout and stderr until they close. It exits when body returns
     (status 0) or raises (status 1), through os._exit, so that nothing unwinds into the
     copy of the caller's stack. name, when given, becomes its process name (what `ps -e`
-    and `pgrep` show; 15 bytes at most). OSError when it could not be started.
+    and `pgrep` show; 15 bytes at most). nice is added to its niceness (BACKGROUND_NICE for
+    a helper that may wait). OSError when it could not be started.
     """
     import _signal  # loaded by the interpreter at start-up; `signal` would add enum
     read_end, write_end = os.pipe()
@@ -209,7 +214,7 @@ def spawn_detached(body: "Callable[[], object]", keep: tuple[int, ...] = (), nam
         try:
             child = os.fork()
             if child == 0:
-                _run_detached(write_end, body, keep, name)
+                _run_detached(write_end, body, keep, name, nice)
         finally:
             _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
             os.close(write_end)
@@ -220,7 +225,7 @@ def spawn_detached(body: "Callable[[], object]", keep: tuple[int, ...] = (), nam
 
 
 def _run_detached(pid_pipe: int, body: "Callable[[], object]", keep: tuple[int, ...],
-                  name: str) -> None:
+                  name: str, nice: int) -> None:
     """In the first child: fork the detached process, report its pid, and exit. Never
     returns, in either process."""
     status = 1
@@ -233,6 +238,8 @@ def _run_detached(pid_pipe: int, body: "Callable[[], object]", keep: tuple[int, 
         else:
             _default_signal_handling()
             _detach_descriptors(keep)
+            if nice:
+                os.nice(nice)
             if name:
                 with open("/proc/self/comm", "w") as comm:
                     comm.write(name)

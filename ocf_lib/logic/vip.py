@@ -419,6 +419,7 @@ class HandOver:
 
 TICKLER = "kuth-tickler"  # the take-over's process name
 TICKLER_WAIT = 120.0  # seconds a tickler waits for its start to have announced the address
+TICKLER_TIDY = 5.0  # seconds after its tickles that it forgets the list, once the failover is done
 
 
 class TakeOver:
@@ -436,7 +437,7 @@ class TakeOver:
         go, self._announced = os.pipe()
         try:
             process.spawn_detached(lambda: _take_over(ip, resource, node, go), keep=(go,),
-                                   name=TICKLER)
+                                   name=TICKLER, nice=process.BACKGROUND_NICE)
         except OSError:
             os.close(self._announced)
             raise
@@ -456,7 +457,8 @@ class TakeOver:
 
 def _take_over(ip: str, resource: str, node: str, go: int) -> None:
     """The tickler's life: ask attrd for the list; once start says the address is
-    announced, tickle the clients (tickle_clients) and forget the list. To syslog."""
+    announced, tickle the clients (tickle_clients) and, once the rest of the failover has
+    run, forget the list. To syslog."""
     import select
     import syslog
     from ocf_lib.adapters import pacemaker
@@ -476,6 +478,7 @@ def _take_over(ip: str, resource: str, node: str, go: int) -> None:
     else:
         syslog.syslog(syslog.LOG_NOTICE, f"tickled {sent} client(s) of connections handed "
                                          f"over on {ip}")
+    time.sleep(TICKLER_TIDY)
     try:
         pacemaker.delete_attribute(attribute, node=node)
     except pacemaker.PacemakerError:

@@ -54,6 +54,8 @@ def spawn(lib_root: str, *, resource: str, node: str, guardian: int, lock_path: 
             os.setsid()
             watcher = os.fork()
             if watcher == 0:
+                from ocf_lib.adapters.process import BACKGROUND_NICE
+                os.nice(BACKGROUND_NICE)  # it starts beside the next resource's start
                 devnull = os.open(os.devnull, os.O_RDWR)
                 for fd in (0, 1, 2):
                     os.dup2(devnull, fd)
@@ -173,7 +175,8 @@ def _address_lost(poller: select.poll, ip: str, nic: str, check_link: bool,
     if link is None or not any(a.address == ip for a in netlink.addresses(0, link.index)):
         return f"{ip} is not on {nic}"
     down_since: float | None = None
-    next_hand_over = time.monotonic() if hand_over else None
+    # not at once: the watcher starts as the group's next resource does, on this node
+    next_hand_over = time.monotonic() + HANDOVER_PERIOD if hand_over else None
     reported = ""
     while True:
         due = [t for t in (down_since and down_since + LINK_DOWN_GRACE, next_hand_over) if t]
