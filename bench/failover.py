@@ -57,9 +57,10 @@ DEFAULT_OUTPUT = REPO / "bench" / "results" / "failover.md"
 STEADY_S = 1.0
 # The longest any event may take to recover (a killed haproxy waits for a 60 s monitor).
 RECOVERY_S = 90.0
-# Targets: planned move against heartbeat IPaddr2's outage in the same topology; a killed
-# haproxy with the watcher; the agents' part of a node loss; failed requests on reload.
-MOVE_RATIO = 0.5
+# Targets (bench/README.md): planned moves, a killed haproxy with the watcher, the agents'
+# part of a node loss, streams after a node loss; failed requests on reload.
+CLONE_MOVE_S = 0.15  # a planned move or standby in the clone topology
+PLANNED_STALL_S = 1.0  # a stream's stall in a planned move or standby, reconnection included
 KILL_S = 0.5
 AGENTS_PART_S = 0.150
 STALL_OVER_OUTAGE_S = 0.5  # node loss: a stream's stall against the short requests' outage
@@ -601,18 +602,12 @@ def target_note(row: Row, rows: list[Row]) -> str:
     """The row's target and whether it is met (by its longest round)."""
     longest = max(s.longest for s in row.samples)
     if row.event == "reload":
-        failed = max(s.failed for s in row.samples)
-        return f"0 failed: {'met' if failed == 0 else 'missed'}"
+        failed = max(s.failed + s.streams_cut for s in row.samples)
+        return f"0 failed, 0 streams cut: {'met' if failed == 0 else 'missed'}"
     if row.event == "kill -9" and row.stack.watch and not row.stack.keepalived:
         return f"<= {KILL_S} s: {'met' if longest <= KILL_S else 'missed'}"
     if row.event in ("move", "standby") and row.stack.label.startswith("kuth "):
-        ref = [r for r in rows if r.event == row.event
-               and r.stack.label == row.stack.label.replace("kuth", "heartbeat")]
-        if ref:
-            ratio = MOVE_RATIO if row.event == "move" else 1.0
-            limit = ratio * max(s.longest for s in ref[0].samples)
-            return (f"<= {ratio} x heartbeat's = {limit:.3f} s: "
-                    f"{'met' if longest <= limit else 'missed'}")
+        return "; ".join(planned_notes(row, rows))
     if row.event in ("link down", "crash") and not row.stack.keepalived:
         notes = []
         parts = [s.agents_part for s in row.samples if s.agents_part is not None]
@@ -625,6 +620,27 @@ def target_note(row: Row, rows: list[Row]) -> str:
                          f"{'met' if met else 'missed'}")
         return "; ".join(notes)
     return ""
+
+
+def planned_notes(row: Row, rows: list[Row]) -> list[str]:
+    """A planned move or standby of a kuth stack: the guide topology no worse than heartbeat
+    IPaddr2's in the same run (their medians: one round in a few is slower on a busy
+    machine, for either agent), the clone topology within CLONE_MOVE_S, and every stream
+    back within PLANNED_STALL_S."""
+    notes = []
+    if row.stack.topology == "clone":
+        longest = max(s.longest for s in row.samples)
+        notes.append(f"<= {CLONE_MOVE_S} s: {'met' if longest <= CLONE_MOVE_S else 'missed'}")
+    ref = [r for r in rows if r.event == row.event
+           and r.stack.label == row.stack.label.replace("kuth", "heartbeat")]
+    if row.stack.topology == "guide" and ref:
+        ours, theirs = (statistics.median(s.longest for s in r.samples) for r in (row, ref[0]))
+        notes.append(f"median <= heartbeat's {theirs:.3f} s: "
+                     f"{'met' if ours <= theirs else 'missed'}")
+    stall = max(s.stream_stall for s in row.samples)
+    notes.append(f"stream stall <= {PLANNED_STALL_S} s: "
+                 f"{'met' if stall <= PLANNED_STALL_S else 'missed'}")
+    return notes
 
 
 def table(rows: list[Row]) -> list[str]:
