@@ -184,6 +184,19 @@ def test_wait_gone_returns_survivors_at_the_deadline(sleeper: subprocess.Popen[b
     assert process.wait_gone([sleeper.pid], time.monotonic() + 2) == []
 
 
+def test_a_detached_helper_is_named_and_nicer_than_its_caller(tmp_path: Path) -> None:
+    """A helper an action leaves behind yields the CPU to the failover it was born in."""
+    seen = tmp_path / "seen"
+    pid = process.spawn_detached(lambda: seen.write_text(
+        f"{os.nice(0)} {Path('/proc/self/comm').read_text().strip()}"), name="kuth-test")
+    deadline = time.monotonic() + 5
+    while not seen.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    niceness, name = seen.read_text().split()
+    assert (int(niceness), name) == (os.nice(0) + process.BACKGROUND_NICE, "kuth-test")
+    assert pid != os.getpid()
+
+
 def test_monitor_path_imports_no_costly_module() -> None:
     loaded = modules_loaded_by("import ocf_lib.adapters.process")
     assert not loaded & {"re", "enum", "json", "socket", "subprocess", "logging",

@@ -102,7 +102,7 @@ def spawn_background(ifname: str, ip: str, *, count: int = DEFAULT_COUNT,
             return 0
         return process.spawn_detached(
             lambda: _repeat(sock, ifname, ip, frame, count - 1, interval_ms),
-            keep=(sock.fileno(),), nice=process.BACKGROUND_NICE)
+            keep=(sock.fileno(),))
     except OSError:
         raise AnnounceError(f"could not start the background announcer for {ip} on "
                             f"{ifname}") from None

@@ -18,9 +18,10 @@ if TYPE_CHECKING:
 
 from _signal import SIGKILL, SIGTERM, SIGUSR1, SIGUSR2  # noqa: F401  (re-exported)
 
-# The niceness of the helpers an action leaves behind that may wait a little (the watchers,
-# the background announcer, the tickler): they are born in a failover's busiest moment, on
-# the node that is starting the next resource of the group, and must not slow that start.
+# The niceness added to every helper an action leaves behind (watchers, background
+# announcer, refuser, tickler): they are born in a failover's busiest moment, beside the
+# start of the group's next resource or on a node the cluster is still busy with, and must
+# not slow either; none of them needs a CPU to itself for more than a millisecond at a time.
 BACKGROUND_NICE = 10
 _DELETED = " (deleted)"
 _PIDFILE_MAX = 4096
@@ -191,8 +192,8 @@ def wait_gone(pids: list[int], deadline: float) -> list[int]:
     return left
 
 
-def spawn_detached(body: "Callable[[], object]", keep: tuple[int, ...] = (), name: str = "",
-                   nice: int = 0) -> int:
+def spawn_detached(body: "Callable[[], object]", keep: tuple[int, ...] = (), name: str = ""
+                   ) -> int:
     """Run body in a process of its own that outlives the caller; return its pid.
 
     For helpers an action leaves behind (a background announcer, the refuser): the process
@@ -204,8 +205,8 @@ def spawn_detached(body: "Callable[[], object]", keep: tuple[int, ...] = (), nam
     reads an agent's stdout and stderr until they close. It exits when body returns
     (status 0) or raises (status 1), through os._exit, so that nothing unwinds into the
     copy of the caller's stack. name, when given, becomes its process name (what `ps -e`
-    and `pgrep` show; 15 bytes at most). nice is added to its niceness (BACKGROUND_NICE for
-    a helper that may wait). OSError when it could not be started.
+    and `pgrep` show; 15 bytes at most). It runs BACKGROUND_NICE nicer than the caller.
+    OSError when it could not be started.
     """
     import _signal  # loaded by the interpreter at start-up; `signal` would add enum
     read_end, write_end = os.pipe()
@@ -214,7 +215,7 @@ def spawn_detached(body: "Callable[[], object]", keep: tuple[int, ...] = (), nam
         try:
             child = os.fork()
             if child == 0:
-                _run_detached(write_end, body, keep, name, nice)
+                _run_detached(write_end, body, keep, name)
         finally:
             _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
             os.close(write_end)
@@ -225,7 +226,7 @@ def spawn_detached(body: "Callable[[], object]", keep: tuple[int, ...] = (), nam
 
 
 def _run_detached(pid_pipe: int, body: "Callable[[], object]", keep: tuple[int, ...],
-                  name: str, nice: int) -> None:
+                  name: str) -> None:
     """In the first child: fork the detached process, report its pid, and exit. Never
     returns, in either process."""
     status = 1
@@ -238,8 +239,7 @@ def _run_detached(pid_pipe: int, body: "Callable[[], object]", keep: tuple[int, 
         else:
             _default_signal_handling()
             _detach_descriptors(keep)
-            if nice:
-                os.nice(nice)
+            os.nice(BACKGROUND_NICE)
             if name:
                 with open("/proc/self/comm", "w") as comm:
                     comm.write(name)

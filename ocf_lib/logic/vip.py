@@ -437,7 +437,7 @@ class TakeOver:
         go, self._announced = os.pipe()
         try:
             process.spawn_detached(lambda: _take_over(ip, resource, node, go), keep=(go,),
-                                   name=TICKLER, nice=process.BACKGROUND_NICE)
+                                   name=TICKLER)
         except OSError:
             os.close(self._announced)
             raise
