@@ -214,7 +214,7 @@ def start(cfg: Config) -> int:
         iproute.add_address(vip.nic, vip.ip, vip.prefixlen, broadcast=vips.broadcast_for(vip),
                             label=vip.label, nodad=cfg.nodad, noprefixroute=cfg.noprefixroute,
                             preferred_lft=cfg.preferred_lft)
-        iproute.set_link_up(vip.nic)
+        vips.bring_up(vip.nic)
     except iproute.IprouteError as err:
         raise OcfError(OCF.ERR_GENERIC, f"adding {vip}: {err}") from None
     if vip.is_ipv6 and not cfg.nodad:

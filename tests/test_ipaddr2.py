@@ -140,6 +140,15 @@ def test_run_arping_allows_a_free_address(lan):
     assert agent("stop", V4, node).rc == 0
 
 
+def test_start_sets_a_link_that_is_down_up(lan):
+    node, _ = lan
+    node.ip("link", "set", "lan0", "down")
+    assert agent("start", V4, node).rc == 0
+    flags = node.ip("link", "show", "lan0").partition("<")[2].partition(">")[0].split(",")
+    assert "UP" in flags
+    assert agent("stop", V4, node).rc == 0
+
+
 def test_link_down_fails_monitor_with_reason(lan):
     node, peer = lan
     assert agent("start", V4, node).rc == 0
