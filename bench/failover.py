@@ -691,9 +691,15 @@ def report(rows: list[Row], args: argparse.Namespace, seconds: float, plot: Path
 
 
 def commit() -> str:
-    out = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-                         capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
+    """The checkout measured; -dirty when a file outside bench/results (which this run has
+    just written) differs from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True,
+                              text=True).stdout.strip()
+    head = git("describe", "--always") or "unknown"
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                  ":(exclude)bench/results")
+    return f"{head}-dirty" if changed else head
 
 
 def versions() -> str:
