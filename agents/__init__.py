@@ -3,6 +3,10 @@ run by the executable of the same agent name next to it (through launch)."""
 import os
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ocf_lib.ocf.agent import Agent
+
 MODULES = {"IPaddr2": "agents.ipaddr2", "haproxy": "agents.haproxy"}  # executable: module
 # The meta-data each agent prints, generated from its declarations (`make metadata` in a
 # checkout, the package's build when installed) and kept equal to them by a test.
@@ -27,4 +31,9 @@ def launch(name: str) -> None:
         if xml:
             sys.stdout.buffer.write(xml)
             sys.exit(0)
-    __import__(MODULES[name], fromlist=("agent",)).agent.run()  # importlib would cost 0.5 ms
+    declarations(name).run()
+
+
+def declarations(name: str) -> "Agent":
+    """The Agent that agent name's module declares (its actions, its meta-data)."""
+    return __import__(MODULES[name], fromlist=("agent",)).agent  # importlib: 0.5 ms more

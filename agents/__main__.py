@@ -1,10 +1,9 @@
 """`python3 -m agents NAME`: the meta-data of agent NAME as its declarations make it (what
 `make metadata` and the package's build write to the files launch serves)."""
 import sys
-from importlib import import_module
 
-from agents import MODULES
+from agents import MODULES, declarations
 
 if len(sys.argv) != 2 or sys.argv[1] not in MODULES:
     sys.exit(f"usage: python3 -m agents {{{'|'.join(MODULES)}}}")
-sys.stdout.write(import_module(MODULES[sys.argv[1]]).agent.metadata())
+sys.stdout.write(declarations(sys.argv[1]).metadata())
