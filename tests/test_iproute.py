@@ -1,4 +1,5 @@
-"""ocf_lib.adapters.iproute: argument guards, ip's errors, and findif's interface lookup.
+"""ocf_lib.adapters.iproute: argument guards, changes that behave and fail as `ip`'s do,
+and findif's interface lookup.
 
 The recorded route tables under data/iproute/ come from `_build_routes` below, dumped with
 `ip -j -4|-6 route show table main|local` (pretty-printed); the live tests build the
@@ -10,11 +11,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 from lab.netns import Netns, NetnsPool
-from ocf_lib.adapters import command, iproute
+from ocf_lib.adapters import command, iproute, netlink
 from ocf_lib.adapters.iproute import Found
 from test_netlink import entered
 
@@ -104,6 +106,10 @@ def recorded_routes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _must_not_run(argv: list[str], timeout: float | None = None) -> command.CommandResult:
     raise AssertionError(f"ran {argv}")
+
+
+def _must_not_change(*request: object) -> None:
+    raise AssertionError(f"sent {request}")
 
 
 @pytest.mark.parametrize("args, expected", FINDIF_CASES, ids=[_case_id(c) for c in FINDIF_CASES])
@@ -201,6 +207,56 @@ def test_failures_carry_ips_own_first_error_line(lan: tuple[Netns, Netns], actio
     assert caught.value.argv[0] == "ip" and caught.value.rc != 0
 
 
+# Changes sent over netlink, each refused by the kernel in the state lan() leaves.
+REFUSED_CHANGES = [
+    lambda: iproute.add_address("lan0", "198.18.0.1", 24),
+    lambda: iproute.add_address("lan0", "2001:2::1", 64, nodad=True),
+    lambda: iproute.delete_address("lan0", "198.18.0.99", 24),
+    lambda: iproute.delete_address("lan0", "2001:2::99", 64),
+    lambda: iproute.delete_address("lan0", "198.18.0.1", 25),
+    lambda: iproute.delete_local_route("lan0", "198.18.0.99"),
+    lambda: iproute.delete_local_route("lan0", "2001:2::99"),
+    lambda: iproute.add_address("lan0", "198.18.0.10", 24, label="lan0:vip", preferred_lft=0,
+                                broadcast="+"),  # accepted: the second time is refused
+]
+
+
+@pytest.mark.parametrize("change", REFUSED_CHANGES)
+def test_a_refused_change_fails_as_the_ip_command_it_names(lan: tuple[Netns, Netns],
+                                                             change) -> None:  # type: ignore[no-untyped-def]
+    node, _ = lan
+    with entered(node):
+        try:
+            change()
+        except iproute.IprouteError:
+            pass
+        with pytest.raises(iproute.IprouteError) as caught:
+            change()
+    ours = caught.value
+    ip = subprocess.run(["ip", "-n", node.name, *ours.argv[1:]], capture_output=True, text=True)
+    assert (ours.rc, str(ours)) == (ip.returncode, ip.stderr.splitlines()[0])
+
+
+@pytest.mark.parametrize("address, prefixlen", [("198.18.0.10", 24), ("2001:2::10", 64)])
+def test_delete_local_route_stops_delivery_but_keeps_the_address(
+        lan: tuple[Netns, Netns], address: str, prefixlen: int) -> None:
+    node, _ = lan
+    family = "-6" if ":" in address else "-4"
+
+
+    def local_routes() -> set[str]:
+        return {route["dst"] for route in json.loads(node.ip("-j", family, "route", "show",
+                                                             "table", "local"))}
+    with entered(node):
+        iproute.add_address("lan0", address, prefixlen, nodad=True)
+        deadline = time.monotonic() + 5  # IPv6 inserts it from a work queue, even with nodad
+        while address not in local_routes() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        iproute.delete_local_route("lan0", address)
+    assert address not in local_routes()
+    assert f"{address}/{prefixlen}" in node.addresses("lan0")
+
+
 def test_set_link_up_brings_a_down_link_up(lan: tuple[Netns, Netns]) -> None:
     node, _ = lan
     node.ip("link", "set", "lan0", "down")
@@ -224,7 +280,9 @@ def test_flush_route_cache_refuses_an_unknown_family() -> None:
 
 @pytest.fixture
 def nothing_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither ip nor a netlink change may run."""
     monkeypatch.setattr(command, "run", _must_not_run)
+    monkeypatch.setattr(netlink, "_change", _must_not_change)
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -232,6 +290,7 @@ def nothing_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     {"dev": "lan0\u2003"}, {"address": "-198.18.0.1"}, {"address": "198.18.0.1 dev"},
     {"address": "198.18.0.1/24"}, {"prefixlen": 0}, {"prefixlen": 33}, {"prefixlen": "24"},
     {"prefixlen": True}, {"label": "-f"}, {"label": "lan0 vip"}, {"label": ""},
+    {"label": "lan1:vip"}, {"label": "lan0:abcdefghijk"},
     {"broadcast": "-x"}, {"broadcast": "2001:2::ff"}, {"broadcast": "198.18.0.255 x"},
     {"preferred_lft": "-1"}, {"preferred_lft": "10 valid_lft"}, {"preferred_lft": -1},
 ])

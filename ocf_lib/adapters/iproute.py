@@ -1,16 +1,25 @@
-"""Changes to addresses and links through the `ip` binary, and route-based nic lookup.
+"""Changes to addresses and links as `ip` makes them, and route-based nic lookup.
 
-Changes go through `ip` rather than netlink so that what the agent did is the same
-command an operator would type, and ip's own error text ("Error: ipv4: Address already
-assigned.") reaches the cluster's exit reason unchanged. Every value that becomes an
+The changes on a failover's path (adding and removing the address, dropping its local
+route) are sent over rtnetlink (ocf_lib.adapters.netlink): a fork and exec of `ip` would
+cost milliseconds while clients wait. They behave, and fail, as the `ip` command would
+that each names in its docstring: its errors carry that command (IprouteError.argv) and
+ip's own words ("Error: ipv4: Address already assigned.", from the kernel's extended
+acknowledgement, as ip prints it), so that the cluster's exit reason reads the same.
+The rarer changes and the route lookup run `ip` itself. Every value that becomes an
 argument comes from untrusted resource parameters and is checked before anything runs.
 """
 from __future__ import annotations
 
-from ocf_lib.adapters import command, inet
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+from ocf_lib.adapters import command, inet, netlink
 
 IP = "ip"
 TIMEOUT = 10.0  # seconds; `ip` answers in milliseconds unless the kernel is stuck
+RTNETLINK_FAILED = 2  # ip's exit code when the kernel refuses a request
 
 
 class IprouteError(Exception):
@@ -50,26 +59,39 @@ def add_address(dev: str, address: str, prefixlen: int, *, broadcast: str | None
                 label: str | None = None, nodad: bool = False, noprefixroute: bool = False,
                 preferred_lft: int | str | None = None) -> None:
     """`ip addr add ADDRESS/PREFIXLEN [brd B] dev DEV [nodad] [noprefixroute] [label L]
-    [preferred_lft T]`. broadcast may be an IPv4 address, or "+"/"-" (ip derives it by
-    setting/clearing the host bits)."""
+    [preferred_lft T]`. broadcast may be an IPv4 address, or "+"/"-" (the address with
+    its host bits set/cleared, as ip derives it)."""
     argv = ["addr", "add", _prefixed(address, prefixlen)]
+    family, packed = inet.parse_ip(address)
+    brd = None
     if broadcast is not None:
         argv += ["brd", _broadcast(broadcast)]
+        brd = _broadcast_bytes(broadcast, packed, prefixlen)
     argv += ["dev", _arg(dev, "dev")]
+    flags = 0
     if nodad:
         argv.append("nodad")
+        flags |= netlink.IFA_F_NODAD
     if noprefixroute:
         argv.append("noprefixroute")
+        flags |= netlink.IFA_F_NOPREFIXROUTE
     if label is not None:
-        argv += ["label", _arg(label, "label")]
+        argv += ["label", _label(label, dev)]
+    lifetime = None
     if preferred_lft is not None:
         argv += ["preferred_lft", _lifetime(preferred_lft)]
-    _ip(argv)
+        lifetime = netlink.FOREVER if str(preferred_lft) == "forever" else int(preferred_lft)
+    _netlink(argv, dev, lambda index: netlink.add_address(
+        index, family, packed, prefixlen, broadcast=brd, label=label, flags=flags,
+        preferred_lft=lifetime))
 
 
 def delete_address(dev: str, address: str, prefixlen: int) -> None:
     """`ip addr del ADDRESS/PREFIXLEN dev DEV`."""
-    _ip(["addr", "del", _prefixed(address, prefixlen), "dev", _arg(dev, "dev")])
+    argv = ["addr", "del", _prefixed(address, prefixlen), "dev", _arg(dev, "dev")]
+    family, packed = inet.parse_ip(address)
+    _netlink(argv, dev, lambda index: netlink.delete_address(index, family, packed,
+                                                             prefixlen))
 
 
 def delete_local_route(dev: str, address: str) -> None:
@@ -77,8 +99,9 @@ def delete_local_route(dev: str, address: str) -> None:
     address (a new connection's SYN goes unanswered) while the address stays on dev, so
     the node can still send from it (a reset, say) until the address itself goes."""
     family, packed = inet.parse_ip(_arg(address, "address"))
-    _ip(["route", "del", "local", inet.canonical(family, packed), "dev", _arg(dev, "dev"),
-         "table", "local"])
+    argv = ["route", "del", "local", inet.canonical(family, packed), "dev", _arg(dev, "dev"),
+            "table", "local"]
+    _netlink(argv, dev, lambda index: netlink.delete_local_route(index, family, packed))
 
 
 def set_link_up(dev: str) -> None:
@@ -185,6 +208,28 @@ def _broadcast_for(family: int, packed: bytes, prefixlen: int) -> str | None:
     return inet.broadcast_of(packed, prefixlen)
 
 
+def _netlink(args: list[str], dev: str, change: "Callable[[int], None]") -> None:
+    """Make the change that `ip args` makes, on interface dev, over rtnetlink; failures
+    as ip reports them (IprouteError)."""
+    argv = [IP, *args]
+    link = netlink.link_by_name(dev)
+    if link is None:
+        raise IprouteError(argv, 1, f'Cannot find device "{dev}"')
+    try:
+        change(link.index)
+    except netlink.NetlinkError as err:
+        raise IprouteError(argv, RTNETLINK_FAILED, _as_ip_says(err)) from None
+
+
+def _as_ip_says(err: "netlink.NetlinkError") -> str:
+    """A refusal in ip's words: the kernel's own message as "Error: ...", else the errno's
+    text after "RTNETLINK answers:"."""
+    if err.kernel_message:
+        return f"Error: {err.kernel_message.rstrip('.')}."
+    import os
+    return f"RTNETLINK answers: {os.strerror(err.errno)}"
+
+
 def _ip(args: list[str]) -> str:
     """Run ip with args; its stdout, or IprouteError with ip's first stderr line."""
     argv = [IP, *args]
@@ -217,6 +262,25 @@ def _prefixed(address: str, prefixlen: int) -> str:
     if isinstance(prefixlen, bool) or not isinstance(prefixlen, int) or not 1 <= prefixlen <= bits:
         raise ValueError(f"prefix length {prefixlen!r} is out of range 1..{bits}")
     return f"{inet.canonical(family, packed)}/{prefixlen}"
+
+
+def _broadcast_bytes(value: str, packed: bytes, prefixlen: int) -> bytes:
+    """The broadcast to send for a checked value: "+" and "-" set and clear the host bits."""
+    if value not in ("+", "-"):
+        return inet.parse_ip(value)[1]
+    host_bits = (1 << (32 - prefixlen)) - 1
+    number = int.from_bytes(packed, "big")
+    return (number | host_bits if value == "+" else number & ~host_bits).to_bytes(4, "big")
+
+
+def _label(value: str, dev: str) -> str:
+    """A label ip accepts: dev itself or dev:something, fitting the kernel's 15 bytes."""
+    label = _arg(value, "label")
+    if label != dev and not label.startswith(f"{dev}:"):
+        raise ValueError(f"label {label!r} must be {dev!r} or begin with {dev + ':'!r}")
+    if len(label.encode()) > 15:
+        raise ValueError(f"label {label!r} is longer than 15 bytes")
+    return label
 
 
 def _broadcast(value: str) -> str:

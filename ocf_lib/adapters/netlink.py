@@ -1,11 +1,14 @@
-"""Read-only rtnetlink: the kernel's own view of links and addresses, without `ip`.
+"""rtnetlink: the kernel's own view of links and addresses, and the few changes the agent
+makes to them, without `ip`.
 
 Monitor runs every few seconds on every node; asking the kernel directly over an
 AF_NETLINK socket costs well under a millisecond, where spawning `ip -j addr` and parsing
-JSON costs several. Only rtnetlink dumps are sent here (no changes): changes of links and
-addresses go through `ip` in `ocf_lib.adapters.iproute`, where the exact command shows up in
-logs. `Channel` is the netlink socket of any protocol; `ocf_lib.adapters.sock_diag` uses it
-for its dumps and socket destroys.
+JSON costs several. The changes that lie on a failover's path (adding and removing the
+address, dropping its local route) are sent here too: a fork and exec of `ip` costs
+milliseconds on an idle node and tens in a failover's rush, while the client waits.
+`ocf_lib.adapters.iproute` checks their values and words their errors as `ip` does.
+`Channel` is the netlink socket of any protocol; `ocf_lib.adapters.sock_diag` uses it for
+its dumps and socket destroys.
 """
 
 import _socket
@@ -16,24 +19,38 @@ _RECV_SIZE = 65536  # the kernel sizes dump batches to the reader's buffer, up t
 
 _NLMSG_ERROR, _NLMSG_DONE = 2, 3
 _NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_DUMP = 0x1, 0x4, 0x300
-_RTM_NEWLINK, _RTM_GETLINK, _RTM_NEWADDR, _RTM_GETADDR = 16, 18, 20, 22
+_NLM_F_EXCL, _NLM_F_CREATE = 0x200, 0x400
+_NLM_F_CAPPED, _NLM_F_ACK_TLVS = 0x100, 0x200  # in an error: payload left out, TLVs follow
+_RTM_NEWLINK, _RTM_GETLINK, _RTM_NEWADDR, _RTM_DELADDR, _RTM_GETADDR = 16, 18, 20, 21, 22
+_RTM_DELROUTE = 25
+_SOL_NETLINK, _NETLINK_CAP_ACK, _NETLINK_EXT_ACK = 270, 10, 11
+_NLMSGERR_ATTR_MSG = 1
 
 _NLMSGHDR = struct.Struct("=IHHII")     # len, type, flags, seq, pid
 _IFINFOMSG = struct.Struct("=BxHiII")   # family, type, index, flags, change
 _IFADDRMSG = struct.Struct("=BBBBI")    # family, prefixlen, flags, scope, index
+_RTMSG = struct.Struct("=BBBBBBBBI")     # family, dst_len, src_len, tos, table, protocol,
+#                                          scope, type, flags
+_CACHEINFO = struct.Struct("=IIII")     # preferred, valid, created, updated
 _RTATTR = struct.Struct("=HH")          # len, type
 _U32 = struct.Struct("=I")
 _ERRNO = struct.Struct("=i")
 
 _IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU, _IFLA_OPERSTATE, _IFLA_EXT_MASK = 1, 3, 4, 16, 29
 _RTEXT_FILTER_SKIP_STATS = 1 << 3  # leave out counters: they are most of a link's dump
-_IFA_ADDRESS, _IFA_LOCAL, _IFA_LABEL, _IFA_BROADCAST, _IFA_FLAGS = 1, 2, 3, 4, 8
+_IFA_ADDRESS, _IFA_LOCAL, _IFA_LABEL, _IFA_BROADCAST, _IFA_CACHEINFO, _IFA_FLAGS = \
+    1, 2, 3, 4, 6, 8
+_RTA_DST, _RTA_OIF, _RTA_TABLE = 1, 4, 15
+_RT_TABLE_LOCAL, _RTN_LOCAL, _RT_SCOPE_HOST, _RT_SCOPE_UNIVERSE = 255, 2, 254, 0
+FOREVER = 0xFFFFFFFF  # an address lifetime without end
 
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
+IFA_F_NODAD = 0x02
 IFA_F_DADFAILED = 0x08
 IFA_F_TENTATIVE = 0x40
 IFA_F_PERMANENT = 0x80
+IFA_F_NOPREFIXROUTE = 0x200
 
 # RFC 2863 operational states, named as `ip link` prints them.
 _OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
@@ -42,7 +59,10 @@ _IFNAMSIZ = 16
 
 
 class NetlinkError(OSError):
-    """The kernel refused a request; errno is the kernel's error number."""
+    """The kernel refused a request; errno is the kernel's error number, kernel_message
+    its own words for a refused change (extended ack), when it gave any."""
+
+    kernel_message: str | None = None
 
 
 class Link:
@@ -143,6 +163,58 @@ def addresses(family: int = 0, index: int = 0) -> list[Address]:
     return [a for a in found if not index or a.index == index]
 
 
+def add_address(index: int, family: int, packed: bytes, prefixlen: int, *,
+                broadcast: bytes | None = None, label: str | None = None, flags: int = 0,
+                preferred_lft: int | None = None, valid_lft: int | None = None) -> None:
+    """Add the address packed/prefixlen to interface number index (RTM_NEWADDR, refused
+    when it is there already), as `ip addr add` sends it: local and address alike, an
+    IPv4 loopback address in host scope, lifetimes only when one is given (the other
+    FOREVER)."""
+    scope = _RT_SCOPE_HOST if family == _socket.AF_INET and packed[0] == 127 else \
+        _RT_SCOPE_UNIVERSE
+    attrs = [_attr(_IFA_LOCAL, packed), _attr(_IFA_ADDRESS, packed)]
+    if broadcast is not None:
+        attrs.append(_attr(_IFA_BROADCAST, broadcast))
+    if label is not None:
+        attrs.append(_attr(_IFA_LABEL, label.encode() + b"\0"))
+    if flags > 0xFF:
+        attrs.append(_attr(_IFA_FLAGS, _U32.pack(flags)))
+    if preferred_lft is not None or valid_lft is not None:
+        attrs.append(_attr(_IFA_CACHEINFO, _CACHEINFO.pack(
+            FOREVER if preferred_lft is None else preferred_lft,
+            FOREVER if valid_lft is None else valid_lft, 0, 0)))
+    _change(_RTM_NEWADDR, _IFADDRMSG.pack(family, prefixlen, flags & 0xFF, scope, index),
+            attrs, _NLM_F_CREATE | _NLM_F_EXCL)
+
+
+def delete_address(index: int, family: int, packed: bytes, prefixlen: int) -> None:
+    """Remove the address packed/prefixlen from interface number index (RTM_DELADDR)."""
+    _change(_RTM_DELADDR, _IFADDRMSG.pack(family, prefixlen, 0, 0, index),
+            [_attr(_IFA_LOCAL, packed), _attr(_IFA_ADDRESS, packed)])
+
+
+def delete_local_route(index: int, family: int, packed: bytes) -> None:
+    """Remove the route of the local table that delivers packets for the address packed
+    to this host, through interface number index (RTM_DELROUTE)."""
+    scope = _RT_SCOPE_HOST if family == _socket.AF_INET else _RT_SCOPE_UNIVERSE
+    _change(_RTM_DELROUTE, _RTMSG.pack(family, len(packed) * 8, 0, 0, _RT_TABLE_LOCAL, 0,
+                                       scope, _RTN_LOCAL, 0),
+            [_attr(_RTA_DST, packed), _attr(_RTA_OIF, _U32.pack(index)),
+             _attr(_RTA_TABLE, _U32.pack(_RT_TABLE_LOCAL))])
+
+
+def _change(msg_type: int, header: bytes, attrs: list[bytes], flags: int = 0) -> None:
+    """Send one change and wait for the kernel's acknowledgement; NetlinkError, with the
+    kernel's own words when it gives them, when it refuses."""
+    channel = Channel()
+    try:
+        channel.sock.setsockopt(_SOL_NETLINK, _NETLINK_EXT_ACK, 1)
+        channel.sock.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)
+        channel.ask(msg_type, b"".join((header, *attrs)), _NLMSG_ERROR, ack=True, flags=flags)
+    finally:
+        channel.close()
+
+
 def _link_request(*attrs: bytes) -> bytes:
     """An RTM_GETLINK body: any ifinfomsg, plus a request to leave out the counters."""
     return b"".join((_IFINFOMSG.pack(0, 0, 0, 0, 0), *attrs,
@@ -217,12 +289,13 @@ class Channel:
         self.seq = 0
 
     def ask(self, msg_type: int, payload: bytes, reply_type: int, *, dump: bool = False,
-            ack: bool = False) -> list[bytes]:
-        """Send one request and return the bodies of its replies of reply_type: for a dump,
-        every part until NLMSG_DONE; otherwise the single answer, or with ack none (the
-        kernel's acknowledgement). A refusal raises NetlinkError."""
+            ack: bool = False, flags: int = 0) -> list[bytes]:
+        """Send one request (with the extra header flags) and return the bodies of its
+        replies of reply_type: for a dump, every part until NLMSG_DONE; otherwise the
+        single answer, or with ack none (the kernel's acknowledgement). A refusal raises
+        NetlinkError."""
         self.seq += 1
-        flags = _NLM_F_REQUEST | (_NLM_F_DUMP if dump else 0) | (_NLM_F_ACK if ack else 0)
+        flags |= _NLM_F_REQUEST | (_NLM_F_DUMP if dump else 0) | (_NLM_F_ACK if ack else 0)
         self.sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(payload), msg_type, flags,
                                       self.seq, 0) + payload)
         bodies: list[bytes] = []
@@ -248,7 +321,7 @@ def _collect(data: bytes, seq: int, reply_type: int, bodies: list[bytes]) -> boo
     """Append the replies in one datagram to bodies; True when the dump is complete."""
     offset = 0
     while offset + _NLMSGHDR.size <= len(data):
-        length, kind, _, msg_seq, _ = _NLMSGHDR.unpack_from(data, offset)
+        length, kind, flags, msg_seq, _ = _NLMSGHDR.unpack_from(data, offset)
         if length < _NLMSGHDR.size:
             raise NetlinkError(_EPROTO, "malformed netlink message")
         body = data[offset + _NLMSGHDR.size:offset + length]
@@ -260,7 +333,9 @@ def _collect(data: bytes, seq: int, reply_type: int, bodies: list[bytes]) -> boo
         if kind == _NLMSG_ERROR:
             code = -_ERRNO.unpack_from(body)[0]
             if code:
-                raise _error(code)
+                error = _error(code)
+                error.kernel_message = _ext_ack_message(body, flags)
+                raise error
             return True
         if kind == reply_type:
             bodies.append(body)
@@ -272,6 +347,17 @@ def _error(code: int) -> NetlinkError:
     -S nothing else loads it, and it would cost the monitor path a millisecond."""
     import os
     return NetlinkError(code, f"netlink request failed: {os.strerror(code)}")
+
+
+def _ext_ack_message(body: bytes, flags: int) -> str | None:
+    """The kernel's text in an error reply (NLMSGERR_ATTR_MSG), if it sent one: after the
+    error number and the request's header (and the request itself, unless capped)."""
+    if not flags & _NLM_F_ACK_TLVS or len(body) < _ERRNO.size + _NLMSGHDR.size:
+        return None
+    offset = _ERRNO.size + (_NLMSGHDR.size if flags & _NLM_F_CAPPED
+                            else _NLMSGHDR.unpack_from(body, _ERRNO.size)[0])
+    text = _cstring(attributes(body, (offset + 3) & ~3).get(_NLMSGERR_ATTR_MSG, b""))
+    return text or None
 
 
 def _link(body: bytes) -> Link:
