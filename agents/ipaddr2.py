@@ -257,13 +257,17 @@ def stop(cfg: Config) -> int:
     vip.nic, vip.prefixlen = link.name, address.prefixlen
     vips.stop_refuser(cfg.env.state(), cfg.log)  # an earlier stop's, if the address came back
     refuser = vips.open_refuser(vip, cfg.log) if cfg.refuse_after_stop else None
+    pending = vips.spawn_refuser(refuser, vip, cfg.refuse_after_stop, cfg.env.state(),
+                                 cfg.log) if refuser else None
+    gone = False
     try:  # the SYNs for the address queue in the refuser from now on
         if cfg.reset_connections:  # while the address is here: a reset needs its route
             vips.reset_connections(vip, cfg.log)
         remove_for_stop(vip)
-        if refuser:
-            vips.start_refuser(refuser, vip, cfg.refuse_after_stop, cfg.env.state(), cfg.log)
+        gone = True
     finally:
+        if pending:
+            pending.release(gone)
         if refuser:
             refuser.close()
     if cfg.flush_routes:

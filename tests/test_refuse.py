@@ -572,3 +572,47 @@ def test_monitor_imports_nothing_of_the_refuser(lan):
     imported = imported_modules("IPaddr2", "monitor", V4, ns=node, interval_ms=10000)
     assert not imported & {"ocf_lib.adapters.refuse", "ocf_lib.adapters.process", "array"}, \
         sorted(imported)
+
+
+@pytest.mark.parametrize("ending", ["no", "stop died"])
+def test_a_refuser_started_ahead_waits_and_ends_unused_when_the_address_did_not_go(
+        tmp_path, monkeypatch, ending):
+    """Stop starts its refuser before the address goes (the fork is not part of the
+    clients' wait); until stop says the address has gone, it answers nothing, and a stop
+    that failed to remove the address, or died, leaves it nothing to do."""
+    from ocf_lib.ocf.state import StateDir
+
+    class Unused:
+        def __init__(self):
+            self.read_end, self.write_end = os.pipe()
+
+        def fileno(self):
+            return self.read_end
+
+        def answer(self):
+            raise AssertionError("answered")
+
+    monkeypatch.setenv("HA_RSCTMP", str(tmp_path))
+    state, unused = StateDir("IPaddr2", "test-rsc"), Unused()
+    pending = vips.PendingRefuser(unused, vips.parse("198.18.0.10", "lan0", "24", "", "", "forever"),
+                                  10, state, log=None)
+    pid = state.recorded_pid("refuser")
+    time.sleep(0.2)
+    assert pid and os.path.exists(f"/proc/{pid}")  # waiting for its stop's word
+    if ending == "no":
+        pending.release(False)
+    else:
+        os.close(pending._go)  # what the kernel does for a stop that died
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (the refuser is detached: init reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -250,19 +250,16 @@ def stop_announcer(state: "StateDir", log: "Logger") -> None:
 def reset_connections(vip: Vip, log: "Logger") -> None:
     """Close every TCP connection this node holds on the address, each client getting a
     reset (see ocf_lib.adapters.sock_diag); call it while the address is still here, just
-    before removing it. When there are any, first the node stops taking packets for the
-    address (its local route goes): a client that reconnects at once would otherwise land
-    here again, in the moment before the address goes, on a connection nobody will answer;
-    the list is then read again, with those that came meanwhile. A kernel that cannot is a
-    warning, never a failure: the address must still go."""
+    before removing it. First the node stops taking packets for the address (its local
+    route goes, over netlink: no fork): a client that reconnects at once would otherwise
+    land here again, in the moment before the address goes, on a connection nobody will
+    answer. A kernel that cannot is a warning, never a failure: the address must still go."""
     from ocf_lib.adapters import iproute, sock_diag
     try:
-        if not sock_diag.on_address(vip.ip):
-            return
-        try:
-            iproute.delete_local_route(vip.nic or "", vip.ip)
-        except (iproute.IprouteError, ValueError) as err:
-            log.warning(f"new connections to {vip.ip} still taken until it goes: {err}")
+        iproute.delete_local_route(vip.nic or "", vip.ip)
+    except (iproute.IprouteError, ValueError) as err:
+        log.warning(f"new connections to {vip.ip} still taken until it goes: {err}")
+    try:
         closed = sock_diag.destroy(sock_diag.on_address(vip.ip))
     except OSError as err:  # Unsupported among them
         log.warning(f"connections on {vip.ip} left open: {err}")
@@ -292,33 +289,81 @@ def open_refuser(vip: Vip, log: "Logger") -> "Refuser | None":
         return None
 
 
-def start_refuser(refuser: "Refuser", vip: Vip, seconds: int, state: "StateDir",
-                  log: "Logger") -> None:
-    """Once stop has removed the address: leave refuser answering in the background, for
-    seconds at most, recorded so that start, or a later stop, ends it. The refuser first
-    answers the SYNs that queued while the address went, then each new one, until another
-    host announces the address, the address is back on this node (however it came), or
-    the time is up. Never fails: a failure is a warning, and the caller's socket stays its
-    own to close."""
-    from ocf_lib.adapters import process
-    from ocf_lib.ocf.state import StateError, pid_record
-    try:
-        events = netlink.Events()  # before the look, so that no return of it falls between
+class PendingRefuser:
+    """Stop's refuser, started while the address is still here, so that its fork is not
+    part of what the clients wait for: it answers nothing until release(True), once the
+    address has gone, and ends at once on release(False) or when the stop dies first.
+    Then, for seconds at most: it answers the SYNs that queued while the address went,
+    then each new one, until another host announces the address, the address is back on
+    this node (however it came), or the time is up. Its pid is recorded so that start, or
+    a later stop, ends it. OSError or StateError when it could not be started."""
+
+    def __init__(self, refuser: "Refuser", vip: Vip, seconds: int, state: "StateDir",
+                 log: "Logger") -> None:
+        from ocf_lib.adapters import process
+        from ocf_lib.ocf.state import StateError, pid_record
+        go, self._go = os.pipe()
         try:
-            if _held_here(vip):
-                log.warning(f"{vip.ip} is on this node again: nothing to refuse")
-                return
-            pid = process.spawn_detached(lambda: _refuse(refuser, events, vip, seconds, log),
-                                         keep=(refuser.fileno(), events.fileno()), name=REFUSER)
-        finally:
-            events.close()
-        try:
-            state.write("refuser", pid_record(pid))
-        except StateError:
-            os.kill(pid, 9)  # unrecorded, start could never end it
+            pid = process.spawn_detached(
+                lambda: _refuse_once_gone(refuser, go, vip, seconds, log),
+                keep=(refuser.fileno(), go), name=REFUSER)
+            try:
+                state.write("refuser", pid_record(pid))
+            except StateError:
+                os.kill(pid, 9)  # unrecorded, start could never end it
+                raise
+        except BaseException:
+            os.close(self._go)
             raise
-    except Exception as err:  # whatever it is: a failed stop would get the node fenced
+        finally:
+            os.close(go)
+
+    def release(self, gone: bool) -> None:
+        """Let the refuser loose (gone) or end it. Never fails."""
+        _give_go(self._go, gone)
+
+
+def spawn_refuser(refuser: "Refuser", vip: Vip, seconds: int, state: "StateDir",
+                  log: "Logger") -> PendingRefuser | None:
+    """A PendingRefuser, or None and a warning: a failed stop would get the node fenced."""
+    try:
+        return PendingRefuser(refuser, vip, seconds, state, log)
+    except Exception as err:  # whatever it is: stop goes on without a refuser
         log.warning(f"cannot refuse connections to {vip.ip} after stop: {err}")
+        return None
+
+
+def _refuse_once_gone(refuser: "Refuser", go: int, vip: Vip, seconds: int,
+                      log: "Logger") -> None:
+    """The refuser's life, in its own process: nothing until the address has gone."""
+    if not _went(go, seconds):
+        return
+    events = netlink.Events()  # before the look, so that no return of it falls between
+    if _held_here(vip):
+        log.warning(f"{vip.ip} is on this node again: nothing to refuse")
+        return
+    _refuse(refuser, events, vip, seconds, log)
+
+
+def _went(go: int, seconds: float) -> bool:
+    """In a helper an action started ahead: wait up to seconds for the action's go; False
+    when the action said no, or ended (or died) without a word."""
+    import select
+    poller = select.poll()
+    poller.register(go, select.POLLIN)
+    return bool(poller.poll(int(seconds * 1000))) and os.read(go, 1) == b"1"
+
+
+def _give_go(fd: int, go: bool) -> None:
+    """The action's word to its helper (see _went), once. Never fails: a helper gone has
+    nothing left to do."""
+    try:
+        if go:
+            os.write(fd, b"1")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def stop_refuser(state: "StateDir", log: "Logger") -> None:
@@ -456,26 +501,18 @@ class TakeOver:
     def announced(self) -> None:
         """The address is here and announced: the tickles may go. Never fails (a tickler
         gone has nothing to tickle)."""
-        try:
-            os.write(self._announced, b"1")
-        except OSError:
-            pass
-        finally:
-            os.close(self._announced)
+        _give_go(self._announced, True)
 
 
 def _take_over(ip: str, resource: str, node: str, go: int) -> None:
     """The tickler's life: ask attrd for the list; once start says the address is
     announced, tickle the clients (tickle_clients) and, once the rest of the failover has
     run, forget the list. To syslog."""
-    import select
     import syslog
     from ocf_lib.adapters import pacemaker
     attribute = handover_attribute(resource)
     query = pacemaker.AttributeQuery(attribute, node)
-    poller = select.poll()
-    poller.register(go, select.POLLIN)
-    if not poller.poll(int(TICKLER_WAIT * 1000)) or os.read(go, 1) != b"1":
+    if not _went(go, TICKLER_WAIT):
         return  # start failed, or never got there
     connections = handed_over(query.value())
     if not connections:
