@@ -206,25 +206,36 @@ def test_clone_topology_failover_moves_only_the_address(cluster: Cluster) -> Non
     assert haproxy_pids(cluster, survivor) == before[survivor]
 
 
-def test_clone_topology_standby_stops_haproxy_only_after_the_address_left(
+def test_clone_topology_standby_stops_haproxy_only_after_the_address_moved(
         cluster: Cluster) -> None:
-    """When both leave a node, haproxy serves the clients until the address is gone: stopped
-    first, it would refuse them while the address is still here."""
+    """When both leave a node, haproxy serves the clients until the address is gone (stopped
+    first, it would refuse them while the address is still here), and stops only once the
+    address has started on the other node: its stop does not run beside that start."""
     active = start(cluster, clone_topology())
+    survivor = other(cluster, active)
     cluster.wait_for(lambda: cluster.locate(HAPROXY) == cluster.names, FAILOVER_S,
                      what="haproxy on every node")
     log = "/var/log/pacemaker/pacemaker.log"
-    seen = len(cluster.node(active).read(log).splitlines())
+    seen = {name: len(cluster.node(name).read(log).splitlines()) for name in cluster.names}
     cluster.crm("node", "standby", active)
-    cluster.wait_for(lambda: cluster.locate(HAPROXY) == [other(cluster, active)], FAILOVER_S,
+    cluster.wait_for(lambda: cluster.locate(HAPROXY) == [survivor], FAILOVER_S,
                      what=f"haproxy stopped on {active}")
-    lines = cluster.node(active).read(log).splitlines()[seen:]
+    lines = cluster.node(active).read(log).splitlines()[seen[active]:]
     vip_stopped = next(n for n, line in enumerate(lines)
                        if "Result of stop operation for virtual-ip-resource on" in line)
     haproxy_stopping = next(n for n, line in enumerate(lines)
                             if f"executing - rsc:{HAPROXY} action:stop" in line)
     assert vip_stopped < haproxy_stopping
-    assert cluster.locate("virtual-ip-resource") == [other(cluster, active)]
+    vip_started = next(line for line in cluster.node(survivor).read(log).splitlines()[
+        seen[survivor]:] if "Result of start operation for virtual-ip-resource on" in line)
+    assert logged_at(vip_started) <= logged_at(lines[haproxy_stopping])
+    assert cluster.locate("virtual-ip-resource") == [survivor]
+
+
+def logged_at(line: str) -> str:
+    """The time of a pacemaker.log line ("Dec 03 14:23:01.055 ..."), as comparable text:
+    the nodes of the lab share one clock."""
+    return line.split()[2]
 
 
 # -- long-lived streams (Kubernetes watches) through the VIP ---------------------------------

@@ -52,7 +52,8 @@ def create_guide(cluster: Cluster) -> None:
 
 def create_clone_topology(cluster: Cluster) -> None:
     """haproxy on every node, the address where haproxy runs; haproxy stops after the
-    address when both leave a node (lab.constraints.clone, in pcs's words)."""
+    address when both leave a node, and after its start elsewhere (lab.constraints.clone,
+    in pcs's words)."""
     create_vip(cluster)
     cluster.pcs("resource", "create", HAPROXY, "ocf:kuth:haproxy", *MONITOR,
                 "clone", "haproxy-clone")
@@ -60,6 +61,8 @@ def create_clone_topology(cluster: Cluster) -> None:
                 "INFINITY", "id=vip-with-haproxy")
     cluster.pcs("constraint", "order", "stop", VIP_RESOURCE, "then", "stop", "haproxy-clone",
                 "kind=Mandatory", "symmetrical=false", "id=haproxy-stops-after-vip")
+    cluster.pcs("constraint", "order", "start", VIP_RESOURCE, "then", "stop", "haproxy-clone",
+                "kind=Optional", "symmetrical=false", "id=haproxy-stops-after-vip-moved")
 
 
 def serving_node(cluster: Cluster) -> str:
