@@ -27,6 +27,7 @@ import argparse
 import datetime
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -778,6 +779,10 @@ def main(argv: list[str]) -> int:
               if args.event else s
               for s in stacks() if not args.only or any(o in s.label for o in args.only)]
     chosen = [s for s in chosen if s.events]
+    if any(s.keepalived for s in chosen) and not shutil.which("keepalived"):
+        print("failover: keepalived is not installed (make bench-failover installs it); "
+              "or leave its stack out with --only", file=sys.stderr)
+        return 1
     began = time.monotonic()
     rows: list[Row] = []
     print(f"failover: {len(chosen)} stacks, {args.repeat} rounds per event; starting a "
