@@ -21,12 +21,22 @@ from ocfshim import modules_loaded_by
 
 @pytest.fixture
 def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """A running `sleep 60`, once its exec is done: in the middle of it the kernel already
+    shows the new exe while cmdline still reads empty (seen once in Debian 13's run)."""
     proc = subprocess.Popen(["sleep", "60"])
     try:
+        deadline = time.monotonic() + 5
+        while _cmdline(proc.pid) != b"sleep\x0060\x00" and time.monotonic() < deadline:
+            time.sleep(0.005)
         yield proc
     finally:
         proc.kill()
         proc.wait()
+
+
+def _cmdline(pid: int) -> bytes:
+    with open(f"/proc/{pid}/cmdline", "rb") as raw:
+        return raw.read()
 
 
 def _haproxy(cmdline: list[str], exe: str = "/usr/sbin/haproxy") -> ProcessInfo:
