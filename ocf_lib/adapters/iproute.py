@@ -274,11 +274,11 @@ def _broadcast_bytes(value: str, packed: bytes, prefixlen: int) -> bytes:
 
 
 def _label(value: str, dev: str) -> str:
-    """A label ip accepts: dev itself or dev:something, fitting the kernel's 15 bytes."""
+    """A label ip accepts: dev itself or dev:something, fitting the kernel's IFNAMSIZ."""
     label = _arg(value, "label")
     if label != dev and not label.startswith(f"{dev}:"):
         raise ValueError(f"label {label!r} must be {dev!r} or begin with {dev + ':'!r}")
-    if len(label.encode()) > 15:
+    if len(label.encode()) >= netlink.IFNAMSIZ:
         raise ValueError(f"label {label!r} is longer than 15 bytes")
     return label
 

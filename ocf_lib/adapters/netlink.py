@@ -55,7 +55,7 @@ IFA_F_NOPREFIXROUTE = 0x200
 # RFC 2863 operational states, named as `ip link` prints them.
 _OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
 _ENODEV, _EPROTO = 19, 71
-_IFNAMSIZ = 16
+IFNAMSIZ = 16  # the kernel's size for interface names and address labels, with the NUL
 
 
 class NetlinkError(OSError):
@@ -142,7 +142,7 @@ def links() -> list[Link]:
 def link_by_name(name: str) -> Link | None:
     """The interface called name, or None when there is none (asks for that one only)."""
     encoded = name.encode()
-    if not encoded or len(encoded) >= _IFNAMSIZ or b"\0" in encoded:
+    if not encoded or len(encoded) >= IFNAMSIZ or b"\0" in encoded:
         return None
     request = _link_request(_attr(_IFLA_IFNAME, encoded + b"\0"))
     try:
