@@ -28,9 +28,10 @@ def launch(name: str) -> None:
                 xml = generated.read()
         except OSError:
             xml = b""
-        if xml:
+        if xml:  # then out at once, as every action (ocf_lib.ocf.agent.exit_now)
             sys.stdout.buffer.write(xml)
-            sys.exit(0)
+            sys.stdout.buffer.flush()
+            os._exit(0)
     declarations(name).run()
 
 
