@@ -207,6 +207,26 @@ def test_a_detached_helper_is_named_and_nicer_than_its_caller(tmp_path: Path) ->
     assert pid != os.getpid()
 
 
+def test_a_hurried_helper_and_its_child_get_their_callers_priority_back(tmp_path: Path
+                                                                         ) -> None:
+    """The tickler, once its start has announced the address: itself and the attrd_updater
+    it started meanwhile run as the agent did."""
+    seen = tmp_path / "seen"
+
+    def helper() -> None:
+        child = subprocess.Popen(["sleep", "5"])
+        process.hurry(child.pid)
+        seen.write_text(f"{os.nice(0)} {os.getpriority(os.PRIO_PROCESS, child.pid)}")
+        child.kill()
+        child.wait()
+
+    process.spawn_detached(helper)
+    deadline = time.monotonic() + 5
+    while not seen.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen.read_text().split() == [str(os.nice(0))] * 2
+
+
 def test_monitor_path_imports_no_costly_module() -> None:
     loaded = modules_loaded_by("import ocf_lib.adapters.process")
     assert not loaded & {"re", "enum", "json", "socket", "subprocess", "logging",

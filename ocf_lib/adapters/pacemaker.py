@@ -41,6 +41,10 @@ class AttributeQuery:
         self.argv = ["attrd_updater", "-Q", "-n", name, "-N", node]
         self.running = _start(self.argv)
 
+    def pids(self) -> tuple[int, ...]:
+        """attrd_updater's pid while it may still run, none when it could not start."""
+        return () if isinstance(self.running, OSError) else (self.running.pid,)
+
     def value(self) -> str | None:
         """The value; None when unset (attrd_updater fails on an attribute it does not
         know) or unknown."""

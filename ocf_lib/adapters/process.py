@@ -225,6 +225,20 @@ def spawn_detached(body: "Callable[[], object]", keep: tuple[int, ...] = (), nam
     return int.from_bytes(packed_pid, "little")
 
 
+def hurry(*children: int) -> None:
+    """Take back the BACKGROUND_NICE a detached helper (spawn_detached) runs with, for the
+    helper itself and the children it started since (they inherited it): for a helper
+    whose wait is over and whose next step is on clients' path (the tickler once its start
+    has announced the address). Never fails: a child gone, or a priority this process may
+    not raise, only leaves it nicer."""
+    for pid in (0, *children):
+        try:
+            niceness = os.getpriority(os.PRIO_PROCESS, pid)
+            os.setpriority(os.PRIO_PROCESS, pid, max(niceness - BACKGROUND_NICE, -20))
+        except OSError:
+            pass
+
+
 def _run_detached(pid_pipe: int, body: "Callable[[], object]", keep: tuple[int, ...],
                   name: str) -> None:
     """In the first child: fork the detached process, report its pid, and exit. Never

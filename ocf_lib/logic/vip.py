@@ -509,11 +509,12 @@ def _take_over(ip: str, resource: str, node: str, go: int) -> None:
     announced, tickle the clients (tickle_clients) and, once the rest of the failover has
     run, forget the list. To syslog."""
     import syslog
-    from ocf_lib.adapters import pacemaker
+    from ocf_lib.adapters import pacemaker, process
     attribute = handover_attribute(resource)
     query = pacemaker.AttributeQuery(attribute, node)
     if not _went(go, TICKLER_WAIT):
         return  # start failed, or never got there
+    process.hurry(*query.pids())  # nice while start ran; its tickles are on clients' path
     connections = handed_over(query.value())
     if not connections:
         return
