@@ -2,6 +2,8 @@
 
 The executable Pacemaker runs is agents/haproxy, which imports this module.
 """
+import os
+
 from ocf_lib.logic import haproxy_runtime as hx
 from ocf_lib.ocf.agent import BOOLEAN, INTEGER, OCF, STRING, TIME, Agent, Config, OcfError
 
@@ -94,14 +96,29 @@ def check_installed(ha: hx.Instance) -> None:
         raise OcfError(OCF.ERR_ARGS, str(err)) from None
 
 
-def check_config(ha: hx.Instance, cfg: Config) -> None:
-    """`haproxy -c` accepts the configuration; else ERR_CONFIGURED with haproxy's own words."""
+def config_problem(ha: hx.Instance, cfg: Config) -> str | None:
+    """Why `haproxy -c` refuses the configuration file, in haproxy's own words; None when
+    it accepts it."""
     try:
         problem = ha.config_problem(timeout=cfg.env.remaining())
     except hx.ConfigInvalid as err:  # extraconf
         raise OcfError(OCF.ERR_CONFIGURED, str(err)) from None
-    if problem:
-        raise OcfError(OCF.ERR_CONFIGURED, f"haproxy -c: {problem}")
+    return f"haproxy -c: {problem}" if problem else None
+
+
+def keep_serving(cfg: Config, ha: hx.Instance, reason: str) -> int:
+    """The configuration file is refused (reason): what runs stays, and monitor reports the
+    resource degraded until a file haproxy accepts is applied. A file of this node, so
+    never a failure: a failed reload or start would stop what serves."""
+    ha.accepted.mark_refused(reason)
+    cfg.log.warning(f"{ha.conffile} refused, haproxy serves the last accepted configuration: "
+                    f"{reason}")
+    return OCF.SUCCESS
+
+
+def this_node() -> str | None:
+    """This node's name when Pacemaker runs the agent."""
+    return os.environ.get("OCF_RESKEY_CRM_meta_on_node")
 
 
 def answers(cfg: Config, ha: hx.Instance) -> list[dict[str, str]]:
@@ -130,21 +147,43 @@ def start(cfg: Config) -> int:
     ha = instance(cfg)
     check_installed(ha)
     if ha.master_pid():
-        check_config(ha, cfg)  # the running haproxy stays; a broken file is still reported
-        return monitor(cfg)
+        problem = config_problem(ha, cfg)  # the running haproxy stays, whatever the file
+        if problem:
+            keep_serving(cfg, ha, problem)
+        code = monitor(cfg)
+        return OCF.SUCCESS if code == OCF.DEGRADED else code
     try:
         ha.launch(deadline=cfg.env.deadline)
     except hx.ConfigInvalid as err:  # extraconf
         raise OcfError(OCF.ERR_CONFIGURED, str(err)) from None
     except hx.LaunchFailed as err:
         # haproxy refuses a broken configuration before it binds or forks anything, so
-        # `haproxy -c` is only asked why (ERR_CONFIGURED) when the launch failed: a failover
-        # does not wait for a second reading of the configuration.
-        check_config(ha, cfg)
-        raise OcfError(OCF.ERR_GENERIC, str(err)) from None
+        # `haproxy -c` is only asked why when the launch failed: a failover does not wait
+        # for a second reading of the configuration.
+        return start_accepted(cfg, ha, config_problem(ha, cfg), str(err))
     keep_watch(cfg, ha)
     cfg.log.info(f"started haproxy (pid {ha.master_pid()}) with {ha.conffile}")
     return OCF.SUCCESS
+
+
+def start_accepted(cfg: Config, ha: hx.Instance, problem: str | None, failure: str) -> int:
+    """haproxy did not start with its configuration file (failure; problem: why `haproxy -c`
+    refuses it, None when it accepts it, a listener haproxy cannot bind, say): start it
+    with the newest configuration haproxy accepted on this node or on the node that ran it
+    last. With none, the file's problem is this node's (ERR_ARGS), or the start failed
+    (ERR_GENERIC)."""
+    reason = problem or failure
+    if ha.accepted.newest(this_node(), cfg.log) is None:
+        raise OcfError(OCF.ERR_ARGS if problem else OCF.ERR_GENERIC, reason)
+    try:
+        ha.launch(deadline=cfg.env.deadline, from_accepted=True)
+    except hx.LaunchFailed as err:
+        raise OcfError(OCF.ERR_GENERIC, f"{reason}; the last accepted configuration did "
+                                        f"not start either: {err}") from None
+    keep_watch(cfg, ha)
+    cfg.log.info(f"started haproxy (pid {ha.master_pid()}) with the last accepted "
+                 f"configuration, {ha.accepted.path}")
+    return keep_serving(cfg, ha, reason)
 
 
 @agent.action("stop", timeout=60, locked=True)
@@ -160,6 +199,7 @@ def stop(cfg: Config) -> int:
     if left:
         raise OcfError(OCF.ERR_GENERIC, f"haproxy processes {left} survived SIGKILL")
     hx.clear_backend_attributes(ha.state, cfg.log)
+    ha.accepted.clear_refused()
     cfg.log.info(f"stopped haproxy with {ha.conffile}")
     return OCF.SUCCESS
 
@@ -183,7 +223,12 @@ def monitor(cfg: Config) -> int:
         closed = hx.closed_frontends(rows)
         if closed:
             raise OcfError(OCF.ERR_GENERIC, f"frontends not listening: {', '.join(closed)}")
-    return backend_health(cfg, rows, old_workers)
+    refused = refused_now(cfg, ha)
+    code = backend_health(cfg, rows, old_workers, refused)
+    if refused and not cfg.env.is_probe:
+        return agent.exit_reason(OCF.DEGRADED, f"{ha.conffile} refused, the last accepted "
+                                               f"configuration serves: {refused}")
+    return code
 
 
 agent.advertise("monitor", timeout=20, interval=60, depth=10)
@@ -200,12 +245,28 @@ def probe_foreign(cfg: Config, ha: hx.Instance) -> int:
                                           f"`systemctl disable --now haproxy`")
 
 
-def backend_health(cfg: Config, rows: list[dict[str, str]], old_workers: int) -> int:
-    """Publish UP-server counts per backend and the old workers' count; fail only below
-    min_servers_up (opt-in)."""
+def refused_now(cfg: Config, ha: hx.Instance) -> str | None:
+    """Why the configuration file is refused while the last accepted one serves; the mark
+    goes once the file holds what runs again (the edit undone). A monitor also hands what
+    runs to the other nodes (see haproxy_accepted)."""
+    refused = ha.accepted.refused()
+    if refused and ha.accepted.file_runs(ha.conffile):
+        ha.accepted.clear_refused()
+        refused = None
+    node = this_node()
+    if node and not cfg.env.is_probe:
+        ha.accepted.publish_if_due(node, cfg.log)
+    return refused
+
+
+def backend_health(cfg: Config, rows: list[dict[str, str]], old_workers: int,
+                   refused: str | None) -> int:
+    """Publish UP-server counts per backend, the old workers' count and why the
+    configuration file is refused; fail only below min_servers_up (opt-in)."""
     counts = hx.backend_servers_up(rows)
     if not cfg.env.is_probe:
-        hx.publish_attributes(cfg.env.state(), cfg.env.instance, counts, old_workers, cfg.log)
+        hx.publish_attributes(cfg.env.state(), cfg.env.instance, counts, old_workers, refused,
+                              cfg.log)
     if cfg.min_servers_up:
         short = [f"{name} {up}/{total}" for name, (up, total) in counts.items()
                  if up < cfg.min_servers_up]
@@ -219,11 +280,18 @@ def backend_health(cfg: Config, rows: list[dict[str, str]], old_workers: int) ->
 def reload(cfg: Config) -> int:
     ha = instance(cfg)
     check_installed(ha)
-    check_config(ha, cfg)
     if not ha.master_pid():
         raise OcfError(OCF.NOT_RUNNING, "haproxy is not running; nothing to reload")
+    problem = config_problem(ha, cfg)
+    if problem:
+        return keep_serving(cfg, ha, problem)
+    if ha.command_line_changed():  # binpath, extraconf or pidfile: only a restart applies it
+        ha.stop(grace=0, deadline=cfg.env.deadline)
+        return start(cfg)
     try:
         ha.reload(deadline=cfg.env.deadline)
+    except hx.Refused as err:  # a listener it cannot bind, say: the running one serves on
+        return keep_serving(cfg, ha, str(err))
     except hx.LaunchFailed as err:
         raise OcfError(OCF.ERR_GENERIC, str(err)) from None
     keep_watch(cfg, ha)
@@ -235,7 +303,9 @@ def reload(cfg: Config) -> int:
 def validate_all(cfg: Config) -> int:
     ha = instance(cfg)
     check_installed(ha)
-    check_config(ha, cfg)
+    problem = config_problem(ha, cfg)
+    if problem:
+        raise OcfError(OCF.ERR_ARGS, problem)  # this node's file, not a resource parameter
     try:
         foreign = ha.foreign_pids()
     except PermissionError:  # as non-root: the pidfile is root's, and this is advice only

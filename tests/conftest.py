@@ -1,6 +1,7 @@
 """Fixtures shared by the tests: namespaces that are always cleaned up."""
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 from collections.abc import Iterator
@@ -12,6 +13,16 @@ from lab.netns import Netns, NetnsPool
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from lab.cluster import Cluster
+
+
+@pytest.fixture(autouse=True)
+def no_accepted_haproxy_config() -> Iterator[None]:
+    """Each test starts without an accepted haproxy configuration an earlier one left in the
+    agents' state directory: the copy outlives stop by design (haproxy_accepted)."""
+    yield
+    from ocfshim import STATE_DIR
+    for leftover in glob.glob(os.path.join(STATE_DIR, "kuth-haproxy-*.accepted.*")):
+        os.unlink(leftover)
 
 
 @pytest.fixture

@@ -112,35 +112,109 @@ def test_stale_pidfile_of_an_unrelated_process_is_neither_trusted_nor_killed(ha,
         sleeper.wait()
 
 
-def test_broken_config_is_refused_and_the_running_haproxy_untouched(ha):
+BROKEN = "frontend broken\n    bind-it-all\n"  # `haproxy -c` refuses it
+# `haproxy -c` accepts it; running it fails: this node lacks the address
+CANNOT_BIND = ("listen elsewhere\n    bind 198.18.9.9:32702\n    mode tcp\n"
+               "    server none 198.18.2.1:1\n")
+ADDED = f"listen added\n    bind {FRONT}:32701\n    mode http\n    stats enable\n    stats uri /\n"
+
+
+def assert_degraded(out, *words):
+    """Monitor says degraded (190), with haproxy's own words in its exit reason."""
+    assert out.rc == 190, out
+    assert out.reason and "refused" in out.reason, out
+    for word in words:
+        assert word in out.reason, out
+
+
+def test_a_refused_file_leaves_haproxy_serving_degraded_until_a_fixed_one_is_applied(
+        ha, fake_attrd):
+    calls, extra = fake_attrd
     assert ha.agent("start").rc == 0
     before = ha.haproxy_pids()
-    ha.write_config(guide_config_for_test(SOCKET) + "frontend broken\n    bind-it-all\n")
-    for action in ("validate-all", "start", "reload"):
-        out = ha.agent(action)
-        assert_clean_failure(out, 6)
-        assert "haproxy -c" in out.reason and "bind-it-all" in out.reason, out.reason
+    ha.write_config(guide_config_for_test(SOCKET) + BROKEN)
+    out = ha.agent("validate-all")
+    assert_clean_failure(out, 2)  # this node's file, not a parameter that works nowhere
+    assert "haproxy -c" in out.reason and "bind-it-all" in out.reason, out.reason
+    for action in ("start", "reload"):
+        assert ha.agent(action, reload_token="2").rc == 0, action
     assert ha.haproxy_pids() == before
+    assert ha.http(32700) == "200"
+    out = ha.agent("monitor", interval_ms=20000, extra=extra)
+    assert_degraded(out, "bind-it-all", f"{ha.config}:")  # haproxy's words, file:line
+    assert ha.agent("monitor", interval_ms=0).rc == 0, "a probe finds it running"
+    assert "-n test-rsc-config-refused -U haproxy -c: config : parsing" in calls.read_text()
+    ha.write_config(guide_config_for_test(SOCKET) + ADDED)
+    assert ha.agent("reload", reload_token="3").rc == 0
+    assert ha.haproxy_pids()[0] == before[0], "the master stayed"
+    assert ha.http(32701, auth=False) == "200", "the fixed file runs"
+    assert ha.agent("monitor", interval_ms=20000, extra=extra).rc == 0
+    assert "-n test-rsc-config-refused -D" in calls.read_text()
+
+
+def test_an_undone_edit_clears_the_mark_without_a_reload(ha):
+    assert ha.agent("start").rc == 0
+    good = open(ha.config).read()
+    ha.write_config(good + BROKEN)
+    assert ha.agent("reload", reload_token="2").rc == 0
+    assert ha.agent("monitor", interval_ms=20000).rc == 190
+    ha.write_config(good)
     assert ha.agent("monitor", interval_ms=20000).rc == 0
 
 
-def test_reload_haproxy_refuses_fails_with_its_reason_and_keeps_the_running_one(ha):
+def test_a_reload_haproxy_refuses_keeps_the_running_one_and_says_why(ha):
     """A listener on an address this node lacks passes `haproxy -c` (which binds nothing)
     and fails the reload itself. HAProxy >= 2.7 says why, and the exit reason is its first
     alert; 2.6 only counts a failed reload."""
     assert ha.agent("start").rc == 0
     before = ha.haproxy_pids()
-    ha.write_config(guide_config_for_test(SOCKET)
-                    + "listen elsewhere\n    bind 198.18.9.9:32702\n    mode tcp\n"
-                      "    server none 198.18.2.1:1\n")
-    out = ha.agent("reload", reload_token="2")
-    assert_clean_failure(out, 1)
-    assert "refused the new configuration" in out.reason, out.reason
+    ha.write_config(guide_config_for_test(SOCKET) + CANNOT_BIND)
+    assert ha.agent("reload", reload_token="2").rc == 0
+    out = ha.agent("monitor", interval_ms=20000)
+    assert_degraded(out, "refused the new configuration")
     if api.answers_reload(_haproxy_version()):
         assert "cannot bind socket" in out.reason and "198.18.9.9:32702" in out.reason, out
     assert ha.haproxy_pids()[0] == before[0], "the master stayed"
     assert ha.http(32700) == "200", "the running configuration still serves"
+
+
+@pytest.mark.parametrize("bad", [BROKEN, CANNOT_BIND], ids=["refused", "cannot-bind"])
+def test_a_restart_with_a_refused_file_starts_the_last_accepted_one(ha, bad):
+    """A restart in place (a cleanup, a crash) with a file haproxy refuses: the copy of the
+    last configuration haproxy accepted starts instead; a fixed file applied later reaches
+    the master started from the copy, seamlessly."""
+    assert ha.agent("start").rc == 0
+    assert ha.agent("stop").rc == 0
+    good = open(ha.config).read()
+    ha.write_config(good + bad)
+    out = ha.agent("start")
+    assert out.rc == 0, out
+    assert ha.http(32700) == "200"
+    assert_degraded(ha.agent("monitor", interval_ms=20000))
+    master = ha.haproxy_pids()[0]
+    client = ha.connect()
+    try:
+        ha.write_config(good + ADDED)
+        assert ha.agent("reload", reload_token="2").rc == 0
+        assert ha.http(32701, auth=False) == "200", "the fixed file runs"
+        assert ha.haproxy_pids()[0] == master, "the master stayed"
+        client.stdin.write("go\n")
+        client.stdin.flush()
+        assert client.stdout.readline().strip() == "HTTP/1.0 200 OK", "its connection stayed"
+    finally:
+        client.kill()
+        client.wait()
     assert ha.agent("monitor", interval_ms=20000).rc == 0
+    assert ha.agent("stop").rc == 0
+    assert ha.haproxy_pids() == []
+
+
+def test_a_refused_file_with_nothing_accepted_before_fails_start_on_this_node(ha):
+    ha.write_config(guide_config_for_test(SOCKET) + BROKEN)
+    out = ha.agent("start")
+    assert_clean_failure(out, 2)
+    assert "bind-it-all" in out.reason, out
+    assert ha.haproxy_pids() == []
 
 
 def _haproxy_version() -> str:

@@ -16,6 +16,7 @@ import time
 from ocf_lib.adapters import haproxy_api, process
 from ocf_lib.adapters.haproxy_api import (FRONTENDS, SERVERS, RuntimeApiError,
                                           backend_servers_up, closed_frontends)
+from ocf_lib.logic.haproxy_accepted import Accepted, read_file
 from ocf_lib.ocf.log import Logger
 from ocf_lib.ocf.state import StateDir
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Instance", "RuntimeApiError", "FRONTENDS", "SERVERS", "backend_servers_up",
            "closed_frontends", "ConfigInvalid", "NotInstalled", "UnsafeFile", "LaunchFailed",
-           "publish_attributes", "clear_backend_attributes"]
+           "Refused", "publish_attributes", "clear_backend_attributes"]
 
 # Options the agent sets itself; extraconf may not override them.
 _RESERVED_OPTIONS = ("-W", "-Ws", "-D", "-db", "-p", "-S", "-sf", "-st", "-x", "-c", "-f")
@@ -49,6 +50,10 @@ class LaunchFailed(Exception):
     """haproxy did not start or reload; the message is haproxy's own reason when it gave one."""
 
 
+class Refused(LaunchFailed):
+    """haproxy refused a new configuration on reload and runs the previous one unchanged."""
+
+
 class Instance:
     """The haproxy of one resource on this node."""
 
@@ -65,6 +70,7 @@ class Instance:
         self.pidfile = pidfile or self.state.path("pid")
         self.master_socket = self.state.socket_path("master.sock")
         self.stats_socket = stats_socket
+        self.accepted = Accepted(self.state, resource)
         self._master: int | None = None
 
     # -- files -------------------------------------------------------------------------------
@@ -104,9 +110,23 @@ class Instance:
                                 f"those itself")
         return args
 
-    def argv(self) -> list[str]:
+    def argv(self, config: str | None = None) -> list[str]:
+        """haproxy's command line, with config (the accepted copy) in conffile's place."""
         return [self.binpath, "-W", "-D", "-p", self.pidfile,
-                "-S", f"{self.master_socket},mode,600", "-f", self.conffile, *self.extra_args()]
+                "-S", f"{self.master_socket},mode,600", "-f", config or self.conffile,
+                *self.extra_args()]
+
+    def running_config(self) -> str:
+        """The configuration path the running master was started with: conffile, or the
+        accepted copy when conffile was refused at its start."""
+        recorded = self.state.read("argv")
+        paths = process.config_args(recorded.split("\0")) if recorded else []
+        return paths[0] if paths else self.conffile
+
+    def command_line_changed(self) -> bool:
+        """True when binpath, extraconf or pidfile changed since the start: only a restart
+        applies that."""
+        return self.state.read("argv") != "\0".join(self.argv(self.running_config()))
 
     def config_problem(self, timeout: float) -> str | None:
         """None when `haproxy -c` accepts the configuration, else its first complaint."""
@@ -125,8 +145,9 @@ class Instance:
         if self._master is None:
             for pid in process.read_pidfile(self.pidfile)[:1]:
                 info = process.process_info(pid)
-                if info and info.state != "Z" and process.runs_config(info, self.binpath,
-                                                                     self.conffile):
+                if info and info.state != "Z" and any(
+                        process.runs_config(info, self.binpath, config)
+                        for config in (self.conffile, self.accepted.path)):
                     self._master = pid
         return self._master
 
@@ -153,13 +174,11 @@ class Instance:
         return len(ages) - len(expired)
 
     def our_pids(self) -> list[int]:
-        """The master and every haproxy process it started (current and old workers)."""
+        """The master and every process it started (current and old workers)."""
         master = self.master_pid()
         if master is None:
             return []
-        children = [p.pid for p in process.find_haproxy(self.binpath, self.conffile)
-                    if p.ppid == master]
-        return [master, *children]
+        return [master, *process.children(master)]
 
     def foreign_pids(self) -> list[int]:
         """haproxy processes running this configuration on this host that this resource did
@@ -197,11 +216,14 @@ class Instance:
 
     # -- start, reload, stop ------------------------------------------------------------------
 
-    def launch(self, deadline: float) -> None:
-        """Start haproxy and return once it answers with every frontend open."""
+    def launch(self, deadline: float, from_accepted: bool = False) -> None:
+        """Start haproxy and return once it answers with every frontend open; with conffile,
+        which is then the accepted configuration, or with the accepted copy."""
         from ocf_lib.adapters.command import run
-        config = self.prepare_runtime_dirs()
-        argv = self.argv()
+        path = self.accepted.path if from_accepted else self.conffile
+        content = None if from_accepted else read_file(path)
+        config = self.prepare_runtime_dirs(path)
+        argv = self.argv(path)
         result = run(argv, timeout=max(deadline - time.monotonic(), 1.0))
         if result.rc != 0:
             raise LaunchFailed(f"haproxy did not start: "
@@ -214,6 +236,9 @@ class Instance:
         except BaseException:
             self.stop(grace=0, deadline=deadline)  # a failed start leaves nothing running
             raise
+        if content is not None:
+            self.accepted.remember(content)
+            self.accepted.clear_refused()
 
     def wait_serving(self, deadline: float, what: str) -> None:
         """Wait until the runtime API answers and every frontend is open."""
@@ -231,16 +256,16 @@ class Instance:
             time.sleep(0.01)  # haproxy serves within tens of ms: every 10 ms counts in a failover
         raise LaunchFailed(f"haproxy did not serve before the {what} timeout: {problem}")
 
-    def prepare_runtime_dirs(self) -> "HaproxyConfig":
+    def prepare_runtime_dirs(self, path: str) -> "HaproxyConfig":
         """Create the directories the configuration's sockets live in (a node fresh from boot
         has no /run/haproxy: Debian makes it through haproxy.service's tmpfiles, which a
         Pacemaker node does not run), owned as Debian's tmpfiles would own them. Returns the
         configuration as read."""
         from ocf_lib.adapters.haproxy_config import ConfigReadError, read_config
         try:
-            config = read_config(self.conffile)
+            config = read_config(path)
         except (ConfigReadError, OSError) as err:
-            raise LaunchFailed(f"cannot read {self.conffile}: {err}") from None
+            raise LaunchFailed(f"cannot read {path}: {err}") from None
         self.state.ensure()
         try:
             uid, gid = config.ids()
@@ -254,24 +279,36 @@ class Instance:
         return config
 
     def reload(self, deadline: float) -> None:
-        """Apply the configuration: a master-worker reload keeps the listening sockets and
-        lets established connections finish on the old worker; when the command line itself
-        changed (binpath, extraconf, pidfile), only a restart applies it. HAProxy >= 2.7
-        answers the master CLI's `reload` with its outcome and its own messages; 2.6 does
-        not, so there the master gets SIGUSR2 and its reload counters tell."""
-        if self.state.read("argv") != "\0".join(self.argv()):
-            self.stop(grace=0, deadline=deadline)
-            self.launch(deadline)
-            return
+        """Apply conffile (checked by the caller; command_line_changed() false): a
+        master-worker reload keeps the listening sockets and lets established connections
+        finish on the old worker. A master started from the accepted copy re-reads that
+        path, so conffile is copied there first, and the copy restored when refused.
+        HAProxy >= 2.7 answers the master CLI's `reload` with its outcome and its own
+        messages; 2.6 does not, so there the master gets SIGUSR2 and its reload counters
+        tell. Refused when haproxy keeps running the previous configuration."""
         master = self.master_pid()
         if master is None:
             raise LaunchFailed("haproxy is not running")
-        before = self.master_line(deadline)
-        if haproxy_api.answers_reload(before.version):
-            self._reload_answered(deadline)
-        else:
-            self._reload_by_signal(master, before, deadline)
+        content = read_file(self.conffile)
+        if content is None:
+            raise LaunchFailed(f"cannot read {self.conffile}")
+        previous = None
+        if self.running_config() == self.accepted.path:
+            previous = self.accepted.local(), self.accepted.local_ns()
+            self.accepted.store(content)
+        try:
+            before = self.master_line(deadline)
+            if haproxy_api.answers_reload(before.version):
+                self._reload_answered(deadline)
+            else:
+                self._reload_by_signal(master, before, deadline)
+        except Refused:
+            if previous and previous[0] is not None:
+                self.accepted.store(*previous)
+            raise
         self.wait_serving(deadline, "reload")
+        self.accepted.remember(content)
+        self.accepted.clear_refused()
 
     def _reload_answered(self, deadline: float) -> None:
         """The master CLI's `reload`, which answers once the new worker runs or the new
@@ -283,7 +320,7 @@ class Instance:
         except RuntimeApiError as err:
             raise LaunchFailed(f"haproxy did not reload: {err}") from None
         if answer is not None and not answer.success:
-            raise LaunchFailed(f"haproxy refused the new configuration, the running one is "
+            raise Refused(f"haproxy refused the new configuration, the running one is "
                                f"unchanged: {first_alert(answer.messages) or 'no reason given'}")
 
     def _reload_by_signal(self, master: int, before: "haproxy_api.MasterProcess",
@@ -295,7 +332,7 @@ class Instance:
             after = self.master_line(deadline)
             if after.reloads > before.reloads:
                 if (after.failed_reloads or 0) > (before.failed_reloads or 0):
-                    raise LaunchFailed("haproxy refused the new configuration; the running "
+                    raise Refused("haproxy refused the new configuration; the running "
                                        "one is unchanged")
                 return
             time.sleep(0.05)
@@ -370,18 +407,23 @@ def first_alert(output: str) -> str:
 
 
 def publish_attributes(state: StateDir, resource: str, counts: dict[str, tuple[int, int]],
-                       old_workers: int, log: Logger) -> None:
-    """Set the transient node attributes <resource>-<backend>-up to the number of UP servers
-    and <resource>-old-workers to the number of old workers, through attrd_updater, only when
-    Pacemaker runs the agent and only when a value changed (a spawn per monitor would cost
-    more than the monitor)."""
+                       old_workers: int, refused: str | None, log: Logger) -> None:
+    """Set the transient node attributes <resource>-<backend>-up to the number of UP servers,
+    <resource>-old-workers to the number of old workers and, while the configuration file
+    is refused, <resource>-config-refused to haproxy's reason, through attrd_updater, only
+    when Pacemaker runs the agent and only when a value changed (a spawn per monitor would
+    cost more than the monitor); one no longer wanted (a backend gone) is deleted."""
     if not os.environ.get("OCF_RESKEY_CRM_meta_on_node"):
         return
     base = resource.split(":", 1)[0]
     wanted = {f"{base}-{backend}-up": str(up) for backend, (up, _) in sorted(counts.items())}
     wanted[f"{base}-old-workers"] = str(old_workers)
+    if refused:
+        wanted[f"{base}-config-refused"] = " ".join(refused.split())
     known = _published(state)
-    changed = {name: value for name, value in wanted.items() if known.get(name) != value}
+    changed: dict[str, str | None] = {name: value for name, value in wanted.items()
+                                      if known.get(name) != value}
+    changed.update({name: None for name in known if name not in wanted})
     if changed and all(_attrd_updater(name, value, log) for name, value in changed.items()):
         state.write("attributes", "".join(f"{k}={v}\n" for k, v in wanted.items()))
 

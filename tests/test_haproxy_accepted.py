@@ -1,0 +1,117 @@
+"""The last accepted haproxy configuration: this node's copy, and the one the cluster hands
+over (ocf_lib.logic.haproxy_accepted), with Pacemaker's tools replaced by recorders."""
+import os
+import time
+
+import pytest
+
+from ocf_lib.adapters import pacemaker
+from ocf_lib.logic import haproxy_accepted
+from ocf_lib.logic.haproxy_accepted import Accepted, decode, encode
+from ocf_lib.ocf.log import Logger
+from ocf_lib.ocf.state import StateDir
+
+V1 = b"global\n    maxconn 100\n"
+V2 = b"global\n    maxconn 200\n"
+
+
+@pytest.fixture
+def log():
+    return Logger("haproxy")
+
+
+@pytest.fixture
+def accepted(tmp_path, monkeypatch):
+    monkeypatch.setenv("HA_RSCTMP", str(tmp_path / "rsctmp"))
+    return Accepted(StateDir("haproxy", "haproxy-resource"), "haproxy-resource")
+
+
+@pytest.fixture
+def cluster(monkeypatch):
+    """attrd as a dict {(node, name): value} and the members node1..node3."""
+    values: dict[tuple[str, str], str] = {}
+
+    def update(name, value, *, node=None, private=False):
+        assert private, "never written to the CIB"
+        values[(node, name)] = value
+
+    class Query:
+        def __init__(self, name, node):
+            self.key = (node, name)
+
+        def value(self):
+            return values.get(self.key)
+
+    monkeypatch.setattr(pacemaker, "update_attribute", update)
+    monkeypatch.setattr(pacemaker, "AttributeQuery", Query)
+    monkeypatch.setattr(pacemaker, "member_names", lambda: ["node1", "node2", "node3"])
+    return values
+
+
+def test_remember_keeps_the_moment_a_configuration_was_first_accepted(accepted):
+    accepted.remember(V1)
+    first = accepted.local_ns()
+    time.sleep(0.01)
+    accepted.remember(V1)
+    assert accepted.local_ns() == first, "the same file accepted again is not newer"
+    accepted.remember(V2)
+    assert accepted.local() == V2 and accepted.local_ns() > first
+    assert os.stat(accepted.path).st_mode & 0o777 == 0o600
+
+
+def test_the_copy_is_handed_to_every_other_node_when_it_changed_and_when_due(
+        accepted, cluster, log, monkeypatch):
+    accepted.remember(V1)
+    accepted.publish_if_due("node1", log)
+    name = haproxy_accepted.attribute("haproxy-resource")
+    assert set(cluster) == {("node2", name), ("node3", name)}, "never this node's own"
+    assert decode(cluster[("node2", name)], log) == (accepted.local_ns(), V1)
+    cluster.clear()
+    accepted.publish_if_due("node1", log)
+    assert not cluster, "unchanged and recent: no spawn"
+    accepted.remember(V2)
+    accepted.publish_if_due("node1", log)
+    assert decode(cluster[("node3", name)], log)[1] == V2
+    cluster.clear()
+    later = time.time() + haproxy_accepted.PUBLISH_REFRESH + 1
+    monkeypatch.setattr(haproxy_accepted.time, "time", lambda: later)
+    accepted.publish_if_due("node1", log)
+    assert cluster, "handed over again for nodes that rejoined since"
+
+
+def test_a_node_that_never_ran_haproxy_takes_the_copy_the_cluster_handed_it(
+        accepted, cluster, log):
+    stamp = time.time_ns() - 10**9
+    cluster[("node2", haproxy_accepted.attribute("haproxy-resource"))] = encode(stamp, V2)
+    assert accepted.newest("node2", log) == V2
+    assert accepted.local() == V2 and accepted.local_ns() == stamp, "kept, with its age"
+
+
+def test_the_newest_of_the_own_copy_and_the_handed_one_wins(accepted, cluster, log):
+    name = haproxy_accepted.attribute("haproxy-resource")
+    cluster[("node2", name)] = encode(time.time_ns() - 3600 * 10**9, V1)
+    accepted.remember(V2)
+    assert accepted.newest("node2", log) == V2, "the own copy is newer"
+    cluster[("node2", name)] = encode(time.time_ns() + 10**9, V1)
+    assert accepted.newest("node2", log) == V1, "the handed copy is newer"
+    assert accepted.newest(None, log) == V1, "outside Pacemaker: the own copy alone"
+
+
+@pytest.mark.parametrize("value", ["", "12 not-base64!", "x abc", "12 " + "QUJD"])
+def test_a_damaged_value_is_ignored(accepted, cluster, log, value):
+    cluster[("node2", haproxy_accepted.attribute("haproxy-resource"))] = value
+    assert accepted.newest("node2", log) is None
+
+
+def test_the_refused_mark_and_an_undone_edit(accepted, tmp_path):
+    conffile = tmp_path / "haproxy.cfg"
+    conffile.write_bytes(V2)
+    accepted.remember(V1)
+    assert accepted.refused() is None
+    accepted.mark_refused("haproxy -c: config : parsing [haproxy.cfg:3] : unknown keyword")
+    assert "haproxy.cfg:3" in accepted.refused()
+    assert not accepted.file_runs(str(conffile))
+    conffile.write_bytes(V1)
+    assert accepted.file_runs(str(conffile))
+    accepted.clear_refused()
+    assert accepted.refused() is None
