@@ -135,7 +135,12 @@ def configured(cfg: Config) -> vips.Vip:
         raise OcfError(OCF.ERR_CONFIGURED, "CLUSTERIP clones are not supported (the kernel "
                                            "dropped ipt_CLUSTERIP); run one primitive instead")
     try:
-        vips.enter_netns(cfg.network_namespace, os.path.realpath(sys.argv[0]), cfg.env.action)
+        try:
+            vips.enter_netns(cfg.network_namespace, os.path.realpath(sys.argv[0]),
+                             cfg.env.action)
+        except FileNotFoundError:  # exec of ip
+            raise OcfError(OCF.ERR_INSTALLED, "ip (iproute2) is not installed on this node; "
+                                              "network_namespace needs it") from None
         return vips.parse(cfg.ip, cfg.nic, cfg.cidr_netmask or cfg.netmask, cfg.broadcast,
                           cfg.iflabel, cfg.preferred_lft)
     except vips.ConfigInvalid as err:
@@ -145,14 +150,23 @@ def configured(cfg: Config) -> vips.Vip:
 
 
 def on_this_node(cfg: Config) -> vips.Vip:
-    """The address with nic and prefix known; ERR_ARGS when this node cannot host it."""
+    """The address with nic and prefix known; ERR_ARGS when this node cannot host it. What
+    complete() refuses depends on the interface found here (a label too long for its name),
+    so it is this node's problem, never ERR_CONFIGURED: a node with a shorter name can."""
     vip = configured(cfg)
     try:
         return vips.complete(vip)
-    except vips.ConfigInvalid as err:
-        raise OcfError(OCF.ERR_CONFIGURED, str(err)) from None
-    except vips.NotOnThisNode as err:
+    except (vips.ConfigInvalid, vips.NotOnThisNode) as err:
         raise OcfError(OCF.ERR_ARGS, str(err)) from None
+
+
+def served(vip: vips.Vip) -> "tuple[vips.netlink.Address, vips.netlink.Link] | None":
+    """vips.served(), None also when the address's interface vanished while it was looked
+    up: the address went with it."""
+    try:
+        return vips.served(vip)
+    except vips.NotOnThisNode:
+        return None
 
 
 def keep_watch(cfg: Config, vip: vips.Vip) -> None:
@@ -197,7 +211,7 @@ def announce(cfg: Config, vip: vips.Vip, count: int, background: bool) -> None:
 def start(cfg: Config) -> int:
     vips.stop_refuser(cfg.env.state(), cfg.log)  # it must never answer for an address here
     vip = on_this_node(cfg)
-    if vips.served(vip):
+    if served(vip):
         return OCF.SUCCESS
     from ocf_lib.adapters import iproute
     if cfg.run_arping and not vip.is_ipv6:
@@ -250,7 +264,7 @@ def stop(cfg: Config) -> int:
     except OcfError as err:  # a configuration that cannot work here never started
         cfg.log.info(f"{err.reason}: this resource cannot be running")
         return OCF.SUCCESS
-    found = vips.served(vip)
+    found = served(vip)
     if found is None:
         return OCF.SUCCESS
     address, link = found
@@ -283,7 +297,7 @@ def remove_for_stop(vip: vips.Vip) -> None:
     try:
         remove(vip)
     except iproute.IprouteError as err:
-        if vips.served(vip):
+        if served(vip):
             raise OcfError(OCF.ERR_GENERIC, f"removing {vip}: {err}") from None
 
 
@@ -305,7 +319,7 @@ def monitor(cfg: Config) -> int:
 
 def monitor_served(cfg: Config, vip: vips.Vip) -> int:
     """SUCCESS when the address is on its nic with its prefix and the link works."""
-    found = vips.served(vip)
+    found = served(vip)
     if found is None:
         return OCF.NOT_RUNNING
     address, link = found

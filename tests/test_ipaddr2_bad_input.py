@@ -102,3 +102,62 @@ def test_missing_ip_is_not_configured_but_stop_succeeds(lan):
     assert_clean_failure(run_agent("IPaddr2", "start", {"nic": "lan0"}, ns=node), 6)
     assert run_agent("IPaddr2", "stop", {"nic": "lan0"}, ns=node).rc == 0
     assert run_agent("IPaddr2", "monitor", {"nic": "lan0"}, ns=node, interval_ms=0).rc == 7
+
+
+# -- a problem of this node is never a code that stops the resource everywhere -------------
+
+def test_a_label_too_long_for_the_nic_found_here_is_this_nodes_problem(lan):
+    """Without nic, the label is 'the nic found here:iflabel': too long on this node's lan0,
+    fine on a node whose interface has a shorter name. ERR_ARGS (2) moves the address
+    elsewhere; ERR_CONFIGURED (6) would stop it on every node."""
+    node, _ = lan
+    params = {"ip": "198.18.0.10", "iflabel": "abcdefghijk"}  # lan0:abcdefghijk, 16
+    before = snapshot(node)
+    for action in ("start", "validate-all"):
+        out = run_agent("IPaddr2", action, params, ns=node)
+        assert_clean_failure(out, 2)
+        assert "lan0:abcdefghijk" in out.reason and "15 characters" in out.reason
+    assert run_agent("IPaddr2", "monitor", params, ns=node, interval_ms=0).rc == 7
+    assert run_agent("IPaddr2", "stop", params, ns=node).rc == 0
+    assert snapshot(node) == before
+
+
+def test_a_node_without_ip_for_network_namespace_is_not_installed(netns_pool, tmp_path):
+    """network_namespace runs the agent again through `ip netns exec`: without ip that is
+    ERR_INSTALLED (5, this node), never an unexpected error; a probe says not running and
+    stop succeeds (start could not have added the address)."""
+    ns = netns_pool.new()
+    params = {**GOOD, "network_namespace": ns.name}
+    without_ip = {"PATH": str(tmp_path)}
+    out = run_agent("IPaddr2", "start", params, extra=without_ip)
+    assert_clean_failure(out, 5)
+    assert "iproute2" in out.reason and "network_namespace" in out.reason
+    assert run_agent("IPaddr2", "monitor", params, interval_ms=0, extra=without_ip).rc == 7
+    assert run_agent("IPaddr2", "stop", params, extra=without_ip).rc == 0
+    assert_clean_failure(run_agent("IPaddr2", "monitor", params, interval_ms=10000,
+                                   extra=without_ip), 5)
+
+
+def test_an_interface_vanishing_while_the_address_is_looked_up_is_no_failure(
+        monkeypatch, tmp_path):
+    """The address found, then its interface gone before it is named (removed in between):
+    the address went with it. Stop succeeds (a failed stop fences the node), monitor says
+    not running; none is the 1 of an unexpected error. Run in this process,
+    with the lookup replaced: no interface is looked at."""
+    from agents import ipaddr2
+    from ocf_lib.logic import vip as vips
+
+    def vanished(vip):
+        raise vips.NotOnThisNode("interface number 7 vanished")
+
+    monkeypatch.setattr(vips, "served", vanished)
+    monkeypatch.setattr(vips, "complete", lambda vip: vip)
+    monkeypatch.setenv("HA_RSCTMP", str(tmp_path))
+    monkeypatch.setenv("OCF_RESOURCE_INSTANCE", "test-rsc")
+    for name, value in GOOD.items():
+        monkeypatch.setenv(f"OCF_RESKEY_{name}", value)
+    assert ipaddr2.agent.dispatch("stop") == 0
+    monkeypatch.setenv("OCF_RESKEY_CRM_meta_interval", "10000")
+    assert ipaddr2.agent.dispatch("monitor") == 7
+    monkeypatch.setenv("OCF_RESKEY_CRM_meta_interval", "0")
+    assert ipaddr2.agent.dispatch("monitor") == 7
