@@ -2,12 +2,14 @@
 haproxy by its binary and configuration."""
 from __future__ import annotations
 
+import errno
+import io
 import os
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -92,6 +94,142 @@ def test_a_zombie_is_not_alive(sleeper: subprocess.Popen[bytes]) -> None:
         time.sleep(0.01)
     assert not process.alive(sleeper.pid)
     assert process.wait_gone([sleeper.pid], time.monotonic() + 1) == []
+
+
+# --- a process ending while it is read (issue 23) ----------------------------------------
+
+@pytest.fixture
+def reaped(sleeper: subprocess.Popen[bytes]) -> Iterator[Callable[[str], Callable[[], object]]]:
+    """Stale handles: reaped(NAME), called while the sleeper runs, opens its /proc file
+    NAME and returns what opens it again after the test has killed and reaped the sleeper:
+    a read through it then fails as a read after the reaping does (ESRCH)."""
+    fds: list[int] = []
+
+    def stale(name: str) -> Callable[[], object]:
+        fds.append(os.open(f"/proc/{sleeper.pid}/{name}", os.O_RDONLY | os.O_CLOEXEC))
+        fd = fds[-1]
+        return lambda: open(os.dup(fd), "rb")
+
+    try:
+        yield stale
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _kill_and_reap(proc: subprocess.Popen[bytes]) -> None:
+    proc.kill()
+    proc.wait()
+
+
+def _opening(monkeypatch: pytest.MonkeyPatch, pid: int,
+             files: dict[str, Callable[[], object]]) -> None:
+    """process's open() gives files[name]() for /proc/PID/name, and opens anything else."""
+    def fake_open(path: str, *args: object, **kwargs: object) -> object:
+        name = path.removeprefix(f"/proc/{pid}/")
+        return files[name]() if name in files else open(path, *args, **kwargs)
+    monkeypatch.setattr(process, "open", fake_open, raising=False)
+
+
+@pytest.mark.parametrize("name", ["stat", "cmdline"])
+def test_a_process_reaped_between_open_and_read_is_gone(
+        sleeper: subprocess.Popen[bytes], reaped: Callable[[str], Callable[[], object]],
+        monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """The kernel answers the read with ESRCH: process_info and alive say gone, never
+    raise."""
+    stale = reaped(name)
+    _kill_and_reap(sleeper)
+    _opening(monkeypatch, sleeper.pid, {name: stale})
+    assert process.process_info(sleeper.pid) is None
+    if name == "stat":
+        assert not process.alive(sleeper.pid)
+
+
+def test_a_zombie_reaped_while_its_threads_are_listed_is_not_alive(
+        sleeper: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The failure of issue 23: stop failed with ProcessLookupError on '/proc/PID/task',
+    listed the moment its parent reaped the zombie. wait_gone takes it for gone."""
+    os.kill(sleeper.pid, signal.SIGKILL)
+    while process.process_info(sleeper.pid).state != "Z":  # type: ignore[union-attr]
+        time.sleep(0.01)
+    listdir = os.listdir
+
+    def reaped_while_listed(path: str = ".") -> list[str]:
+        if path == f"/proc/{sleeper.pid}/task":
+            raise ProcessLookupError(errno.ESRCH, os.strerror(errno.ESRCH), path)
+        return listdir(path)
+
+    monkeypatch.setattr(os, "listdir", reaped_while_listed)
+    assert not process.alive(sleeper.pid)
+    assert process.wait_gone([sleeper.pid], time.monotonic() + 1) == []
+
+
+def test_a_stat_read_that_cannot_be_parsed_is_read_again(
+        sleeper: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = [b"", f"{sleeper.pid} (sle".encode()]
+    _opening(monkeypatch, sleeper.pid, {
+        "stat": lambda: io.BytesIO(reads.pop(0)) if reads else open(
+            f"/proc/{sleeper.pid}/stat", "rb")})
+    assert process.process_info(sleeper.pid) is None, "twice unreadable: unidentified"
+    assert process.process_info(sleeper.pid).cmdline == [  # type: ignore[union-attr]
+        "sleep", "60"], "read again, it parses"
+
+
+def test_a_process_whose_stat_cannot_be_parsed_stays_alive_until_it_is_gone(
+        sleeper: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing proves it ended: stop keeps waiting for it, and ends it."""
+    _opening(monkeypatch, sleeper.pid, {"stat": lambda: io.BytesIO(b"garbage")})
+    assert process.alive(sleeper.pid)
+    assert process.process_info(sleeper.pid) is None
+    _kill_and_reap(sleeper)
+    monkeypatch.undo()
+    assert not process.alive(sleeper.pid)
+
+
+def test_an_ending_process_with_an_empty_command_line_runs_no_config(
+        sleeper: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once an ending process's memory is gone its cmdline reads empty: it is described,
+    and found running nothing."""
+    _opening(monkeypatch, sleeper.pid, {"cmdline": lambda: io.BytesIO(b"")})
+    info = process.process_info(sleeper.pid)
+    assert info is not None and info.cmdline == []
+    assert not process.runs_config(info, info.exe, "/etc/haproxy/haproxy.cfg")
+
+
+def test_children_of_a_reaped_process_are_none(
+        sleeper: subprocess.Popen[bytes], reaped: Callable[[str], Callable[[], object]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    stale = reaped(f"task/{sleeper.pid}/children")
+    _kill_and_reap(sleeper)
+    _opening(monkeypatch, sleeper.pid, {f"task/{sleeper.pid}/children": stale})
+    assert process.children(sleeper.pid) == []
+    monkeypatch.undo()
+    assert process.children(sleeper.pid) == []
+
+
+def test_wait_gone_copes_with_a_process_reaped_before_its_pidfd_opens(
+        sleeper: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    pidfd_open = os.pidfd_open
+
+    def reaped_first(pid: int, *flags: int) -> int:
+        if pid == sleeper.pid:
+            _kill_and_reap(sleeper)
+        return pidfd_open(pid, *flags)
+
+    monkeypatch.setattr(os, "pidfd_open", reaped_first)
+    started = time.monotonic()
+    assert process.wait_gone([sleeper.pid], started + 2) == []
+    assert time.monotonic() - started < 0.5
+
+
+def test_signals_reach_a_zombie_and_skip_a_reaped_process(
+        sleeper: subprocess.Popen[bytes]) -> None:
+    os.kill(sleeper.pid, signal.SIGKILL)
+    while process.process_info(sleeper.pid).state != "Z":  # type: ignore[union-attr]
+        time.sleep(0.01)
+    assert process.signal_all([sleeper.pid], process.SIGTERM) == [sleeper.pid]
+    sleeper.wait()
+    assert process.signal_all([sleeper.pid], process.SIGTERM) == []
 
 
 # --- pidfiles --------------------------------------------------------------------------

@@ -5,6 +5,13 @@ microseconds. A pid alone proves nothing -- after a crash and a reboot it may na
 process -- so identity is the executable, the command line and the start time together.
 Signal numbers come from `_signal` (the C module, already loaded by the interpreter;
 `signal` imports `enum`), so they are right on every architecture.
+
+A process may end at any moment, between two reads of its /proc files or in the middle of
+one: the directory vanishes (ENOENT), a read or a listing finds it reaped (ESRCH), it shows
+as a zombie, its cmdline reads empty once its memory is gone. Every reader here takes each
+of these for a process that has ended, and every signal for one that it no longer reaches:
+stop, on whose success a node's fate hangs, must never fail over a process that exits
+while it looks.
 """
 
 import errno
@@ -24,6 +31,10 @@ from _signal import SIGKILL, SIGTERM, SIGUSR1, SIGUSR2  # noqa: F401  (re-export
 # not slow either; none of them needs a CPU to itself for more than a millisecond at a time.
 BACKGROUND_NICE = 10
 _DELETED = " (deleted)"
+# What reading /proc/PID/... gives once the process has ended: its directory is gone, or the
+# read found the task reaped after the open.
+_ENDED = (errno.ENOENT, errno.ESRCH)
+_UNREADABLE = "?"  # the state of a process whose stat file could not be parsed
 _PIDFILE_MAX = 4096
 _POLL = 0.02  # seconds between checks in wait_gone
 
@@ -49,23 +60,22 @@ class ProcessInfo:
 
 
 def process_info(pid: int) -> ProcessInfo | None:
-    """The process with this pid, or None when there is none.
+    """The process with this pid, or None when there is none: also when it ended while
+    being read, and when its stat file cannot be parsed (nothing identifies it then).
 
     exe loses the " (deleted)" the kernel appends once the binary was replaced (a
     package upgrade): the process still runs that program.
     """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-    except (FileNotFoundError, ProcessLookupError):
+    stat = _stat(pid)
+    if stat is None or stat[0] == _UNREADABLE:
         return None
-    # comm (field 2) may hold spaces and parentheses: the fields after it follow the last ")".
-    fields = stat[stat.rindex(b")") + 2:].split()
-    return ProcessInfo(pid, int(fields[1]), fields[0].decode(), _exe(pid),
+    cmdline = _read_proc(pid, "cmdline")  # empty once an ending process's memory is gone
+    if cmdline is None:
+        return None
+    state, ppid, start_time = stat
+    return ProcessInfo(pid, ppid, state, _exe(pid),
                        [arg.decode("utf-8", "surrogateescape")
-                        for arg in cmdline.split(b"\0")[:-1]], int(fields[19]))
+                        for arg in cmdline.split(b"\0")[:-1]], start_time)
 
 
 def children(pid: int) -> list[int]:
@@ -81,16 +91,19 @@ def children(pid: int) -> list[int]:
 def alive(pid: int) -> bool:
     """True while pid names a process that has not exited. A zombie has -- unless only
     its main thread has: haproxy runs several threads, a killed one's main thread may
-    turn Z a moment before the others end and its sockets close."""
-    info = process_info(pid)
-    if info is None:
+    turn Z a moment before the others end and its sockets close. A stat file that cannot
+    be parsed proves no exit: such a process counts as alive until it is gone."""
+    stat = _stat(pid)
+    if stat is None:
         return False
-    if info.state != "Z":
+    if stat[0] != "Z":
         return True
     try:
         return len(os.listdir(f"/proc/{pid}/task")) > 1
-    except FileNotFoundError:
-        return False
+    except OSError as err:  # reaped during the listing: ESRCH
+        if err.errno in _ENDED:
+            return False
+        raise
 
 
 def read_pidfile(path: str) -> list[int]:
@@ -309,7 +322,7 @@ class _ExitWaiter:
         for pid in pids:
             try:
                 self.fds[pid] = os.pidfd_open(pid)
-            except OSError:
+            except OSError:  # gone since it was seen alive (ESRCH): the next look says so
                 continue
             self.poller.register(self.fds[pid], select.POLLIN)
 
@@ -332,6 +345,33 @@ class _ExitWaiter:
 
     def close(self) -> None:
         self.forget(list(self.fds))
+
+
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, ppid, start time) from /proc/PID/stat; None once the process is gone. A read
+    that cannot be parsed is read once more, then gives the state _UNREADABLE."""
+    for _ in range(2):
+        data = _read_proc(pid, "stat")
+        if data is None:
+            return None
+        # comm (field 2) may hold spaces and parentheses: the fields after it follow the
+        # last ")".
+        fields = data[data.rfind(b")") + 2:].split() if b")" in data else []
+        if (len(fields) > 19 and fields[0].isalpha() and fields[1].isdigit()
+                and fields[19].isdigit()):
+            return fields[0].decode(), int(fields[1]), int(fields[19])
+    return _UNREADABLE, 0, 0
+
+
+def _read_proc(pid: int, name: str) -> bytes | None:
+    """The content of /proc/PID/name; None once the process has ended (see _ENDED)."""
+    try:
+        with open(f"/proc/{pid}/{name}", "rb") as f:
+            return f.read()
+    except OSError as err:
+        if err.errno in _ENDED:
+            return None
+        raise
 
 
 def _exe(pid: int) -> str:
