@@ -435,3 +435,27 @@ def _reap(children: list[subprocess.Popen[bytes]], delay: float) -> None:
     time.sleep(delay)
     for child in children:
         child.wait()
+
+
+def test_a_watcher_starts_although_the_kernel_reaped_the_child_that_started_it(
+        tmp_path: Path) -> None:
+    """An agent whose parent ignores SIGCHLD inherits that (it survives exec): the kernel
+    reaps the child that forks the watcher before spawn waits for it. The watcher runs all
+    the same, so spawn must say so instead of failing."""
+    target = subprocess.Popen(["sleep", "60"])
+    spawned = subprocess.run(["/usr/bin/python3", "-IS", "-c", f"""
+import os, signal, sys
+sys.path.insert(0, {REPO!r})
+from ocf_lib.logic import watcher
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+print(watcher.spawn({REPO!r}, resource="race", node="node1", guardian=os.getpid(),
+                    lock_path={str(tmp_path / "lock")!r}, target=["process", "{target.pid}"]))
+"""], capture_output=True, text=True, timeout=30)
+    try:
+        assert spawned.returncode == 0, spawned.stderr
+        watcher = int(spawned.stdout)
+        wait_for(lambda: not process.alive(watcher), timeout=5,
+                 what="the watcher leaving with its guardian, the agent")
+    finally:
+        target.kill()
+        target.wait()

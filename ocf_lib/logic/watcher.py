@@ -68,7 +68,10 @@ def spawn(lib_root: str, *, resource: str, node: str, guardian: int, lock_path: 
     os.close(write_end)
     with open(read_end, "rb") as pipe:
         reported = pipe.read()
-    os.waitpid(child, 0)
+    try:
+        os.waitpid(child, 0)
+    except ChildProcessError:  # SIGCHLD ignored: the kernel reaped it; the pipe tells
+        pass
     if not reported.isdigit():
         raise OSError(f"could not start the {MARK} for {resource}")
     return int(reported)
