@@ -128,8 +128,13 @@ def answers(cfg: Config, ha: hx.Instance) -> list[dict[str, str]]:
     try:
         return ha.show_stat(timeout=min(10.0, max(cfg.env.remaining() / 2, 0.5)), kinds=kinds)
     except hx.RuntimeApiError as err:
-        raise OcfError(OCF.ERR_GENERIC, f"haproxy (pid {ha.master_pid()}) does not answer on "
-                                        f"its runtime API: {err}") from None
+        from ocf_lib.adapters import process
+        master = ha.master_pid()
+        if master and not process.alive(master):  # it ended since master_pid() found it
+            raise OcfError(OCF.NOT_RUNNING, f"haproxy (pid {master}) ended during the "
+                                            f"monitor") from None
+        raise OcfError(OCF.ERR_GENERIC, f"haproxy (pid {master}) does not answer on its "
+                                        f"runtime API: {err}") from None
 
 
 def keep_watch(cfg: Config, ha: hx.Instance) -> None:
@@ -173,7 +178,7 @@ def start_accepted(cfg: Config, ha: hx.Instance, problem: str | None, failure: s
     last. With none, the file's problem is this node's (ERR_ARGS), or the start failed
     (ERR_GENERIC)."""
     reason = problem or failure
-    if ha.accepted.newest(this_node(), cfg.log) is None:
+    if ha.accepted.newest(bool(this_node()), cfg.log) is None:
         raise OcfError(OCF.ERR_ARGS if problem else OCF.ERR_GENERIC, reason)
     try:
         ha.launch(deadline=cfg.env.deadline, from_accepted=True)
@@ -226,8 +231,7 @@ def monitor(cfg: Config) -> int:
     refused = refused_now(cfg, ha)
     code = backend_health(cfg, rows, old_workers, refused)
     if refused and not cfg.env.is_probe:
-        return agent.exit_reason(OCF.DEGRADED, f"{ha.conffile} refused, the last accepted "
-                                               f"configuration serves: {refused}")
+        return agent.exit_reason(OCF.DEGRADED, refused)  # short: Pacemaker keeps 128 bytes
     return code
 
 
@@ -253,9 +257,8 @@ def refused_now(cfg: Config, ha: hx.Instance) -> str | None:
     if refused and ha.accepted.file_runs(ha.conffile):
         ha.accepted.clear_refused()
         refused = None
-    node = this_node()
-    if node and not cfg.env.is_probe:
-        ha.accepted.publish_if_due(node, cfg.log)
+    if this_node() and not cfg.env.is_probe:
+        ha.accepted.publish_if_due(cfg.log)
     return refused
 
 

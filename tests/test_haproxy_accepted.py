@@ -35,15 +35,11 @@ def cluster(monkeypatch):
         assert private, "never written to the CIB"
         values[(node, name)] = value
 
-    class Query:
-        def __init__(self, name, node):
-            self.key = (node, name)
-
-        def value(self):
-            return values.get(self.key)
+    def query(name):
+        return {node: value for (node, key), value in values.items() if key == name}
 
     monkeypatch.setattr(pacemaker, "update_attribute", update)
-    monkeypatch.setattr(pacemaker, "AttributeQuery", Query)
+    monkeypatch.setattr(pacemaker, "attribute_values", query)
     monkeypatch.setattr(pacemaker, "member_names", lambda: ["node1", "node2", "node3"])
     return values
 
@@ -59,48 +55,50 @@ def test_remember_keeps_the_moment_a_configuration_was_first_accepted(accepted):
     assert os.stat(accepted.path).st_mode & 0o777 == 0o600
 
 
-def test_the_copy_is_handed_to_every_other_node_when_it_changed_and_when_due(
+def test_the_copy_is_handed_to_every_node_when_it_changed_and_when_due(
         accepted, cluster, log, monkeypatch):
     accepted.remember(V1)
-    accepted.publish_if_due("node1", log)
+    accepted.publish_if_due(log)
     name = haproxy_accepted.attribute("haproxy-resource")
-    assert set(cluster) == {("node2", name), ("node3", name)}, "never this node's own"
+    assert set(cluster) == {("node1", name), ("node2", name), ("node3", name)}, (
+        "its own too: a node that rejoins finds it there")
     assert decode(cluster[("node2", name)], log) == (accepted.local_ns(), V1)
     cluster.clear()
-    accepted.publish_if_due("node1", log)
+    accepted.publish_if_due(log)
     assert not cluster, "unchanged and recent: no spawn"
     accepted.remember(V2)
-    accepted.publish_if_due("node1", log)
+    accepted.publish_if_due(log)
     assert decode(cluster[("node3", name)], log)[1] == V2
     cluster.clear()
     later = time.time() + haproxy_accepted.PUBLISH_REFRESH + 1
     monkeypatch.setattr(haproxy_accepted.time, "time", lambda: later)
-    accepted.publish_if_due("node1", log)
+    accepted.publish_if_due(log)
     assert cluster, "handed over again for nodes that rejoined since"
 
 
-def test_a_node_that_never_ran_haproxy_takes_the_copy_the_cluster_handed_it(
+def test_a_node_that_never_ran_haproxy_takes_the_copy_the_cluster_holds(
         accepted, cluster, log):
     stamp = time.time_ns() - 10**9
-    cluster[("node2", haproxy_accepted.attribute("haproxy-resource"))] = encode(stamp, V2)
-    assert accepted.newest("node2", log) == V2
+    cluster[("node1", haproxy_accepted.attribute("haproxy-resource"))] = encode(stamp, V2)
+    assert accepted.newest(True, log) == V2
     assert accepted.local() == V2 and accepted.local_ns() == stamp, "kept, with its age"
 
 
-def test_the_newest_of_the_own_copy_and_the_handed_one_wins(accepted, cluster, log):
+def test_the_newest_of_the_own_copy_and_those_the_cluster_holds_wins(accepted, cluster, log):
     name = haproxy_accepted.attribute("haproxy-resource")
     cluster[("node2", name)] = encode(time.time_ns() - 3600 * 10**9, V1)
     accepted.remember(V2)
-    assert accepted.newest("node2", log) == V2, "the own copy is newer"
-    cluster[("node2", name)] = encode(time.time_ns() + 10**9, V1)
-    assert accepted.newest("node2", log) == V1, "the handed copy is newer"
-    assert accepted.newest(None, log) == V1, "outside Pacemaker: the own copy alone"
+    assert accepted.newest(True, log) == V2, "the own copy is newer"
+    newer = b"global\n    maxconn 300\n"
+    cluster[("node3", name)] = encode(time.time_ns() + 10**9, newer)
+    assert accepted.newest(True, log) == newer, "a copy the cluster holds is newer"
+    assert accepted.newest(False, log) == newer, "outside Pacemaker: the own copy alone"
 
 
 @pytest.mark.parametrize("value", ["", "12 not-base64!", "x abc", "12 " + "QUJD"])
 def test_a_damaged_value_is_ignored(accepted, cluster, log, value):
     cluster[("node2", haproxy_accepted.attribute("haproxy-resource"))] = value
-    assert accepted.newest("node2", log) is None
+    assert accepted.newest(True, log) is None
 
 
 def test_the_refused_mark_and_an_undone_edit(accepted, tmp_path):

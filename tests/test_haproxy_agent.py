@@ -122,7 +122,7 @@ ADDED = f"listen added\n    bind {FRONT}:32701\n    mode http\n    stats enable\
 def assert_degraded(out, *words):
     """Monitor says degraded (190), with haproxy's own words in its exit reason."""
     assert out.rc == 190, out
-    assert out.reason and "refused" in out.reason, out
+    assert out.reason, out
     for word in words:
         assert word in out.reason, out
 
@@ -141,9 +141,9 @@ def test_a_refused_file_leaves_haproxy_serving_degraded_until_a_fixed_one_is_app
     assert ha.haproxy_pids() == before
     assert ha.http(32700) == "200"
     out = ha.agent("monitor", interval_ms=20000, extra=extra)
-    assert_degraded(out, "bind-it-all", f"{ha.config}:")  # haproxy's words, file:line
+    assert_degraded(out, f"{ha.config}:39: unknown keyword 'bind-it-all'")  # haproxy's words
     assert ha.agent("monitor", interval_ms=0).rc == 0, "a probe finds it running"
-    assert "-n test-rsc-config-refused -U haproxy -c: config : parsing" in calls.read_text()
+    assert f"-n test-rsc-config-refused -U haproxy -c: {ha.config}:39:" in calls.read_text()
     ha.write_config(guide_config_for_test(SOCKET) + ADDED)
     assert ha.agent("reload", reload_token="3").rc == 0
     assert ha.haproxy_pids()[0] == before[0], "the master stayed"
@@ -190,7 +190,8 @@ def test_a_restart_with_a_refused_file_starts_the_last_accepted_one(ha, bad):
     out = ha.agent("start")
     assert out.rc == 0, out
     assert ha.http(32700) == "200"
-    assert_degraded(ha.agent("monitor", interval_ms=20000))
+    assert_degraded(ha.agent("monitor", interval_ms=20000),
+                    "haproxy -c: " if bad == BROKEN else "haproxy did not start: ")
     master = ha.haproxy_pids()[0]
     client = ha.connect()
     try:

@@ -305,11 +305,6 @@ def test_monitor_says_running_or_not_whichever_look_its_process_ends_at(
     TALLY.add(f"haproxy {kind}, process ends ({how})", steps)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "agents/haproxy.py answers() turns any RuntimeApiError into ERR_GENERIC 'does not answer "
-    "on its runtime API', also when haproxy ended after master_pid() found it: it should "
-    "answer NOT_RUNNING when process.alive(master) is false by then (issue 23's report); "
-    "remove this mark once it does"))
 def test_monitor_of_an_haproxy_ending_before_its_runtime_api_answers_says_not_running(
         ha: HaAgentNode) -> None:
     env = ha.agent_env(interval_ms=20000)

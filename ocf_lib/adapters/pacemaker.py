@@ -58,6 +58,14 @@ class AttributeQuery:
         return None
 
 
+def attribute_values(name: str) -> dict[str, str]:
+    """The values of the transient attribute name on every member that has one, by node,
+    each asked for by name at once (`attrd_updater -Q -A` answers, on a node that has just
+    rejoined, with its own values only). PacemakerError when the members are unknown."""
+    queries = {node: AttributeQuery(name, node) for node in member_names()}
+    return {node: value for node, query in queries.items() if (value := query.value())}
+
+
 def member_names() -> list[str]:
     """The names of the cluster's nodes (`crm_node -l`: "ID NAME STATE" lines)."""
     return [fields[1] for fields in map(str.split, _tool(["crm_node", "-l"]).splitlines())

@@ -8,15 +8,16 @@ a restart in place, on the node that takes the address over, or after a cleanup.
 - Every start or reload that HAProxy accepted leaves a copy of the configuration file on
   this node (<HA_RSCTMP>/kuth-haproxy-<resource>.accepted.cfg, tmpfs: it goes with a reboot),
   whose modification time is the moment it was first accepted.
-- The node that runs haproxy hands that copy to every other node, as a private attrd
-  attribute of each (never in the CIB; a lost node's own attributes go with it, those it
-  wrote for the survivors stay): kuth-<resource>-accepted-config, "<accepted ns> <zlib +
-  base64 of the file>". Its monitor writes it when the copy changed and again every
-  PUBLISH_REFRESH, for nodes that rejoined since.
-- A start whose configuration file haproxy refuses runs the newest of the two instead (the
-  node's own copy, or what the cluster handed it), from the copy's path, and says so
-  (Refused): monitor reports the resource degraded until a configuration file haproxy
-  accepts is applied.
+- The node that runs haproxy hands that copy to the cluster, as a private attrd attribute
+  of every node, its own included (never in the CIB): kuth-<resource>-accepted-config,
+  "<accepted ns> <zlib + base64 of the file>". A lost node's own attributes go with it,
+  those it wrote for the survivors stay; a node that rejoins finds the value the serving
+  node keeps for itself. Its monitor writes it when the copy changed and again every
+  PUBLISH_REFRESH.
+- A start whose configuration file haproxy refuses runs the newest of all these instead
+  (the node's own copy, or one the cluster holds), from the copy's path, and says so:
+  monitor reports the resource degraded until a configuration file haproxy accepts is
+  applied.
 
 Only the file named by conffile is kept: files it names (certificates, maps, errorfiles)
 and those extraconf adds are read where they are.
@@ -98,9 +99,9 @@ class Accepted:
 
     # -- handed to the other nodes ---------------------------------------------------------------
 
-    def publish_if_due(self, node: str, log: Logger) -> None:
-        """Hand this node's copy to every other node when they lack it or it is
-        PUBLISH_REFRESH old. Never fails: a copy not handed over only leaves the others
+    def publish_if_due(self, log: Logger) -> None:
+        """Hand this node's copy to every node when it changed or was handed over
+        PUBLISH_REFRESH ago. Never fails: a copy not handed over only leaves the others
         with an older one."""
         stamp = self.local_ns()
         if stamp < 0:
@@ -117,24 +118,28 @@ class Accepted:
                         f"to hand to the other nodes; they keep their own")
             return
         try:
-            for peer in pacemaker.member_names():
-                if peer != node:
-                    pacemaker.update_attribute(attribute(self.resource), value, node=peer,
-                                               private=True)
+            for member in pacemaker.member_names():
+                pacemaker.update_attribute(attribute(self.resource), value, node=member,
+                                           private=True)
         except pacemaker.PacemakerError as err:
             log.warning(f"cannot hand the accepted configuration to the other nodes: {err}")
             return
         self.state.write(_PUBLISHED, f"{stamp} {time.time():.0f}")
 
-    def newest(self, node: str | None, log: Logger) -> bytes | None:
-        """The newest accepted configuration this node knows: its own copy, or the one the
-        cluster handed it (node: this node's name; None outside Pacemaker); the copy then
-        holds it, with the time it was accepted."""
+    def newest(self, in_cluster: bool, log: Logger) -> bytes | None:
+        """The newest accepted configuration this node knows: its own copy, or one the
+        cluster holds (in_cluster: Pacemaker runs the agent); the copy then holds it, with
+        the time it was accepted."""
         own, own_ns = self.local(), self.local_ns()
-        if node:
+        if in_cluster:
             from ocf_lib.adapters import pacemaker
-            handed = decode(pacemaker.AttributeQuery(attribute(self.resource), node).value(),
-                            log)
+            try:
+                values = pacemaker.attribute_values(attribute(self.resource))
+            except pacemaker.PacemakerError as err:
+                log.warning(f"no accepted configuration from the cluster: {err}")
+                values = {}
+            held = [decode(value, log) for value in values.values()]
+            handed = max((h for h in held if h), default=None, key=lambda h: h[0])
             if handed and handed[0] > own_ns and handed[1] != own:
                 self.store(handed[1], handed[0])
                 return handed[1]

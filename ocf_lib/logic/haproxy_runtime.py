@@ -320,8 +320,8 @@ class Instance:
         except RuntimeApiError as err:
             raise LaunchFailed(f"haproxy did not reload: {err}") from None
         if answer is not None and not answer.success:
-            raise Refused(f"haproxy refused the new configuration, the running one is "
-                               f"unchanged: {first_alert(answer.messages) or 'no reason given'}")
+            raise Refused(f"haproxy refused the new configuration: "
+                          f"{first_alert(answer.messages) or 'no reason given'}")
 
     def _reload_by_signal(self, master: int, before: "haproxy_api.MasterProcess",
                           deadline: float) -> None:
@@ -332,8 +332,8 @@ class Instance:
             after = self.master_line(deadline)
             if after.reloads > before.reloads:
                 if (after.failed_reloads or 0) > (before.failed_reloads or 0):
-                    raise Refused("haproxy refused the new configuration; the running "
-                                       "one is unchanged")
+                    raise Refused("haproxy refused the new configuration (HAProxy 2.6 "
+                                  "does not say why)")
                 return
             time.sleep(0.05)
         raise LaunchFailed("haproxy did not reload before the reload timeout")
@@ -395,15 +395,30 @@ def _first_unix_socket(config: "HaproxyConfig") -> str:
 
 
 def first_alert(output: str) -> str:
-    """haproxy's first error line without its '[ALERT]    (pid) : ' decoration."""
+    """haproxy's first error line without its '[ALERT]    (pid) : ' decoration, the place
+    it names first: exit reasons are short (Pacemaker keeps 128 bytes)."""
     for line in output.splitlines():
         if "[ALERT]" in line:
             text = line.split("] ", 1)[-1]
-            return text.split(" : ", 1)[-1].strip() if " : " in text else text.strip()
+            return _located(text.split(" : ", 1)[-1].strip() if " : " in text else text.strip())
     for line in output.splitlines():
         if line.strip() and "[NOTICE]" not in line and "[WARNING]" not in line:
             return line.strip()
     return ""
+
+
+def _located(alert: str) -> str:
+    """'config : parsing [FILE:LINE] : message' as 'FILE:LINE: message', and 'Binding
+    [FILE:LINE] for ...' as 'FILE:LINE: binding for ...'; anything else as it is."""
+    text = alert.removeprefix("config : ")
+    start = text.find("[")
+    end = text.find("]", start)
+    location = text[start + 1:end] if 0 <= start < end else ""
+    if not location.rpartition(":")[2].isdigit():
+        return alert
+    before = text[:start].strip()
+    after = text[end + 1:].strip().removeprefix(":").strip()
+    return f"{location}: {after if before in ('', 'parsing') else f'{before.lower()} {after}'}"
 
 
 def publish_attributes(state: StateDir, resource: str, counts: dict[str, tuple[int, int]],
