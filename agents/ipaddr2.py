@@ -16,7 +16,16 @@ agent = Agent(
 interface on start, announces it to the link (gratuitous ARP for IPv4, unsolicited neighbour
 advertisements for IPv6, sent by the agent itself), watches it on monitor and removes it on stop.
 Parameters and defaults follow ocf:heartbeat:IPaddr2, so a configuration moves over by changing
-the provider. CLUSTERIP clones are not supported (the kernel dropped ipt_CLUSTERIP).""")
+the provider. CLUSTERIP clones are not supported (the kernel dropped ipt_CLUSTERIP).
+
+A parameter change moves the address only when it changes where or how the address sits on
+the interface. A new ip is a stop and a start (ip is the one unique parameter). A new nic,
+cidr_netmask, netmask, broadcast, iflabel, noprefixroute, network_namespace or, for IPv6,
+nodad or preferred_lft is a reload that stops the address as it was added, its connections
+reset, and starts it again as configured now, on the same node; a value that puts it where
+it already is (nic set to the interface it was found on, say) moves nothing. Any other
+change is a reload that leaves the address and its connections alone: the watcher takes
+the new settings at once, the next monitor, stop or start the rest.""")
 
 agent.param("ip", STRING, required=True, unique=True,
             shortdesc="IPv4 or IPv6 address",
@@ -205,6 +214,46 @@ def announce(cfg: Config, vip: vips.Vip, count: int, background: bool) -> None:
                   background=background, state=cfg.env.state(), log=cfg.log)
 
 
+PLACEMENT = "placement"  # the state file that records where and how start added the address
+
+
+def placement(cfg: Config, vip: vips.Vip) -> dict[str, str]:
+    """Where and how start puts the address on this node: its namespace, and what the kernel
+    keeps with it (interface, prefix, broadcast, label, flags, lifetime). A reload whose
+    placement differs from the recorded one moves the address; any other parameter can
+    change under a running address."""
+    return {"ip": vip.ip, "network_namespace": cfg.network_namespace, "nic": vip.nic or "",
+            "cidr_netmask": str(vip.prefixlen), "broadcast": vips.broadcast_for(vip) or "",
+            "label": vip.label or "", "noprefixroute": "1" if cfg.noprefixroute else "0",
+            # the kernel keeps these two for IPv6 only (an IPv4 address added with a
+            # preferred lifetime but no valid lifetime is preferred forever)
+            "nodad": "1" if cfg.nodad and vip.is_ipv6 else "0",
+            "preferred_lft": cfg.preferred_lft if vip.is_ipv6 else ""}
+
+
+def record_placement(cfg: Config, vip: vips.Vip) -> None:
+    """Keep placement() for the next reload (a line `key=value` each). Never fails: a reload
+    without it compares with what the kernel shows."""
+    from ocf_lib.ocf.state import StateError
+    try:
+        cfg.env.state().write(PLACEMENT, "".join(f"{key}={value}\n" for key, value
+                                                 in placement(cfg, vip).items()))
+    except StateError as err:
+        cfg.log.warning(f"{err}; a reload will compare with the kernel's view of {vip.ip}")
+
+
+def recorded_placement(cfg: Config) -> dict[str, str] | None:
+    """The placement start recorded for the configured ip; None without one."""
+    from ocf_lib.adapters import inet
+    try:
+        ip = inet.canonical(*inet.parse_ip(cfg.ip))
+        text = cfg.env.state().read(PLACEMENT)
+    except (ValueError, OSError):
+        return None
+    record = dict(line.partition("=")[::2] for line in (text or "").splitlines())
+    return record if record.get("ip") == ip else None
+
+
 # -- actions -------------------------------------------------------------------------------
 
 @agent.action("start", timeout=20, locked=True)
@@ -212,6 +261,7 @@ def start(cfg: Config) -> int:
     vips.stop_refuser(cfg.env.state(), cfg.log)  # it must never answer for an address here
     vip = on_this_node(cfg)
     if served(vip):
+        record_placement(cfg, vip)
         return OCF.SUCCESS
     from ocf_lib.adapters import iproute
     if cfg.run_arping and not vip.is_ipv6:
@@ -245,6 +295,7 @@ def start(cfg: Config) -> int:
     if take_over:
         take_over.announced()
     keep_watch(cfg, vip)
+    record_placement(cfg, vip)
     cfg.log.info(f"started {vip}")
     return OCF.SUCCESS
 
@@ -259,6 +310,7 @@ def stop(cfg: Config) -> int:
     from ocf_lib.logic import watcher
     watcher.end(cfg.env.state())
     vips.stop_announcer(cfg.env.state(), cfg.log)
+    cfg.env.state().remove(PLACEMENT)
     try:
         vip = configured(cfg)
     except OcfError as err:  # a configuration that cannot work here never started
@@ -330,6 +382,61 @@ def monitor_served(cfg: Config, vip: vips.Vip) -> int:
     if cfg.check_link_status and not (link.up and link.lower_up):
         raise OcfError(OCF.ERR_GENERIC, f"{link.name} has no carrier (link down); "
                                         f"{vip.ip} is unreachable there")
+    return OCF.SUCCESS
+
+
+@agent.action("reload", timeout=20)
+def reload(cfg: Config) -> int:
+    """Pacemaker calls reload when a parameter other than ip changed (see the longdesc).
+    When the address is to sit where and as it sits (placement()), it stays and the
+    watcher takes the new settings; else move() stops and starts it."""
+    before = recorded_placement(cfg)
+    if before and before["network_namespace"] != cfg.network_namespace:
+        return move(cfg, before, ["network_namespace"])  # before entering the new one
+    vip = on_this_node(cfg)  # from here inside network_namespace
+    wanted = placement(cfg, vip)
+    from ocf_lib.ocf.state import StateError
+    try:
+        with cfg.env.state().lock(cfg.env.deadline):
+            found = served(vips.Vip(vip.family, vip.packed, None, None, None, None))
+            if found is None:
+                raise OcfError(OCF.NOT_RUNNING, f"{vip.ip} is not on this node; nothing to "
+                                                f"reload")
+            # Where it is, the kernel says; the rest, what start recorded (nothing when an
+            # older version of the agent started it: then taken to be as wanted).
+            address, link = found
+            before = {**(before or wanted), "nic": link.name,
+                      "cidr_netmask": str(address.prefixlen)}
+            changed = [key for key, value in wanted.items() if before.get(key) != value]
+            if not changed:
+                keep_watch(cfg, vip)
+                record_placement(cfg, vip)
+                cfg.log.info(f"reloaded {vip}: the address stays")
+                return OCF.SUCCESS
+    except StateError as err:
+        raise OcfError(OCF.ERR_GENERIC, str(err)) from None
+    return move(cfg, before, changed)
+
+
+def move(cfg: Config, before: dict[str, str], changed: list[str]) -> int:
+    """Stop the address as it was added (before), then start it as configured now: each a
+    run of this agent of its own, as Pacemaker's stop and start would be (connections
+    reset, refuser, announcements, watcher), each inside its own network namespace and
+    under the resource's lock. Their exit reasons are the reload's."""
+    import subprocess
+    cfg.log.info(f"reload: {', '.join(changed)} changed: moving {before['ip']} from "
+                 f"{before['nic']}/{before['cidr_netmask']} (stop, then start)")
+    old = {"ip": before["ip"], "nic": before["nic"], "cidr_netmask": before["cidr_netmask"],
+           "netmask": "", "broadcast": "", "iflabel": "", "preferred_lft": "forever",
+           "network_namespace": before["network_namespace"]}
+    script = os.path.realpath(sys.argv[0])
+    for action, params in (("stop", old), ("start", {})):
+        env = {**os.environ, **{f"OCF_RESKEY_{key}": value for key, value in params.items()},
+               "OCF_RESKEY_CRM_meta_timeout": str(int(cfg.env.remaining() * 1000))}
+        code = subprocess.run([sys.executable, "-IS", script, action], env=env,
+                              stdin=subprocess.DEVNULL, check=False).returncode
+        if code != OCF.SUCCESS:
+            return code
     return OCF.SUCCESS
 
 

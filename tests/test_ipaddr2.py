@@ -512,3 +512,199 @@ def _wait_for(predicate, what: str, timeout: float = 5) -> None:
         time.sleep(0.02)
 
 
+
+
+# -- reload: a parameter changed under a running address -------------------------------------
+
+def detail(ns, ip):
+    """The address as `ip -j addr` shows it (None when it is on no interface of ns)."""
+    for link in json.loads(ns.ip("-j", "addr", "show")):
+        for address in link.get("addr_info", []):
+            if address["local"] == ip:
+                return {**address, "dev": link["ifname"]}
+    return None
+
+
+def add_second_nic(ns, name="lan5"):
+    """Another interface in ns (one end of a veth pair whose other end stays in ns too)."""
+    ns.ip("link", "add", name, "type", "veth", "peer", "name", f"{name}p")
+    ns.ip("link", "set", name, "up")
+    ns.ip("link", "set", f"{name}p", "up")
+
+
+def established_on(ns, ip):
+    return ns.run("ss", "-Htn", "state", "established", "src", ip).stdout.splitlines()
+
+
+# Every parameter whose change leaves the address as it is, with a value that differs from V4's.
+IN_PLACE = {"arp_count": "6", "arp_interval": "50", "arp_count_refresh": "2", "arp_bg": "false",
+            "arp_sender": "send_arp", "send_arp_opts": "-A", "flush_routes": "true",
+            "run_arping": "true", "watch": "false", "reset_connections": "false",
+            "refuse_after_stop": "0", "check_link_status": "false", "nodad": "true",
+            "preferred_lft": "600"}
+
+
+def test_reload_of_any_other_setting_keeps_the_address_and_its_connections(lan):
+    """nodad and preferred_lft too, for IPv4: the kernel keeps them for IPv6 only."""
+    node, peer = lan
+    assert agent("start", V4, node).rc == 0
+    before = detail(node, V4["ip"])
+    server, client = held_connections(node, peer, V4["ip"], "198.18.0.1", "0.0.0.0")
+    try:
+        for name, value in IN_PLACE.items():
+            out = agent("reload", {**V4, name: value}, node)
+            assert out.rc == 0, (name, out)
+            assert "reloaded 198.18.0.10/24 on lan0: the address stays" in out.stderr, name
+            assert "stopped" not in out.stderr and "started" not in out.stderr, name
+        out = agent("reload", {**V4, **IN_PLACE}, node)
+        assert out.rc == 0 and "the address stays" in out.stderr, out
+        assert detail(node, V4["ip"]) == before
+        assert len(established_on(node, V4["ip"])) == 1, "the connection on the VIP stays"
+    finally:
+        server.kill()
+        client.kill()
+    assert agent("stop", V4, node).rc == 0
+
+
+MOVES = [  # (parameters, the change, what `ip -j addr` shows of the address afterwards)
+    (V4, {"nic": "lan5"}, {"dev": "lan5", "prefixlen": 24}),
+    (V4, {"cidr_netmask": "25"}, {"dev": "lan0", "prefixlen": 25, "broadcast": "198.18.0.127"}),
+    ({**V4, "cidr_netmask": ""}, {"netmask": "255.255.255.128"}, {"prefixlen": 25}),
+    (V4, {"broadcast": "-"}, {"prefixlen": 24, "broadcast": None}),
+    (V4, {"iflabel": "vip"}, {"label": "lan0:vip"}),
+    (V4, {"noprefixroute": "true"}, {"noprefixroute": True}),
+    ({**V6, "nodad": "true"}, {"preferred_lft": "600"}, {"valid_life_time": 4294967295}),
+    ({**V6, "nodad": "true"}, {"nodad": "false"}, {"nodad": None, "prefixlen": 64}),
+]
+
+
+@pytest.mark.parametrize("params,change,after", MOVES,
+                         ids=[next(iter(change)) for _, change, _ in MOVES])
+def test_reload_of_where_or_how_the_address_sits_moves_it(lan, params, change, after):
+    node, _ = lan
+    add_second_nic(node)
+    assert agent("start", params, node).rc == 0
+    out = agent("reload", {**params, **change}, node)
+    assert out.rc == 0, out
+    assert f"reload: {next(iter(change)).replace('iflabel', 'label')}" in out.stderr \
+        or next(iter(change)) == "netmask" and "reload: cidr_netmask" in out.stderr, out.stderr
+    assert "stopped" in out.stderr and "started" in out.stderr
+    shown = detail(node, params["ip"])
+    assert {key: shown.get(key) for key in after} == after
+    if "preferred_lft" in change:
+        assert 590 <= shown["preferred_life_time"] <= 600
+    assert agent("reload", {**params, **change}, node).stderr.count("the address stays") == 1
+    assert agent("stop", {**params, **change}, node).rc == 0
+    assert detail(node, params["ip"]) is None
+
+
+def test_reload_with_a_new_nic_resets_the_connections_as_stop_does(lan):
+    node, peer = lan
+    add_second_nic(node)
+    assert agent("start", V4, node).rc == 0
+    server, client = held_connections(node, peer, V4["ip"], "198.18.0.1", "0.0.0.0")
+    try:
+        out = agent("reload", {**V4, "nic": "lan5"}, node)
+        assert out.rc == 0, out
+        assert "reset 1 connection(s)" in out.stderr
+        assert what_the_client_saw(client) == ["vip ConnectionResetError", "own open"]
+    finally:
+        server.kill()
+        client.kill()
+    assert "198.18.0.10/24" in node.addresses("lan5")
+    assert "198.18.0.10/24" not in node.addresses("lan0")
+    assert agent("stop", {**V4, "nic": "lan5"}, node).rc == 0
+
+
+def test_reload_with_values_that_put_the_address_where_it_is_moves_nothing(lan):
+    """Found by the routes (nic and prefix empty), then named: the same place."""
+    node, peer = lan
+    found = {"ip": V4["ip"]}
+    assert agent("start", found, node).rc == 0
+    server, client = held_connections(node, peer, V4["ip"], "198.18.0.1", "0.0.0.0")
+    try:
+        named = {**found, "nic": "lan0", "cidr_netmask": "255.255.255.0", "broadcast": "+"}
+        out = agent("reload", named, node)
+        assert out.rc == 0 and "the address stays" in out.stderr, out
+        assert len(established_on(node, V4["ip"])) == 1
+    finally:
+        server.kill()
+        client.kill()
+    assert agent("stop", found, node).rc == 0
+
+
+def test_reload_of_an_address_started_without_a_record_asks_the_kernel(lan):
+    """An address started by an earlier version of the agent has no placement record: where
+    it is comes from the kernel, and the rest is taken to be as configured."""
+    from ocfshim import STATE_DIR
+    record = os.path.join(STATE_DIR, "kuth-IPaddr2-test-rsc.placement")
+    node, _ = lan
+    add_second_nic(node)
+    assert agent("start", V4, node).rc == 0
+    os.unlink(record)
+    out = agent("reload", {**V4, "arp_count": "6", "iflabel": "vip"}, node)
+    assert out.rc == 0 and "the address stays" in out.stderr, out
+    assert os.path.exists(record), "written again"
+    os.unlink(record)
+    out = agent("reload", {**V4, "nic": "lan5"}, node)
+    assert out.rc == 0 and "reload: nic changed" in out.stderr, out
+    assert "198.18.0.10/24" in node.addresses("lan5")
+    assert agent("stop", {**V4, "nic": "lan5"}, node).rc == 0
+    assert not os.path.exists(record), "stop forgets it"
+
+
+def test_reload_of_an_address_that_is_not_here_is_not_running(lan):
+    node, _ = lan
+    out = agent("reload", V4, node)
+    assert_clean_failure(out, 7)
+    assert "not on this node" in out.reason
+    assert agent("start", V4, node).rc == 0
+    node.ip("addr", "del", "198.18.0.10/24", "dev", "lan0")
+    assert_clean_failure(agent("reload", {**V4, "arp_count": "6"}, node), 7)
+    assert "198.18.0.10/24" not in node.addresses("lan0"), "reload adds nothing back"
+    assert agent("stop", V4, node).rc == 0
+
+
+def test_reload_into_another_network_namespace_moves_the_address_there(netns_pool):
+    first, second = netns_pool.new(), netns_pool.new()
+    for ns in (first, second):
+        add_second_nic(ns, "lan0")
+    params = {**V4, "network_namespace": first.name}
+    assert run_agent("IPaddr2", "start", params).rc == 0
+    assert "198.18.0.10/24" in first.addresses("lan0")
+    moved = {**V4, "network_namespace": second.name}
+    out = run_agent("IPaddr2", "reload", moved)
+    assert out.rc == 0 and "reload: network_namespace changed" in out.stderr, out
+    assert "198.18.0.10/24" in second.addresses("lan0")
+    assert "198.18.0.10/24" not in first.addresses("lan0")
+    out = run_agent("IPaddr2", "reload", {**moved, "arp_count": "6"})
+    assert out.rc == 0 and "the address stays" in out.stderr, out
+    assert run_agent("IPaddr2", "stop", moved).rc == 0
+    assert "198.18.0.10/24" not in second.addresses("lan0")
+
+
+def test_reload_re_arms_the_watcher_with_the_new_settings(lan, tmp_path):
+    """The watcher of a running address takes a changed check_link_status or
+    reset_connections at once, goes with watch=false and comes back with watch=true."""
+    from ocfshim import STATE_DIR
+    from test_watcher import Pacemaker
+    pcmk = Pacemaker(tmp_path)
+    watched = os.path.join(STATE_DIR, "kuth-IPaddr2-test-rsc.watcher-of")
+    node, _ = lan
+    params = {**V4, "reset_connections": "false"}
+    try:
+        assert agent("start", params, node, extra=pcmk.env).rc == 0
+        assert open(watched).read().endswith("address 198.18.0.10 lan0 1 0")
+        assert agent("reload", {**params, "check_link_status": "false"}, node,
+                     extra=pcmk.env).rc == 0
+        assert open(watched).read().endswith("address 198.18.0.10 lan0 0 0")
+        assert agent("reload", {**params, "watch": "false"}, node, extra=pcmk.env).rc == 0
+        assert not os.path.exists(watched)
+        assert agent("reload", params, node, extra=pcmk.env).rc == 0
+        assert open(watched).read().endswith("address 198.18.0.10 lan0 1 0")
+        time.sleep(0.3)
+        assert pcmk.reports() == [], "no report for a reload"
+        node.ip("addr", "del", "198.18.0.10/24", "dev", "lan0")
+        _wait_for(pcmk.reports, "the re-armed watcher reports the address removed")
+    finally:
+        agent("stop", params, node, extra=pcmk.env)

@@ -45,7 +45,7 @@ def snapshot(ns):
 
 @pytest.mark.parametrize("overrides,code,words", INVALID,
                          ids=[f"{k}={v!r}" for o, _, _ in INVALID for k, v in list(o.items())[-1:]])
-@pytest.mark.parametrize("action", ["start", "validate-all"])
+@pytest.mark.parametrize("action", ["start", "validate-all", "reload"])
 def test_invalid_configuration(lan, overrides, code, words, action):
     node, _ = lan
     before = snapshot(node)
@@ -113,7 +113,7 @@ def test_a_label_too_long_for_the_nic_found_here_is_this_nodes_problem(lan):
     node, _ = lan
     params = {"ip": "198.18.0.10", "iflabel": "abcdefghijk"}  # lan0:abcdefghijk, 16
     before = snapshot(node)
-    for action in ("start", "validate-all"):
+    for action in ("start", "validate-all", "reload"):
         out = run_agent("IPaddr2", action, params, ns=node)
         assert_clean_failure(out, 2)
         assert "lan0:abcdefghijk" in out.reason and "15 characters" in out.reason
@@ -141,8 +141,8 @@ def test_a_node_without_ip_for_network_namespace_is_not_installed(netns_pool, tm
 def test_an_interface_vanishing_while_the_address_is_looked_up_is_no_failure(
         monkeypatch, tmp_path):
     """The address found, then its interface gone before it is named (removed in between):
-    the address went with it. Stop succeeds (a failed stop fences the node), monitor says
-    not running; none is the 1 of an unexpected error. Run in this process,
+    the address went with it. Stop succeeds (a failed stop fences the node), monitor and
+    reload say not running; none is the 1 of an unexpected error. Run in this process,
     with the lookup replaced: no interface is looked at."""
     from agents import ipaddr2
     from ocf_lib.logic import vip as vips
@@ -161,3 +161,4 @@ def test_an_interface_vanishing_while_the_address_is_looked_up_is_no_failure(
     assert ipaddr2.agent.dispatch("monitor") == 7
     monkeypatch.setenv("OCF_RESKEY_CRM_meta_interval", "0")
     assert ipaddr2.agent.dispatch("monitor") == 7
+    assert ipaddr2.agent.dispatch("reload") == 7

@@ -82,3 +82,18 @@ def test_metadata_runs_as_nobody():
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert "<resource-agent" in proc.stdout
+
+
+def test_ipaddr2_gets_the_legacy_reload_and_a_restart_only_for_a_new_ip():
+    """What Pacemaker (2.1.5 and 3.0.0 alike) decides reload or restart by: an OCF version
+    below 1.1 in <version> with a `reload` action is the legacy reload, and the parameters
+    marked unique="1" are the ones whose change restarts (op-force-restart). ip only: a
+    unique nic or cidr_netmask would make crmsh 4.4.1 refuse, and pcs 0.11/0.12 ask --force
+    for, a second address on the same nic; the reload moves the address for those itself."""
+    from lxml import etree
+    root = etree.fromstring(committed("IPaddr2").encode())
+    assert root.findtext("version") == "1.0"
+    actions = {a.get("name") for a in root.iter("action")}
+    assert "reload" in actions and "reload-agent" not in actions
+    assert [p.get("name") for p in root.iter("parameter") if p.get("unique") == "1"] == ["ip"]
+    assert not [p for p in root.iter("parameter") if p.get("reloadable") is not None]

@@ -16,8 +16,13 @@ from collections.abc import Iterable
 
 from ocf_lib.ocf.params import Param
 
-# The OCF API version the agents claim: 1.0, so that Pacemaker 2.1 calls `reload` (the legacy
-# rule) when a non-unique parameter changes, and ocf-tester's DTD accepts the actions.
+# The OCF API version the agents claim, in the <version> element (Pacemaker reads the
+# element's text, not the resource-agent's version attribute: daemons/controld/
+# controld_metadata.c, lines 156-163 at Pacemaker-2.1.5, 145-154 at Pacemaker-3.0.0). Below
+# 1.1 an advertised `reload` is the legacy reload: a change of a parameter that is not
+# unique="1" reloads the agent, one that is restarts it (append_restart_list, in
+# controld_execd.c at 2.1.5, controld_cib.c at 3.0.0). 1.1 would mean `reload-agent` and
+# reloadable="1", which ocf-tester's ra-api-1.dtd refuses.
 OCF_API_VERSION = "1.0"
 
 
