@@ -1,9 +1,10 @@
 """ocf:kuth:IPaddr2 inside a real Pacemaker + Corosync cluster (lab.cluster) with fencing
 on (the lab's fence device, lab.fencing), as the README recommends: the VIP starts and
 serves, moves when asked, when its node is cut off, crashes or its Pacemaker dies (that
-node fenced first), is never on both sides of a split, and leaves a minority partition.
-Also: a harness killed by SIGKILL, or failing half-way through its start, leaves nothing
-behind.
+node fenced first), is never on both sides of a split, and leaves a minority partition. A
+parameter change is a reload that cuts no connection, unless it moves the address (a new
+ip: a stop and a start; a new prefix: a reload that stops and starts it). Also: a harness
+killed by SIGKILL, or failing half-way through its start, leaves nothing behind.
 
 One cluster serves every test of a size (module scope; a test gets it reset: no resources,
 cables in, ring whole); the 2-node tests run first, then the cluster is replaced by 3 nodes.
@@ -24,6 +25,7 @@ from lab import REPO, processes
 from lab.cluster import Cluster, Status
 from lab.teardown import harness_prefix, lab_dir
 from lab.topology import NODE_HTTP_PORT, VIP_NETWORK
+from lab.traffic import Streams
 
 VIP = f"{VIP_NETWORK}.20"
 # The guide's primitive, with our provider, the test lan's nic and prefix.
@@ -252,6 +254,91 @@ def test_a_split_of_two_nodes_fences_one_and_never_serves_the_vip_from_both(
     cluster.wait_for(lambda: len(cluster.status().online) == 2, FAILOVER_S, what="rejoined")
     assert cluster.wait_for(lambda: settled_on_one(cluster), FAILOVER_S) == [holder]
     assert_served_by(cluster, holder)
+
+
+# -- parameter changes (crm resource param) ---------------------------------------------------
+
+STREAMS = 4
+PACEMAKER_LOG = "/var/log/pacemaker/pacemaker.log"
+
+
+def changed_with_streams(cluster: Cluster, param: str, value: str,
+                         address: str = VIP) -> tuple[Streams, float, str, list[str]]:
+    """The VIP started, watch streams held through it, then `crm resource param vip set
+    param value` and Pacemaker done with it. Returns the streams (stopped), when the change
+    began, the VIP's node, and what that node's pacemaker.log got meanwhile (Pacemaker's
+    lines and the agent's)."""
+    active = start_vip(cluster)
+    node = cluster.node(active)
+    seen = len(node.read(PACEMAKER_LOG).splitlines())
+    with Streams(cluster.client, VIP, NODE_HTTP_PORT, count=STREAMS, idle_timeout=120) as streams:
+        cluster.wait_for(lambda: streams.flowing_since(time.monotonic() - 1), 10,
+                         what="streams flowing")
+        began = time.monotonic()
+        cluster.crm("resource", "param", "vip", "set", param, value)
+        cluster.settle()
+        cluster.wait_for(lambda: node.has_address(address), 10, what=f"{address} on {active}")
+        settled = time.monotonic()
+        if address == VIP:  # every stream had a line since: uncut or reconnected
+            cluster.wait_for(lambda: streams.flowing_since(settled), 10,
+                             what="streams flowing after the change")
+        else:
+            time.sleep(1)  # their reconnections to the address gone fail: nothing to wait for
+    return streams, began, active, node.read(PACEMAKER_LOG).splitlines()[seen:]
+
+
+def agent_lines(log: list[str]) -> list[str]:
+    """What the agent itself logged (IPaddr2(vip)[pid]: LEVEL: message), messages only."""
+    return [line.split("]: ", 1)[1] for line in log if "IPaddr2(vip)[" in line]
+
+
+def operations(log: list[str]) -> list[str]:
+    """The operations of vip the controller reports, in order (start, stop, reload...),
+    without the recurring monitor (cancelled and scheduled again on every change)."""
+    found = [line.split("Result of ", 1)[1].split(" operation for vip")[0] for line in log
+             if "Result of " in line and " operation for vip on " in line]
+    return [operation for operation in found if operation != "monitor"]
+
+
+def test_a_setting_changed_on_the_running_vip_is_a_reload_that_cuts_no_stream(
+        cluster: Cluster) -> None:
+    """arp_count changes nothing on the interface: Pacemaker reloads the agent (no stop,
+    no start), the address stays where it is and no connection on it is cut (the
+    heartbeat agent, without reload, is stopped and started)."""
+    streams, began, active, log = changed_with_streams(cluster, "arp_count", "6")
+    assert streams.cut(began, time.monotonic()) == 0, streams.cuts
+    assert operations(log) == ["reload"], log
+    assert agent_lines(log) == [f"INFO: reloaded {VIP}/24 on lan0: the address stays"]
+    assert holders_of_vip(cluster) == [active]
+    assert cluster.status().failures == []
+
+
+def test_a_new_ip_moves_the_address_with_a_stop_and_a_start(cluster: Cluster) -> None:
+    """ip is unique: its change is Pacemaker's restart, the stop with the old ip (its
+    connections reset), the start with the new one."""
+    moved_to = f"{VIP_NETWORK}.21"
+    streams, began, active, log = changed_with_streams(cluster, "ip", moved_to, moved_to)
+    assert operations(log) == ["stop", "start"], log
+    assert streams.cut(began, time.monotonic()) == STREAMS
+    assert {why for when, _, why in streams.cuts if when >= began} >= {"reset"}
+    assert not any(n.has_address(VIP) for n in cluster.nodes)
+    assert [n.name for n in cluster.nodes if n.has_address(moved_to)] == [active]
+    assert cluster.status().failures == []
+
+
+def test_a_new_prefix_is_a_reload_that_moves_the_address(cluster: Cluster) -> None:
+    """cidr_netmask is not unique (two addresses on one nic must stay possible): Pacemaker
+    reloads, and the reload stops the address as it was and starts it with the new prefix,
+    on the same node, its connections reset as by a stop."""
+    streams, began, active, log = changed_with_streams(cluster, "cidr_netmask", "25")
+    assert operations(log) == ["reload"], log
+    said = agent_lines(log)
+    assert said[0].startswith("INFO: reload: cidr_netmask, broadcast changed: moving"), said
+    assert f"INFO: stopped {VIP}/24 on lan0" in said and f"INFO: started {VIP}/25 on lan0" in said
+    assert streams.cut(began, time.monotonic()) == STREAMS
+    assert f"{VIP}/25" in cluster.node(active).addresses()
+    assert holders_of_vip(cluster) == [active]
+    assert cluster.status().failures == []
 
 
 # -- 3 nodes ---------------------------------------------------------------------------------
