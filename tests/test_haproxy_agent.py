@@ -162,20 +162,54 @@ def test_an_undone_edit_clears_the_mark_without_a_reload(ha):
     assert ha.agent("monitor", interval_ms=20000).rc == 0
 
 
-def test_a_reload_haproxy_refuses_keeps_the_running_one_and_says_why(ha):
-    """A listener on an address this node lacks passes `haproxy -c` (which binds nothing)
-    and fails the reload itself. HAProxy >= 2.7 says why, and the exit reason is its first
-    alert; 2.6 only counts a failed reload."""
+def test_a_reload_on_an_address_this_node_lacks_is_refused_before_haproxy_tries(ha):
+    """A listener on an address this node lacks passes `haproxy -c` (which binds nothing);
+    haproxy itself would refuse it only after pausing the running listeners. The agent
+    refuses it first, with the listener named, and haproxy serves on untouched."""
     assert ha.agent("start").rc == 0
     before = ha.haproxy_pids()
     ha.write_config(guide_config_for_test(SOCKET) + CANNOT_BIND)
     assert ha.agent("reload", reload_token="2").rc == 0
     out = ha.agent("monitor", interval_ms=20000)
-    assert_degraded(out, "refused the new configuration")
-    if api.answers_reload(_haproxy_version()):
-        assert "cannot bind socket" in out.reason and "198.18.9.9:32702" in out.reason, out
-    assert ha.haproxy_pids()[0] == before[0], "the master stayed"
+    assert_degraded(out, "listen elsewhere: bind 198.18.9.9:32702: no such address")
+    assert ha.haproxy_pids() == before, "haproxy was not even asked"
     assert ha.http(32700) == "200", "the running configuration still serves"
+
+
+def test_a_transparent_listener_on_a_foreign_address_is_left_to_haproxy(ha):
+    """With `transparent` haproxy binds an address the node lacks: the agent's check
+    leaves that line to it, and the reload applies the file."""
+    assert ha.agent("start").rc == 0
+    ha.write_config(guide_config_for_test(SOCKET)
+                    + CANNOT_BIND.replace(":32702", ":32702 transparent"))
+    assert ha.agent("reload", reload_token="2").rc == 0
+    assert ha.agent("monitor", interval_ms=20000).rc == 0
+
+
+def test_a_reload_haproxy_itself_refuses_keeps_the_running_one_and_says_why(ha):
+    """A port another process holds: the agent's check does not see it (it tells
+    addresses only), haproxy refuses the reload. HAProxy >= 2.7 says why, and the exit
+    reason is its first alert; 2.6 only counts a failed reload."""
+    blocker = ha.node.popen("/usr/bin/python3", "-c",
+                            f"import socket,time;s=socket.socket();s.bind(('{FRONT}',32702));"
+                            "s.listen();print('up',flush=True);time.sleep(300)",
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert blocker.stdout.readline().strip() == "up"
+        assert ha.agent("start").rc == 0
+        master = ha.haproxy_pids()[0]
+        ha.write_config(guide_config_for_test(SOCKET)
+                        + CANNOT_BIND.replace("198.18.9.9", FRONT))
+        assert ha.agent("reload", reload_token="2").rc == 0
+        out = ha.agent("monitor", interval_ms=20000)
+        assert_degraded(out, "haproxy refused the new configuration")
+        if api.answers_reload(_haproxy_version()):
+            assert "cannot bind socket" in out.reason, out
+        assert ha.haproxy_pids()[0] == master, "the master stayed"
+        assert ha.http(32700) == "200", "the running configuration still serves"
+    finally:
+        blocker.kill()
+        blocker.wait()
 
 
 @pytest.mark.parametrize("bad", [BROKEN, CANNOT_BIND], ids=["refused", "cannot-bind"])

@@ -57,7 +57,9 @@ class Bind:
     family is "ipv4", "ipv6", "unix" or another HAProxy prefix without its "@" (abns,
     fd, sockpair...). A wildcard address (`*`, empty) is "0.0.0.0" or, with ipv6@,
     "::"; `:::6443` is "::" port 6443. port is None for sockets without one; port_last
-    is the end of a range (`:8000-8010`) and equals port otherwise.
+    is the end of a range (`:8000-8010`) and equals port otherwise. nonlocal_ok: the line
+    lets HAProxy bind an address the host lacks (transparent) or binds it in another
+    network namespace (namespace).
     """
     section: str
     name: str
@@ -65,6 +67,7 @@ class Bind:
     address: str
     port: int | None
     port_last: int | None
+    nonlocal_ok: bool = False
 
 
 @dataclass
@@ -301,10 +304,11 @@ class _Reader:
     def _bind(self, words: list[str]) -> None:
         if len(words) < 2 or not words[1]:
             raise ConfigReadError(f"bind without an address in {self.section} {self.name}")
+        nonlocal_ok = any(option in words[2:] for option in ("transparent", "namespace"))
         for address in words[1].split(","):
             family, host, port, port_last = parse_address(address)
             self.config.binds.append(Bind(self.section, self.name, family, host, port,
-                                          port_last))
+                                          port_last, nonlocal_ok))
 
 
 def _stats_socket(args: list[str]) -> StatsSocket:

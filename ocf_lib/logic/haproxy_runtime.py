@@ -292,6 +292,9 @@ class Instance:
         content = read_file(self.conffile)
         if content is None:
             raise LaunchFailed(f"cannot read {self.conffile}")
+        missing = self.missing_addresses()
+        if missing:
+            raise Refused(f"{self.conffile}: {missing}: no such address on this node")
         previous = None
         if self.running_config() == self.accepted.path:
             previous = self.accepted.local(), self.accepted.local_ns()
@@ -309,6 +312,33 @@ class Instance:
         self.wait_serving(deadline, "reload")
         self.accepted.remember(content)
         self.accepted.clear_refused()
+
+    def missing_addresses(self) -> str:
+        """The first listener of conffile on an address this node lacks ('listen NAME:
+        bind ADDRESS:PORT'), "" when there is none. HAProxy refuses such a file only
+        after it has paused the running listeners to bind the new ones, for a second or
+        more (2.6's reload by signal): asked first, the reload is refused without a
+        blip. A bind to port 0 tells the address alone, whatever holds the port."""
+        import errno
+        import socket
+        from ocf_lib.adapters.haproxy_config import ConfigReadError, read_config
+        try:
+            binds = read_config(self.conffile).binds
+        except (ConfigReadError, OSError):
+            return ""  # haproxy says better what is wrong with it
+        for bind in binds:
+            if bind.nonlocal_ok or bind.family not in ("ipv4", "ipv6"):
+                continue
+            family = socket.AF_INET6 if bind.family == "ipv6" else socket.AF_INET
+            try:
+                if not any(socket.inet_pton(family, bind.address)):
+                    continue  # the wildcard
+                with socket.socket(family, socket.SOCK_STREAM) as probe:
+                    probe.bind((bind.address, 0))
+            except OSError as err:
+                if err.errno == errno.EADDRNOTAVAIL:
+                    return f"{bind.section} {bind.name}: bind {bind.address}:{bind.port}"
+        return ""
 
     def _reload_answered(self, deadline: float) -> None:
         """The master CLI's `reload`, which answers once the new worker runs or the new
