@@ -39,6 +39,7 @@ class Outcome:
     # (resource, node or '*') -> how many failures the event may cause there
     may_fail: dict[tuple[str, str], int] = field(default_factory=dict)
     reloaded: bool = False      # a reload ran: old workers may live for their bound
+    max_outage: float | None = None  # seconds without a served request the event may cost
 
 
 class Run(Protocol):
@@ -164,19 +165,28 @@ def reload_edited(run: Run) -> Outcome:
 
 
 def reload_broken(run: Run) -> Outcome:
-    """A broken edit applied with reload_token (haproxy -c refuses it); then the operator
-    puts a valid file back, reloads and cleans up. Pacemaker 2.1 may restart instead of
-    reloading on a parameter change: the start refuses the file (ERR_CONFIGURED, fatal),
-    and haproxy stays stopped everywhere until the cleanup."""
+    """A broken edit applied with reload_token (haproxy -c refuses it): haproxy keeps
+    serving the last accepted configuration wherever it runs, and crm_mon shows it degraded
+    there; then the operator puts a valid file back and reloads, which clears that. No
+    outage: nothing stops or restarts (the degraded monitors are the only records)."""
+    running = run.cluster.locate(run.haproxy)
     run.cluster.write_haproxy_config(haproxy_config() + "    no-such-keyword-soak\n")
     _reload(run)
-    run.cluster.settle(WAIT_S)
-    stopped = not run.cluster.locate(run.haproxy)
+    wait(run, lambda: set(running) <= degraded(run), "haproxy degraded wherever it runs")
+    moved = run.cluster.locate(run.haproxy) != running
     run.cluster.write_haproxy_config(haproxy_config())
     _reload(run)
-    run.cluster.crm("resource", "cleanup", run.haproxy)
-    return Outcome(f"broken haproxy.cfg reloaded{' (haproxy stopped everywhere)' if stopped else ''}, "
-                   f"then fixed, reloaded and cleaned up", {(run.haproxy, "*"): 1}, reloaded=True)
+    wait(run, lambda: not degraded(run), "degraded cleared by the fixed file")
+    return Outcome(f"broken haproxy.cfg reloaded, served degraded on {', '.join(running)}"
+                   f"{' (haproxy MOVED)' if moved else ''}, then fixed and reloaded",
+                   {(run.haproxy, "*"): 1}, reloaded=True, max_outage=0.5)
+
+
+def degraded(run: Run) -> set[str]:
+    """The nodes whose haproxy serves the last accepted configuration because the file is
+    refused: its node attribute <resource>-config-refused, set and cleared by monitor."""
+    return {node for node, attributes in run.cluster.status().attributes.items()
+            if attributes.get(f"{run.haproxy_id}-config-refused")}
 
 
 def cleanup(run: Run) -> Outcome:

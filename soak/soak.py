@@ -162,9 +162,12 @@ class Soak:
             violations += [f"the VIP on {who} at once, {when - since:.1f} s into the event"
                            for when, who in sampler.since(since)]
             until_ok = time.monotonic()
+            outage = traffic.outage(since, until_ok).longest_gap
+            if outcome.max_outage is not None and outage > outcome.max_outage:
+                violations.append(f"an outage of {outage:.2f} s, where {name} may cost "
+                                  f"{outcome.max_outage:g} s at most")
             record = Record(self.label, number, name, detail, since - self.began, recovery,
-                            traffic.outage(since, until_ok).longest_gap,
-                            streams.stall(since, until_ok), violations)
+                            outage, streams.stall(since, until_ok), violations)
             self.records.append(record)
             self.say(f"#{number} {name}: {detail}; settled in {recovery:.1f} s, outage "
                      f"{record.outage:.2f} s, stream stall {record.stall:.2f} s"
