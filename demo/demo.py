@@ -1,7 +1,8 @@
 """The project's demo (`make demo`): the packaged agents keep a VIP and HAProxy available in a
 real Pacemaker + Corosync cluster on this machine, while a client sends traffic through the
 VIP (short requests, and long-lived watch streams as Kubernetes clients hold them) and the
-demo moves the resources, kills HAProxy, crashes the active node and cuts a node off. Fencing
+demo moves the resources, applies a haproxy.cfg with a typo (and then the fixed one), kills
+HAProxy, crashes the active node and cuts a node off. Fencing
 is on, as the README recommends: the lab's fence device powers a lost node off and on again.
 
 Run as root after `make deb` (make demo does both). The cluster is the lab's (lab/cluster.py): each
@@ -34,10 +35,13 @@ from lab import REPO, constraints
 from lab.apiserver import WATCH_INTERVAL
 from lab.cluster import Cluster
 from lab.command import ClusterError
+from lab.guide import haproxy_config
 from lab.topology import KUBE_PORT, STATS_AUTH, STATS_PORT, VIP_NETWORK
 from lab.traffic import Streams, Traffic
 
 VIP = f"{VIP_NETWORK}.20"
+TYPO = "roundrobbin"
+TYPO_SECTION = f"frontend typo\n    balance {TYPO}\n"
 VIP_RSC = "virtual-ip-resource"
 HAPROXY_RSC = "haproxy-resource"
 # The guide's configuration, with the provider kuth and the lab's interface and address.
@@ -152,6 +156,33 @@ class Demo:
         self.say(f"crm resource clear {VIP_RSC}: the move's constraint is gone, "
                  f"stickiness keeps the resources on {target}.")
 
+    def config_typo(self) -> None:
+        """A typo in haproxy.cfg, applied as the README says: haproxy refuses it, keeps
+        serving the last configuration it accepted, and crm_mon shows it degraded with
+        haproxy's words; the fixed file, applied the same way, clears that."""
+        node = self.active()
+
+        def apply(text: str, token: str) -> str:
+            self.cluster.write_haproxy_config(text)
+            self.cluster.crm("resource", "param", HAPROXY_RSC, "set", "reload_token", token)
+            return f"crm resource param {HAPROXY_RSC} set reload_token {token}"
+
+        def degraded() -> bool:
+            return any(f.get("exitcode") == "190" for f in self.cluster.status().failures)
+
+        def cleared() -> bool:
+            refused = f"{HAPROXY_RSC}-config-refused"
+            return not any(refused in a for a in self.cluster.status().attributes.values())
+
+        self.say(f"haproxy.cfg edited on every node with a typo: `balance {TYPO}` in a new "
+                 f"frontend.")
+        self.event("haproxy.cfg typo", lambda: apply(haproxy_config(extra=TYPO_SECTION),
+                                                     "typo-1"), degraded)
+        self.say(f"  haproxy on {node} kept its running configuration; crm_mon shows it "
+                 f"degraded, with haproxy's first error:")
+        self.shell(["crm_mon", "-1", "-A"])
+        self.event("haproxy.cfg fixed", lambda: apply(haproxy_config(), "fixed-1"), cleared)
+
     def kill_haproxy(self) -> None:
         node = self.active()
         killed = self.cluster.node(node).pids("haproxy")
@@ -231,11 +262,11 @@ class Demo:
         print(f"\nReport: the client sent GET http://{VIP}:{KUBE_PORT}/ every "
               f"{round(self.traffic.interval * 1000)} ms through the VIP, and held {STREAMS} "
               f"watch streams (GET /watch: a line every {WATCH_INTERVAL} s)\n")
-        print(f"  {'event':<16} {'outage (s)':>10} {'failed':>7} {'requests':>9} "
+        print(f"  {'event':<18} {'outage (s)':>10} {'failed':>7} {'requests':>9} "
               f"{'streams cut':>12} {'stream stall (s)':>17}   resources afterwards")
         for name, since, until, ended in self.events:
             outage = self.traffic.outage(since, until)
-            print(f"  {name:<16} {outage.longest_gap:>10.2f} {outage.failed:>7} "
+            print(f"  {name:<18} {outage.longest_gap:>10.2f} {outage.failed:>7} "
                   f"{outage.total:>9} {self.streams.cut(since, until):>12} "
                   f"{self.streams.stall(since, until):>17.2f}   {ended}")
         ok = sum(1 for _, good in self.traffic.results if good)
@@ -342,6 +373,7 @@ def run(cluster: Cluster, args: argparse.Namespace, began: float) -> None:
     with demo.traffic, demo.streams:
         time.sleep(2)
         demo.planned_move()
+        demo.config_typo()
         demo.kill_haproxy()
         demo.node_crash()
         demo.node_down()

@@ -15,7 +15,7 @@ import pytest
 import package_chroot as chroot
 from ocfshim import REPO
 
-EVENTS = ("planned move", "haproxy killed", "node crash", "node link down", "node back")
+EVENTS = ("planned move", "haproxy.cfg typo", "haproxy.cfg fixed", "haproxy killed", "node crash", "node link down", "node back")
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not all(shutil.which(p) for p in ("corosync", "pacemakerd", "crm")),
