@@ -4,7 +4,8 @@ A client sends a GET through the VIP to the kube-apiserver stand-ins behind HAPr
 10 ms (lab/traffic.py's Traffic), and holds 4 long-lived watch streams through it as
 Kubernetes clients do (lab/traffic.py's Streams), while the benchmark moves the resources,
 puts the active node in standby, pulls its cables, crashes it, reloads haproxy, kills it
-with SIGKILL, and reloads it after a refresh. The same 2-node cluster (Corosync token
+with SIGKILL, reloads it after a refresh, and applies an haproxy.cfg haproxy refuses. The
+same 2-node cluster (Corosync token
 1000 ms, fencing on with the lab's fence device: a cut or crashed node is fenced, a reboot,
 before the survivor takes over)
 runs every stack in turn, so the figures compare like with like:
@@ -27,6 +28,7 @@ import argparse
 import datetime
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -42,6 +44,7 @@ from lab import constraints
 from lab.apiserver import WATCH_INTERVAL
 from lab.cluster import Cluster
 from lab.command import ClusterError
+from lab.guide import haproxy_config
 from lab.nodes import Node
 from lab.topology import KUBE_PORT, VIP_NETWORK
 from lab.traffic import Streams, Traffic
@@ -59,7 +62,9 @@ STEADY_S = 1.0
 # The longest any event may take to recover (a killed haproxy waits for a 60 s monitor).
 RECOVERY_S = 90.0
 # Targets (bench/README.md): planned moves, a killed haproxy with the watcher, the agents'
-# part of a node loss, streams after a node loss; failed requests on reload.
+# part of a node loss, streams after a node loss; failed requests on reload; for kuth's
+# stacks (issue 23) a refused haproxy.cfg applied costs no more requests than the same
+# stack's reload and cuts no stream.
 CLONE_MOVE_S = 0.15  # a planned move or standby in the clone topology
 PLANNED_STALL_S = 1.0  # a stream's stall in a planned move or standby, reconnection included
 KILL_S = 0.5
@@ -68,7 +73,17 @@ STALL_OVER_OUTAGE_S = 0.5  # node loss: a stream's stall against the short reque
 # "reload after refresh": a reload right after `crm resource refresh` of the running haproxy
 # (as after the cleanup of a failure), which Pacemaker (2.1.5 and 3.0.0 alike) turns into a
 # restart (see PacemakerStack.reload_after_refresh).
-EVENTS = ("move", "standby", "link down", "crash", "reload", "kill -9", "reload after refresh")
+# "broken haproxy.cfg applied": an haproxy.cfg with a typo, applied as the stack's operator
+# applies an edit (issue 23).
+EVENTS = ("move", "standby", "link down", "crash", "reload", "kill -9", "reload after refresh",
+          "broken haproxy.cfg applied")
+PACEMAKER_ONLY = ("reload after refresh",)
+# Issue 23's typo (as tests/test_cluster_operations.py): `haproxy -c` refuses the file.
+BROKEN_CFG = "frontend broken\n    balance roundrobbin\n"
+# A refused file: how long to wait for the monitor to say so, and, should the endpoint be
+# gone, how long it may stay gone before the benchmark fixes the file as the operator would.
+DEGRADED_WAIT_S = 30.0
+LOST_S = 30.0
 NODE_LOSSES = ("link_down", "crash")  # the events whose agents' part is measured
 # Long-lived watch streams held through the VIP beside the short requests (lab.traffic).
 STREAMS = 4
@@ -101,6 +116,8 @@ class Sample:
     agents_part: float | None = None
     streams_cut: int = 0
     stream_stall: float = 0.0
+    lost: bool = False  # the endpoint came back only once the benchmark fixed the file
+    note: str = ""  # what the stack did, for the round's line
 
 
 @dataclass
@@ -121,7 +138,14 @@ def stacks() -> list[Stack]:
                      slow=not watch)
                for interval in (20, 60) for watch in (True, False) for topo in ("guide", "clone")
                if (interval, watch) != (20, True)]  # the main kuth stacks are that one
-    return [*main, Stack("keepalived", events=EVENTS[:-1]), *watcher]  # no Pacemaker: no refresh
+    keepalived = tuple(e for e in EVENTS if e not in PACEMAKER_ONLY)  # no Pacemaker: no refresh
+    return [*main, Stack("keepalived", events=keepalived), *watcher]
+
+
+def method_name(event: str) -> str:
+    """The drivers' method for an event: "kill -9" -> kill, "broken haproxy.cfg applied" ->
+    broken_haproxy_cfg_applied."""
+    return re.sub(r"\W+", "_", event.replace(" -9", "")).lower()
 
 
 # -- Pacemaker stacks ---------------------------------------------------------------------
@@ -147,6 +171,7 @@ class PacemakerStack:
         self.cluster = cluster
         self.stack = stack
         self.token = 0
+        self.note = ""
 
     def setup(self) -> None:
         self.cluster.reset()
@@ -277,6 +302,73 @@ class PacemakerStack:
     def after_reload_after_refresh(self) -> None:
         self.cluster.settle()
 
+    def apply(self) -> None:
+        """Apply an edited haproxy.cfg as the README says (a new reload_token)."""
+        self.token += 1
+        self.cluster.crm("resource", "param", HAPROXY_RSC, "set", "reload_token",
+                         f"bench-{self.token}")
+
+    def broken_haproxy_cfg_applied(self) -> Callable[[], bool]:
+        """A typo in haproxy.cfg on every node, applied as the README says. Done once
+        Pacemaker is idle and every node running haproxy reported it degraded (ocf:kuth:
+        haproxy's monitor: 190, the last accepted file serving), or DEGRADED_WAIT_S later
+        (noted)."""
+        c = self.cluster
+        since = time.time()
+        actions = self.actions()
+        c.write_haproxy_config(haproxy_config(extra=BROKEN_CFG))
+        self.apply()
+        deadline = time.monotonic() + DEGRADED_WAIT_S
+        settled = False
+
+        def done() -> bool:
+            nonlocal settled
+            if not settled:
+                c.settle()
+                settled = True
+            status = c.status()
+            running = status.resources.get(HAPROXY_RSC, [])
+            degraded = {f.get("node") for f in status.failures
+                        if f.get("op_key", "").startswith(f"{HAPROXY_RSC}_monitor")
+                        and f.get("exitcode") == "190"}
+            if running and set(running) <= degraded:
+                self.note = f"degraded on {', '.join(sorted(running))}"
+            elif time.monotonic() < deadline:
+                return False
+            else:
+                self.note = (f"no degraded monitor in {DEGRADED_WAIT_S:.0f} s; haproxy on "
+                             f"{', '.join(running) or 'no node'}")
+            self.note += actions.since(since)
+            return True
+        return done
+
+    def fix_haproxy_cfg(self) -> None:
+        """The good file back on every node, applied; then, haproxy serving it, the failure
+        records of the broken one (the degraded monitors) cleaned up."""
+        c = self.cluster
+        c.write_haproxy_config(haproxy_config())
+        self.apply()
+        c.settle()
+        c.wait_for(lambda: not any(f"{HAPROXY_RSC}-config-refused" in attrs
+                                   for attrs in c.status().attributes.values()),
+                   DEGRADED_WAIT_S, what="haproxy.cfg accepted again on every node")
+        c.crm("resource", "cleanup", HAPROXY_RSC)
+        c.settle()
+
+    recover_broken_haproxy_cfg_applied = fix_haproxy_cfg
+
+    def after_broken_haproxy_cfg_applied(self) -> None:
+        """Fixed. Applying the fix already cleared the degraded monitors (Pacemaker clears a
+        resource's failures when its parameters change), so the cleanup probes nothing and
+        the next round's apply is a reload again, not the restart that follows the cleanup
+        of a failure (README; "reload after refresh"): each round's line says which ran."""
+        self.fix_haproxy_cfg()
+        self.settle()
+
+    def actions(self) -> ExecdActions:
+        """What the active node's pacemaker-execd will have run on the resources."""
+        return ExecdActions(self.cluster.node(self.active()))
+
 
 def kill_haproxy(node: Node) -> list[int]:
     """SIGKILL every haproxy of the node (master and worker): a crash."""
@@ -287,6 +379,35 @@ def kill_haproxy(node: Node) -> list[int]:
         except ProcessLookupError:
             pass
     return pids
+
+
+class ExecdActions:
+    """The actions a node's pacemaker-execd ran on the VIP and haproxy, read from its log:
+    whether a change was a reload or a stop and start."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def since(self, since_wall: float) -> str:
+        """'; VIP on NODE: reload; haproxy on NODE: stop, start' (monitors left out), ''
+        when none."""
+        try:
+            lines = self.node.read("/var/log/pacemaker/pacemaker.log").splitlines()
+        except OSError:
+            return ""
+        year = datetime.date.today().year
+        found: dict[str, list[str]] = {}
+        pattern = re.compile(r"executing - rsc:(\S+?)(?::\d+)? action:(\S+) ")
+        for line in lines:
+            match = pattern.search(line)
+            if not match or match.group(2) == "monitor":
+                continue
+            stamp = datetime.datetime.strptime(f"{year} {line[:19]}", "%Y %b %d %H:%M:%S.%f")
+            if stamp.timestamp() >= since_wall:
+                found.setdefault(match.group(1), []).append(match.group(2))
+        names = {VIP_RSC: "VIP", HAPROXY_RSC: "haproxy"}
+        return "".join(f"; {names[r]} on {self.node.name}: {', '.join(found[r])}"
+                       for r in names if r in found)
 
 
 def execd_started(node: Node, resource: str, since_wall: float) -> float | None:
@@ -351,6 +472,7 @@ class KeepalivedStack:
         self.cluster = cluster
         self.keepalived: dict[str, subprocess.Popen[bytes]] = {}
         self.haproxy: dict[str, subprocess.Popen[bytes]] = {}
+        self.note = ""
 
     def setup(self) -> None:
         self.cluster.reset()
@@ -502,6 +624,44 @@ class KeepalivedStack:
     def after_reload(self) -> None:
         time.sleep(1)
 
+    def reload_haproxy(self, node: Node) -> bool:
+        """`systemctl reload haproxy` as Debian's unit does it: ExecReload checks the file
+        (`haproxy -Ws -f CONFIG -c -q`) and, only when that passed, sends SIGUSR2 to the
+        master. A master that is gone is started again, as Restart=on-failure would."""
+        proc = self.haproxy.get(node.name)
+        if proc is None or proc.poll() is not None:
+            self.start_haproxy(node)
+            return True
+        check = node.run(["haproxy", "-Ws", "-f", "/etc/haproxy/haproxy.cfg", "-c", "-q"],
+                         check=False)
+        if check.returncode != 0:
+            return False
+        proc.send_signal(signal.SIGUSR2)
+        return True
+
+    def broken_haproxy_cfg_applied(self) -> Callable[[], bool]:
+        """The typo on every node, then `systemctl reload haproxy` on every node: its check
+        refuses the file, the reload fails, and haproxy runs on as it was."""
+        self.cluster.write_haproxy_config(haproxy_config(extra=BROKEN_CFG))
+        refused = [node.name for node in self.cluster.nodes if not self.reload_haproxy(node)]
+        self.note = f"systemctl reload refused on {', '.join(refused) or 'no node'}"
+        return lambda: len(self.holders()) == 1
+
+    def fix_haproxy_cfg(self) -> None:
+        """The good file back on every node and `systemctl reload haproxy` on each."""
+        self.cluster.write_haproxy_config(haproxy_config())
+        for node in self.cluster.nodes:
+            if not self.reload_haproxy(node):
+                raise ClusterError(f"haproxy -c refused the lab's haproxy.cfg on {node.name}")
+        time.sleep(1)  # the old workers hand over
+
+    recover_broken_haproxy_cfg_applied = fix_haproxy_cfg
+
+    def after_broken_haproxy_cfg_applied(self) -> None:
+        self.fix_haproxy_cfg()
+        self.settle()
+
+
 
 # -- measuring ----------------------------------------------------------------------------
 
@@ -552,7 +712,7 @@ class Bench:
                   ) -> None:
         row = Row(stack, event)
         self.rows.append(row)
-        method = event.replace(" -9", "").replace(" ", "_")
+        method = method_name(event)
         for round_ in range(self.slow_repeat if stack.slow else self.repeat):
             self.steady(time.monotonic() - STEADY_S - REQUEST_TIMEOUT)
             sample = self.measure(driver, method)
@@ -562,7 +722,10 @@ class Bench:
             self.say(f"{stack.label}: {event} #{round_ + 1}: longest outage "
                      f"{sample.longest:.3f} s, {sample.failed} of {sample.total} failed{part}; "
                      f"{sample.streams_cut} of {STREAMS} streams cut, longest stall "
-                     f"{sample.stream_stall:.3f} s")
+                     f"{sample.stream_stall:.3f} s"
+                     + (" (lost: served again only once the file was fixed)" if sample.lost
+                        else "")
+                     + (f" [{sample.note}]" if sample.note else ""))
             getattr(driver, f"after_{method}")()
 
     def measure(self, driver: PacemakerStack | KeepalivedStack, method: str) -> Sample:
@@ -570,9 +733,23 @@ class Bench:
         again, and cut out the client's view from just before the event."""
         since = time.monotonic() - 0.5
         event_at = time.monotonic()
+        driver.note = ""
         done = getattr(driver, method)()
         self.cluster.wait_for(done, RECOVERY_S, interval=0.1, what=f"{method} done")
-        self.steady(time.monotonic(), RECOVERY_S)
+        # An event the stack may not come back from by itself (a refused haproxy.cfg) has a
+        # recover_ hook: the operator's fix, done after LOST_S without service.
+        recover = getattr(driver, f"recover_{method}", None)
+        lost = False
+        try:
+            self.steady(time.monotonic(), LOST_S if recover else RECOVERY_S)
+        except ClusterError:
+            if recover is None:
+                raise
+            self.say(f"{method}: not served {LOST_S:.0f} s after the stack was done; "
+                     "fixing it as the operator would")
+            lost = True
+            recover()
+            self.steady(time.monotonic(), RECOVERY_S)
         flowing = time.monotonic()  # every stream has received since the stack was done
         until = flowing - REQUEST_TIMEOUT  # the requests sent until then have their answer
         outage = self.traffic.outage(since, until)
@@ -580,7 +757,8 @@ class Bench:
                          if since <= sent <= until)
         sample = Sample(outage.longest_gap, outage.failed, outage.total, results,
                         streams_cut=self.streams.cut(since, flowing),
-                        stream_stall=self.streams.stall(since, flowing))
+                        stream_stall=self.streams.stall(since, flowing), lost=lost,
+                        note=driver.note)
         if method in NODE_LOSSES:
             started = driver.agents_part(event_at + self.wall_offset)
             if started is not None:
@@ -605,6 +783,8 @@ def target_note(row: Row, rows: list[Row]) -> str:
     if row.event == "reload":
         failed = max(s.failed + s.streams_cut for s in row.samples)
         return f"0 failed, 0 streams cut: {'met' if failed == 0 else 'missed'}"
+    if row.event == "broken haproxy.cfg applied":
+        return broken_note(row, rows)
     if row.event == "kill -9" and row.stack.watch and not row.stack.keepalived:
         return f"<= {KILL_S} s: {'met' if longest <= KILL_S else 'missed'}"
     if row.event in ("move", "standby") and row.stack.label.startswith("kuth "):
@@ -621,6 +801,24 @@ def target_note(row: Row, rows: list[Row]) -> str:
                          f"{'met' if met else 'missed'}")
         return "; ".join(notes)
     return ""
+
+
+def broken_note(row: Row, rows: list[Row]) -> str:
+    """A refused haproxy.cfg applied: for a kuth stack, no more failed requests than a
+    reload of the same stack in the same run (its worst round; without one, the reload's
+    own target, 0), no stream cut, and never the endpoint lost; for the others, only the
+    rounds where the endpoint was lost until the benchmark fixed the file."""
+    lost = sum(s.lost for s in row.samples)
+    lost_note = f"lost until fixed in {lost} of {len(row.samples)} rounds" if lost else ""
+    if not row.stack.label.startswith("kuth "):
+        return lost_note
+    ref = [r for r in rows if r.event == "reload" and r.stack.label == row.stack.label]
+    blip = max(s.failed for s in ref[0].samples) if ref else 0
+    failed = max(s.failed for s in row.samples)
+    cut = max(s.streams_cut for s in row.samples)
+    met = failed <= blip and cut == 0 and not lost
+    return (f"failed <= reload's {blip}{'' if ref else ' (its target)'}, 0 streams cut"
+            f"{f' ({lost_note})' if lost else ''}: {'met' if met else 'missed'}")
 
 
 def planned_notes(row: Row, rows: list[Row]) -> list[str]:
