@@ -4,8 +4,8 @@ A client sends a GET through the VIP to the kube-apiserver stand-ins behind HAPr
 10 ms (lab/traffic.py's Traffic), and holds 4 long-lived watch streams through it as
 Kubernetes clients do (lab/traffic.py's Streams), while the benchmark moves the resources,
 puts the active node in standby, pulls its cables, crashes it, reloads haproxy, kills it
-with SIGKILL, reloads it after a refresh, and applies an haproxy.cfg haproxy refuses. The
-same 2-node cluster (Corosync token
+with SIGKILL, reloads it after a refresh, applies an haproxy.cfg haproxy refuses, and
+changes a parameter of the VIP that does not move it. The same 2-node cluster (Corosync token
 1000 ms, fencing on with the lab's fence device: a cut or crashed node is fenced, a reboot,
 before the survivor takes over)
 runs every stack in turn, so the figures compare like with like:
@@ -64,7 +64,7 @@ RECOVERY_S = 90.0
 # Targets (bench/README.md): planned moves, a killed haproxy with the watcher, the agents'
 # part of a node loss, streams after a node loss; failed requests on reload; for kuth's
 # stacks (issue 23) a refused haproxy.cfg applied costs no more requests than the same
-# stack's reload and cuts no stream.
+# stack's reload and cuts no stream, a VIP parameter change neither.
 CLONE_MOVE_S = 0.15  # a planned move or standby in the clone topology
 PLANNED_STALL_S = 1.0  # a stream's stall in a planned move or standby, reconnection included
 KILL_S = 0.5
@@ -74,9 +74,10 @@ STALL_OVER_OUTAGE_S = 0.5  # node loss: a stream's stall against the short reque
 # (as after the cleanup of a failure), which Pacemaker (2.1.5 and 3.0.0 alike) turns into a
 # restart (see PacemakerStack.reload_after_refresh).
 # "broken haproxy.cfg applied": an haproxy.cfg with a typo, applied as the stack's operator
-# applies an edit (issue 23).
+# applies an edit (issue 23); "VIP parameter changed": a tuning parameter of the address
+# (ARP announcements) changed, as an operator does it.
 EVENTS = ("move", "standby", "link down", "crash", "reload", "kill -9", "reload after refresh",
-          "broken haproxy.cfg applied")
+          "broken haproxy.cfg applied", "VIP parameter changed")
 PACEMAKER_ONLY = ("reload after refresh",)
 # Issue 23's typo (as tests/test_cluster_operations.py): `haproxy -c` refuses the file.
 BROKEN_CFG = "frontend broken\n    balance roundrobbin\n"
@@ -171,6 +172,7 @@ class PacemakerStack:
         self.cluster = cluster
         self.stack = stack
         self.token = 0
+        self.arp_count = 5  # both IPaddr2's default
         self.note = ""
 
     def setup(self) -> None:
@@ -365,6 +367,26 @@ class PacemakerStack:
         self.fix_haproxy_cfg()
         self.settle()
 
+    def vip_parameter_changed(self) -> Callable[[], bool]:
+        """`crm resource param virtual-ip-resource set arp_count N`, N new every round: an
+        announcement setting, nothing about where the address sits."""
+        c = self.cluster
+        since = time.time()
+        actions = self.actions()
+        self.arp_count += 1
+        c.crm("resource", "param", VIP_RSC, "set", "arp_count", str(self.arp_count))
+
+        def done() -> bool:
+            c.settle()
+            if self.active() not in c.locate(HAPROXY_RSC):
+                return False
+            self.note = f"arp_count={self.arp_count}" + actions.since(since)
+            return True
+        return done
+
+    def after_vip_parameter_changed(self) -> None:
+        self.settle()
+
     def actions(self) -> ExecdActions:
         """What the active node's pacemaker-execd will have run on the resources."""
         return ExecdActions(self.cluster.node(self.active()))
@@ -429,14 +451,18 @@ def execd_started(node: Node, resource: str, since_wall: float) -> float | None:
 
 KEEPALIVED_DIR = "/run/kuth-bench"
 HAPROXY_PIDFILE = f"{KEEPALIVED_DIR}/haproxy.pid"
+KEEPALIVED_RELOADED = "Reload complete"  # what keepalived 2.2.7 logs when a SIGHUP is done
 
 
-def keepalived_conf(node: Node, priority: int) -> str:
+def keepalived_conf(node: Node, priority: int, garp_repeat: int | None = None) -> str:
     """The usual keepalived pair for HAProxy: VRRP with the default advert_int (1 s), both
     BACKUP with nopreempt (no move back, like Pacemaker's stickiness), haproxy checked every
     second. The check looks for an haproxy in this node's network namespace (pgrep --ns):
     the nodes share /proc, so `killall -0 haproxy` would see the other node's; and
-    track_process needs the proc connector, which a namespace does not get."""
+    track_process needs the proc connector, which a namespace does not get. garp_repeat:
+    garp_master_repeat, the gratuitous ARPs sent on becoming master (IPaddr2's arp_count;
+    None: keepalived's default, 5)."""
+    garp = f"    garp_master_repeat {garp_repeat}\n" if garp_repeat is not None else ""
     return f"""global_defs {{
     router_id {node.name}
     enable_script_security
@@ -454,7 +480,7 @@ vrrp_instance kube_apiserver {{
     interface lan0
     virtual_router_id 51
     priority {priority}
-    virtual_ipaddress {{
+{garp}    virtual_ipaddress {{
         {VIP}/24 dev lan0
     }}
     track_script {{
@@ -472,16 +498,21 @@ class KeepalivedStack:
         self.cluster = cluster
         self.keepalived: dict[str, subprocess.Popen[bytes]] = {}
         self.haproxy: dict[str, subprocess.Popen[bytes]] = {}
+        self.garp_repeat: int | None = None
         self.note = ""
 
     def setup(self) -> None:
         self.cluster.reset()
         for number, node in enumerate(self.cluster.nodes):
             node.run(["mkdir", "-p", KEEPALIVED_DIR])
-            node.write(f"{KEEPALIVED_DIR}/keepalived.conf", keepalived_conf(node, 101 - number))
+            self.write_keepalived_conf(node)
             self.start_haproxy(node)
             self.start_keepalived(node)
         self.settle()
+
+    def write_keepalived_conf(self, node: Node) -> None:
+        node.write(f"{KEEPALIVED_DIR}/keepalived.conf",
+                   keepalived_conf(node, 101 - self.cluster.nodes.index(node), self.garp_repeat))
 
     def start_haproxy(self, node: Node) -> None:
         """As Debian's haproxy.service: master-worker, in the foreground."""
@@ -592,8 +623,7 @@ class KeepalivedStack:
             procs.pop(name).wait()
         node = self.cluster.node(name)
         node.run(["mkdir", "-p", KEEPALIVED_DIR])
-        node.write(f"{KEEPALIVED_DIR}/keepalived.conf",
-                   keepalived_conf(node, 101 - self.cluster.nodes.index(node)))
+        self.write_keepalived_conf(node)
         self.start_haproxy(node)
         self.start_keepalived(node)
         time.sleep(2)  # back as BACKUP; nopreempt keeps the VIP where it is
@@ -661,6 +691,28 @@ class KeepalivedStack:
         self.fix_haproxy_cfg()
         self.settle()
 
+    def vip_parameter_changed(self) -> Callable[[], bool]:
+        """The equivalent of IPaddr2's arp_count: keepalived.conf's garp_master_repeat (the
+        gratuitous ARPs on becoming master), new on every node, then `systemctl reload
+        keepalived` (Debian's unit: SIGHUP to the main process) on every node. Done once both
+        have logged their reload and one node holds the VIP."""
+        self.garp_repeat = (self.garp_repeat or 5) + 1
+        marks = {}
+        for node in self.cluster.nodes:
+            marks[node.name] = self.reloads(node)
+            self.write_keepalived_conf(node)
+            self.keepalived[node.name].send_signal(signal.SIGHUP)
+        self.note = f"garp_master_repeat {self.garp_repeat}"
+        return lambda: (all(self.reloads(n) > marks[n.name] for n in self.cluster.nodes)
+                        and len(self.holders()) == 1)
+
+    def reloads(self, node: Node) -> int:
+        """How many reloads keepalived has logged on node."""
+        return node.read(f"{KEEPALIVED_DIR}/keepalived.log").count(KEEPALIVED_RELOADED)
+
+    def after_vip_parameter_changed(self) -> None:
+        time.sleep(1)
+        self.settle()
 
 
 # -- measuring ----------------------------------------------------------------------------
@@ -785,6 +837,9 @@ def target_note(row: Row, rows: list[Row]) -> str:
         return f"0 failed, 0 streams cut: {'met' if failed == 0 else 'missed'}"
     if row.event == "broken haproxy.cfg applied":
         return broken_note(row, rows)
+    if row.event == "VIP parameter changed" and row.stack.label.startswith("kuth "):
+        failed = max(s.failed + s.streams_cut for s in row.samples)
+        return f"0 failed, 0 streams cut: {'met' if failed == 0 else 'missed'}"
     if row.event == "kill -9" and row.stack.watch and not row.stack.keepalived:
         return f"<= {KILL_S} s: {'met' if longest <= KILL_S else 'missed'}"
     if row.event in ("move", "standby") and row.stack.label.startswith("kuth "):
