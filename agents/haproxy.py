@@ -178,7 +178,8 @@ def start_accepted(cfg: Config, ha: hx.Instance, problem: str | None, failure: s
     last. With none, the file's problem is this node's (ERR_ARGS), or the start failed
     (ERR_GENERIC)."""
     reason = problem or failure
-    if ha.accepted.newest(bool(this_node()), cfg.log) is None:
+    source = ha.accepted.newest(bool(this_node()), cfg.log)
+    if source is None:
         raise OcfError(OCF.ERR_ARGS if problem else OCF.ERR_GENERIC, reason)
     try:
         ha.launch(deadline=cfg.env.deadline, from_accepted=True)
@@ -187,7 +188,7 @@ def start_accepted(cfg: Config, ha: hx.Instance, problem: str | None, failure: s
                                         f"not start either: {err}") from None
     keep_watch(cfg, ha)
     cfg.log.info(f"started haproxy (pid {ha.master_pid()}) with the last accepted "
-                 f"configuration, {ha.accepted.path}")
+                 f"configuration ({source}), {ha.accepted.path}")
     return keep_serving(cfg, ha, reason)
 
 

@@ -384,6 +384,7 @@ class Cluster:
         self.wait_for(self._formed, timeout, what="all nodes online with a DC")
         node = self.view_node(None)
         device = fence_device(self.nodes) if self.fencing else ""
+        haproxies = self._haproxy_resources()
         node.run(["cibadmin", "--replace", "--scope", "constraints", "--xml-text",
                   "<constraints/>"])
         node.run(["cibadmin", "--replace", "--scope", "resources", "--xml-text",
@@ -392,6 +393,10 @@ class Cluster:
                                       if rsc != FENCE_DEVICE), timeout,
                       what="former resources stopped")
         node.run(["crm_resource", "--cleanup"])
+        # Removing the constraints first may have started a resource they held back; once
+        # the cluster is idle, nothing runs and nothing will.
+        self.settle(timeout)
+        self._forget_accepted_configs(haproxies)
         if self.fencing:
             node.run(["stonith_admin", "--cleanup", "--history", "*"])
         self.fence_mark = len(self.fence_log())
@@ -402,6 +407,26 @@ class Cluster:
             if name not in self.kube_servers:
                 self.start_kube_master(name)
         self.write_haproxy_config(haproxy_config())
+
+    def _haproxy_resources(self) -> list[str]:
+        """The ids of the ocf:kuth:haproxy primitives configured now."""
+        xml = self.view_node(None).run(["cibadmin", "--query", "--scope", "resources"]).stdout
+        return [p.get("id", "") for p in ET.fromstring(xml).iter("primitive")
+                if p.get("provider") == "kuth" and p.get("type") == "haproxy"]
+
+    def _forget_accepted_configs(self, resources: list[str]) -> None:
+        """What ocf:kuth:haproxy keeps of the last accepted configuration outlives its
+        resource by design (haproxy_accepted): each node's copy and the cluster's private
+        attribute; a new test starts without them."""
+        from ocf_lib.logic.haproxy_accepted import attribute
+        for node in self.nodes:
+            directory = node.path("/run/resource-agents")
+            for name in os.listdir(directory) if os.path.isdir(directory) else []:
+                if name.startswith("kuth-haproxy-") and ".accepted." in name:
+                    os.unlink(os.path.join(directory, name))
+            for resource in resources:
+                self.view_node(None).run(["attrd_updater", "-D", "-n", attribute(resource),
+                                          "-N", node.name], check=False)
 
     # -- looking
 

@@ -126,10 +126,10 @@ class Accepted:
             return
         self.state.write(_PUBLISHED, f"{stamp} {time.time():.0f}")
 
-    def newest(self, in_cluster: bool, log: Logger) -> bytes | None:
-        """The newest accepted configuration this node knows: its own copy, or one the
-        cluster holds (in_cluster: Pacemaker runs the agent); the copy then holds it, with
-        the time it was accepted."""
+    def newest(self, in_cluster: bool, log: Logger) -> str | None:
+        """Where the newest accepted configuration this node knows comes from (for the
+        log), None when it knows none: its own copy, or one the cluster holds (in_cluster:
+        Pacemaker runs the agent); the copy then holds it, with the time it was accepted."""
         own, own_ns = self.local(), self.local_ns()
         if in_cluster:
             from ocf_lib.adapters import pacemaker
@@ -138,12 +138,16 @@ class Accepted:
             except pacemaker.PacemakerError as err:
                 log.warning(f"no accepted configuration from the cluster: {err}")
                 values = {}
-            held = [decode(value, log) for value in values.values()]
-            handed = max((h for h in held if h), default=None, key=lambda h: h[0])
+            held = [(*h, node) for node, value in values.items() if (h := decode(value, log))]
+            handed = max(held, default=None, key=lambda h: h[0])
             if handed and handed[0] > own_ns and handed[1] != own:
                 self.store(handed[1], handed[0])
-                return handed[1]
-        return own
+                return f"the copy {handed[2]} holds, accepted {_when(handed[0])}"
+        return None if own is None else f"this node's copy, accepted {_when(own_ns)}"
+
+
+def _when(ns: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ns / 1e9))
 
 
 def read_file(path: str) -> bytes | None:
