@@ -229,7 +229,8 @@ def announce(vip: Vip, *, count: int, interval_ms: int, mode: str, background: b
                 try:
                     state.write("announcer", pid_record(pid))
                 except StateError:
-                    os.kill(pid, 9)  # unrecorded, stop could never end it
+                    from ocf_lib.adapters import process
+                    process.signal_all([pid], process.SIGKILL)  # unrecorded: no stop ends it
                     raise
         else:
             sender.announce(vip.nic or "", vip.ip, count=count, interval_ms=interval_ms,
@@ -310,7 +311,7 @@ class PendingRefuser:
             try:
                 state.write("refuser", pid_record(pid))
             except StateError:
-                os.kill(pid, 9)  # unrecorded, start could never end it
+                process.signal_all([pid], process.SIGKILL)  # unrecorded: no start ends it
                 raise
         except BaseException:
             os.close(self._go)
