@@ -1,6 +1,7 @@
 """ocf:kuth:haproxy driven for real: Debian's haproxy inside a node with its own network
 namespace and a fresh /run (as after boot: no /run/haproxy), the guide's configuration with
 test addresses (frontend 198.18.1.1, kube-apiserver stand-ins on 198.18.2.1-3)."""
+import contextlib
 import os
 import subprocess
 import time
@@ -190,12 +191,7 @@ def test_a_reload_haproxy_itself_refuses_keeps_the_running_one_and_says_why(ha):
     """A port another process holds: the agent's check does not see it (it tells
     addresses only), haproxy refuses the reload. HAProxy >= 2.7 says why, and the exit
     reason is its first alert; 2.6 only counts a failed reload."""
-    blocker = ha.node.popen("/usr/bin/python3", "-c",
-                            f"import socket,time;s=socket.socket();s.bind(('{FRONT}',32702));"
-                            "s.listen();print('up',flush=True);time.sleep(300)",
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert blocker.stdout.readline().strip() == "up"
+    with port_held(ha, 32702):
         assert ha.agent("start").rc == 0
         master = ha.haproxy_pids()[0]
         ha.write_config(guide_config_for_test(SOCKET)
@@ -207,9 +203,21 @@ def test_a_reload_haproxy_itself_refuses_keeps_the_running_one_and_says_why(ha):
             assert "cannot bind socket" in out.reason, out
         assert ha.haproxy_pids()[0] == master, "the master stayed"
         assert ha.http(32700) == "200", "the running configuration still serves"
+
+
+@contextlib.contextmanager
+def port_held(ha, port):
+    """Another process of the node listens on FRONT:port while the block runs."""
+    holder = ha.node.popen("/usr/bin/python3", "-c",
+                           f"import socket,time;s=socket.socket();s.bind(('{FRONT}',{port}));"
+                           "s.listen();print('up',flush=True);time.sleep(300)",
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "up"
+        yield
     finally:
-        blocker.kill()
-        blocker.wait()
+        holder.kill()
+        holder.wait()
 
 
 @pytest.mark.parametrize("bad", [BROKEN, CANNOT_BIND], ids=["refused", "cannot-bind"])
@@ -351,19 +359,11 @@ def test_stop_gives_open_connections_the_grace_period(ha):
 
 
 def test_bind_conflict_fails_start_with_reason_and_leaves_nothing(ha):
-    blocker = ha.node.popen("/usr/bin/python3", "-c",
-                            f"import socket,time;s=socket.socket();s.bind(('{FRONT}',32700));"
-                            "s.listen();print('up',flush=True);time.sleep(300)",
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert blocker.stdout.readline().strip() == "up"
+    with port_held(ha, 32700):
         out = ha.agent("start")
         assert_clean_failure(out, 1)
         assert "32700" in out.reason or "bind" in out.reason, out.reason
         assert ha.haproxy_pids() == []
-    finally:
-        blocker.kill()
-        blocker.wait()
 
 
 def test_probe_tells_the_truth_about_an_haproxy_started_elsewhere(ha):
