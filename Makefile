@@ -60,8 +60,9 @@ bench:
 	$(PYTHON) -m bench.haproxy_speed
 	$(PYTHON) -m bench.dependency_cost
 
-## bench-failover: outages through the VIP (move, node loss, haproxy kill -9, reload) for our
-## agents, heartbeat's IPaddr2 and keepalived, in a real cluster (about 20 minutes)
+## bench-failover: outages through the VIP (move, node loss, haproxy kill -9, reload, a broken
+## haproxy.cfg applied, a VIP parameter changed) for our agents, heartbeat's IPaddr2 and
+## keepalived, in a real cluster (about 30 minutes)
 bench-failover:
 	tools/install-packages $(FAILOVER_PACKAGES)
 	$(PYTHON) -m bench.failover
