@@ -107,8 +107,9 @@ def test_a_refused_haproxy_cfg_keeps_serving_here_and_on_the_node_taking_over(
     assert fatal_failures(cluster) == []
 
 
+@pytest.mark.parametrize("bad", [BROKEN, CANNOT_BIND], ids=["refused", "cannot-bind"])
 def test_in_the_clone_topology_a_refused_file_leaves_every_node_serving_and_a_crash_too(
-        cluster: Cluster) -> None:
+        cluster: Cluster, bad: str) -> None:
     """haproxy runs on both nodes: both keep their running configuration; the node with the
     address is then lost, and the survivor serves on without a restart."""
     active = start(cluster, clone_topology())
@@ -120,7 +121,7 @@ def test_in_the_clone_topology_a_refused_file_leaves_every_node_serving_and_a_cr
         cluster.wait_for(lambda: streams.flowing_since(time.monotonic() - 1), 10,
                          what="streams flowing")
         began = time.monotonic()
-        cluster.write_haproxy_config(haproxy_config(extra=BROKEN))
+        cluster.write_haproxy_config(haproxy_config(extra=bad))
         apply(cluster, "broken-1")
         for name in cluster.names:
             cluster.wait_for(lambda: degraded(cluster, name), FAILOVER_S,
@@ -144,3 +145,35 @@ def test_in_the_clone_topology_a_refused_file_leaves_every_node_serving_and_a_cr
         cluster.wait_for(lambda: refused_attribute(cluster, name) is None, FAILOVER_S,
                          what=f"the node attribute gone on {name}")
     assert fatal_failures(cluster) == []
+
+
+# Every ocf:kuth:IPaddr2 parameter that does not change the address on its interface, with a
+# value other than its default: each change is a reload.
+RELOADABLE = [("arp_count", "6"), ("arp_interval", "100"), ("arp_count_refresh", "1"),
+              ("arp_bg", "false"), ("arp_sender", "iputils_arping"), ("send_arp_opts", "-A"),
+              ("flush_routes", "true"), ("run_arping", "true"), ("watch", "false"),
+              ("reset_connections", "false"), ("refuse_after_stop", "3"),
+              ("check_link_status", "false")]
+
+
+@pytest.mark.parametrize("topology", [guide, clone_topology], ids=["guide", "clone"])
+def test_a_vip_parameter_change_cuts_no_stream_and_fails_no_request(
+        cluster: Cluster, topology) -> None:
+    """crm resource param virtual-ip-resource set NAME VALUE, one tuning parameter after
+    another: the address never leaves its node, and the clients see nothing."""
+    active = start(cluster, topology())
+    url = f"http://{VIP}:{KUBE_PORT}/"
+    with Traffic(cluster.client, url, interval=0.05, timeout=1.0) as traffic, \
+            Streams(cluster.client, VIP, KUBE_PORT, count=STREAMS, idle_timeout=60) as streams:
+        cluster.wait_for(lambda: streams.flowing_since(time.monotonic() - 1), 10,
+                         what="streams flowing")
+        began = time.monotonic()
+        for name, value in RELOADABLE:
+            cluster.crm("resource", "param", "virtual-ip-resource", "set", name, value)
+            cluster.settle()
+            assert cluster.locate("virtual-ip-resource") == [active], name
+        ended = time.monotonic()
+        time.sleep(1.0)  # the last requests get their answer
+        assert streams.cut(began, ended) == 0
+        assert traffic.outage(began, ended).failed == 0
+    assert cluster.status().failures == []
