@@ -116,8 +116,11 @@ def _state_files(node: Node, here: set[str]) -> list[str]:
     problems = []
     for name in names:
         # A refuser's record stays after stop, where the resource is no longer active; the
-        # refuser itself is checked by _refusers.
-        if not name.startswith("kuth-") or name.endswith((".lock", ".refuser")):
+        # refuser itself is checked by _refusers. haproxy's copy of the last accepted
+        # configuration (and when it was handed over) stays by design: a later start there
+        # runs it if the file is refused (ocf_lib.logic.haproxy_accepted).
+        if not name.startswith("kuth-") or name.endswith((".lock", ".refuser", ".accepted.cfg",
+                                                          ".accepted.published")):
             continue
         instance = name.split("-", 2)[-1]  # <instance>.<suffix>, the instance maybe r:N
         if not any(instance.startswith((f"{r}.", f"{r}:")) for r in here):
