@@ -37,7 +37,7 @@ SERVERS_UP = 2  # of SERVERS; the others have nothing listening and are DOWN
 PORTS = {6443, 32700}  # the guide's frontends: kube-apiserver and the stats page
 TARGET = 0.5  # our depth-0 monitor against the reference's monitor
 # What the agent would tell the cluster (attributes, a crash report) goes to /bin/true.
-CLUSTER_COMMANDS = ("attrd_updater", "crm_resource", "crm_mon")
+CLUSTER_COMMANDS = ("attrd_updater", "crm_resource", "crm_mon", "crm_node")
 VIP = Case("inet", "198.18.0.10", "24")
 SETTLE_TIMEOUT = 10.0
 MONITOR = "monitor, depth 0"

@@ -76,6 +76,25 @@ def test_the_copy_is_handed_to_every_node_when_it_changed_and_when_due(
     assert cluster, "handed over again for nodes that rejoined since"
 
 
+def test_a_failed_hand_over_is_tried_again_later_not_on_every_monitor(
+        accepted, cluster, log, monkeypatch):
+    calls = []
+
+    def failing():
+        calls.append(1)
+        raise pacemaker.PacemakerError("crm_node -l: not connected")
+
+    monkeypatch.setattr(pacemaker, "member_names", failing)
+    accepted.remember(V1)
+    accepted.publish_if_due(log)
+    accepted.publish_if_due(log)
+    assert len(calls) == 1, "the next monitor does not spawn crm_node again"
+    later = time.time() + haproxy_accepted.PUBLISH_RETRY + 1
+    monkeypatch.setattr(haproxy_accepted.time, "time", lambda: later)
+    accepted.publish_if_due(log)
+    assert len(calls) == 2
+
+
 def test_a_node_that_never_ran_haproxy_takes_the_copy_the_cluster_holds(
         accepted, cluster, log):
     stamp = time.time_ns() - 10**9

@@ -32,6 +32,7 @@ COPY = "accepted.cfg"  # state suffix of this node's copy
 _PUBLISHED = "accepted.published"  # state suffix: which copy the peers have, and when
 _REFUSED = "refused"  # state suffix: why the configuration file is not what runs
 PUBLISH_REFRESH = 300.0  # seconds after which an unchanged copy is handed over again
+PUBLISH_RETRY = 60.0  # seconds before another try once handing it over failed
 PUBLISH_MAX = 96 * 1024  # bytes of attribute value at most (attrd_updater's argument)
 
 
@@ -101,14 +102,15 @@ class Accepted:
 
     def publish_if_due(self, log: Logger) -> None:
         """Hand this node's copy to every node when it changed or was handed over
-        PUBLISH_REFRESH ago. Never fails: a copy not handed over only leaves the others
-        with an older one."""
+        PUBLISH_REFRESH ago; after a failure, again PUBLISH_RETRY later, not on every
+        monitor (each try spawns Pacemaker's tools). Never fails: a copy not handed over
+        only leaves the others with an older one."""
         stamp = self.local_ns()
         if stamp < 0:
             return
         record = (self.state.read(_PUBLISHED) or "").split()
-        if (len(record) == 2 and record[0] == str(stamp)
-                and time.time() < float(record[1]) + PUBLISH_REFRESH):
+        handed, due = (record[0], float(record[1])) if len(record) == 2 else ("", 0.0)
+        if time.time() < due and handed in (str(stamp), "failed"):
             return
         from ocf_lib.adapters import pacemaker
         content = self.local()
@@ -123,8 +125,9 @@ class Accepted:
                                            private=True)
         except pacemaker.PacemakerError as err:
             log.warning(f"cannot hand the accepted configuration to the other nodes: {err}")
+            self.state.write(_PUBLISHED, f"failed {time.time() + PUBLISH_RETRY:.0f}")
             return
-        self.state.write(_PUBLISHED, f"{stamp} {time.time():.0f}")
+        self.state.write(_PUBLISHED, f"{stamp} {time.time() + PUBLISH_REFRESH:.0f}")
 
     def newest(self, in_cluster: bool, log: Logger) -> str | None:
         """Where the newest accepted configuration this node knows comes from (for the
