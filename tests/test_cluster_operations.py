@@ -6,7 +6,9 @@ applied. Behaviour only, never timings: requests and streams through the VIP are
 """
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -24,6 +26,18 @@ BROKEN = "frontend broken\n    balance roundrobbin\n"  # the issue's typo: `hapr
 CANNOT_BIND = ("listen elsewhere\n    bind 198.18.9.9:32702\n    mode tcp\n"
                "    server none 198.18.2.1:1\n")
 REFUSED_ATTRIBUTE = f"{HAPROXY}-config-refused"
+
+
+@contextlib.contextmanager
+def clients(cluster: Cluster) -> Iterator[tuple[Traffic, Streams]]:
+    """Short requests through the VIP (a GET every 50 ms) and STREAMS watch streams, flowing
+    when the block begins."""
+    with Traffic(cluster.client, f"http://{VIP}:{KUBE_PORT}/", interval=0.05,
+                 timeout=1.0) as traffic, \
+            Streams(cluster.client, VIP, KUBE_PORT, count=STREAMS, idle_timeout=60) as streams:
+        cluster.wait_for(lambda: streams.flowing_since(time.monotonic() - 1), 10,
+                         what="streams flowing")
+        yield traffic, streams
 
 
 def degraded(cluster: Cluster, node: str) -> dict[str, str] | None:
@@ -62,11 +76,7 @@ def test_a_refused_haproxy_cfg_keeps_serving_here_and_on_the_node_taking_over(
     active = start(cluster, guide())
     master = haproxy_master(cluster, active)
     target = other(cluster, active)
-    url = f"http://{VIP}:{KUBE_PORT}/"
-    with Traffic(cluster.client, url, interval=0.05, timeout=1.0) as traffic, \
-            Streams(cluster.client, VIP, KUBE_PORT, count=STREAMS, idle_timeout=60) as streams:
-        cluster.wait_for(lambda: streams.flowing_since(time.monotonic() - 1), 10,
-                         what="streams flowing")
+    with clients(cluster) as (traffic, streams):
         began = time.monotonic()
         cluster.write_haproxy_config(haproxy_config(extra=bad))
         apply(cluster, "broken-1")
@@ -162,11 +172,7 @@ def test_a_vip_parameter_change_cuts_no_stream_and_fails_no_request(
     """crm resource param virtual-ip-resource set NAME VALUE, one tuning parameter after
     another: the address never leaves its node, and the clients see nothing."""
     active = start(cluster, topology())
-    url = f"http://{VIP}:{KUBE_PORT}/"
-    with Traffic(cluster.client, url, interval=0.05, timeout=1.0) as traffic, \
-            Streams(cluster.client, VIP, KUBE_PORT, count=STREAMS, idle_timeout=60) as streams:
-        cluster.wait_for(lambda: streams.flowing_since(time.monotonic() - 1), 10,
-                         what="streams flowing")
+    with clients(cluster) as (traffic, streams):
         began = time.monotonic()
         for name, value in RELOADABLE:
             cluster.crm("resource", "param", "virtual-ip-resource", "set", name, value)
