@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from ocfshim import agent_env
+from ocfshim import agent_env, run_agent
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "data", "sample_agent")
 
@@ -131,3 +131,44 @@ def test_without_log_settings_messages_go_to_stderr():
 def test_unwritable_logfile_does_not_fail_the_action():
     proc = run("start", extra={"HA_LOGFILE": "/nonexistent/dir/ha.log"})
     assert proc.returncode == 0
+
+
+def unknown_warning(name, agent="Sample"):
+    return (f"WARNING: parameter {name} is not a parameter of ocf:kuth:{agent} and is ignored; "
+            f"remove it (crm ra info ocf:kuth:{agent} lists them)")
+
+
+def test_unknown_parameter_is_warned_once_on_start():
+    proc = run("start", params={"name": "x", "bogus": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count(unknown_warning("bogus")) == 1, proc.stderr
+
+
+def test_unknown_parameter_is_warned_even_when_a_value_is_bad():
+    proc = run("start", params={"name": "x", "count": "lots", "bogus": "1"})
+    assert proc.returncode == 6
+    assert unknown_warning("bogus") in proc.stderr
+
+
+@pytest.mark.parametrize("action,kw", [("monitor", {"interval_ms": 10000}),
+                                       ("monitor", {"interval_ms": 0}), ("stop", {})])
+def test_monitor_and_stop_say_nothing_of_unknown_parameters(action, kw):
+    proc = run(action, params={"name": "x", "bogus": "1"}, **kw)
+    assert proc.returncode in (0, 7), proc.stderr
+    assert "bogus" not in proc.stderr
+
+
+def test_pacemaker_and_shellfuncs_names_are_no_unknown_parameters():
+    proc = run("start", params={"name": "x", "crm_feature_set": "3.16.2", "trace_ra": "0",
+                                "trace_dir": "/nonexistent", "OCF_CHECK_LEVEL": "10",
+                                "CRM_meta_on_node": "node1"})
+    assert proc.returncode == 0, proc.stderr
+    assert "WARNING" not in proc.stderr
+
+
+def test_validate_all_shows_unknown_parameter_on_stderr(lan):
+    node, _ = lan
+    out = run_agent("IPaddr2", "validate-all", {"ip": "198.18.0.10", "nic": "lan0",
+                                                "cidr_netmask": "24", "bogus": "1"}, ns=node)
+    assert out.rc == 0, out
+    assert unknown_warning("bogus", "IPaddr2") in out.stderr

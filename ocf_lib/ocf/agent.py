@@ -38,6 +38,17 @@ _ROOT_ACTIONS = ("start", "stop", "reload", "reload-agent", "promote", "demote",
                  "migrate_to", "migrate_from")
 # A safety margin kept before Pacemaker's own timeout kills the agent.
 _DEADLINE_MARGIN = 0.2
+# Every agent of this project is ocf:kuth:<name>.
+PROVIDER = "kuth"
+# The actions that warn about OCF_RESKEY_* names the agent does not declare: where a
+# configuration is applied or checked; never monitor or stop (every few seconds, and in the
+# log each time).
+_CHECKED_ACTIONS = ("validate-all", "start", "reload")
+# OCF_RESKEY_* names that are no parameters yet are expected: Pacemaker's CRM_meta_* and
+# crm_feature_set, and what resource-agents' ocf-shellfuncs reads (OCF_CHECK_LEVEL, and
+# trace_ra and trace_dir, which `crm resource trace` sets).
+_META_PREFIX = "OCF_RESKEY_CRM_meta_"
+_NOT_PARAMETERS = ("crm_feature_set", "OCF_CHECK_LEVEL", "trace_ra", "trace_dir")
 
 
 class Config:
@@ -195,6 +206,8 @@ class Agent:
         """The parsed parameters, None when a required one is missing (the caller decides
         what that means for the action). A bad value is ERR_CONFIGURED, except on stop and
         probes, which fall back to the default so that they can still tell the truth."""
+        if env.action in _CHECKED_ACTIONS:  # first: an unknown name may explain a bad value
+            self._warn_unknown()
         values: dict[str, object] = {}
         lenient = env.action in _LENIENT_ACTIONS or env.is_probe
         missing = False
@@ -214,6 +227,21 @@ class Agent:
             raise OcfError(OCF.ERR_CONFIGURED,
                            f"required parameter {', '.join(names)} is not set")
         return None if missing else Config(values, env, self.log)
+
+    def _warn_unknown(self) -> None:
+        """One warning per OCF_RESKEY_<name> that is no declared parameter: a typo (`cidr=`
+        for cidr_netmask) or a parameter of another agent would otherwise be ignored without
+        a word, and the resource run with the default the operator meant to change."""
+        declared = {param.env_key for param in self.params}
+        declared.update(f"OCF_RESKEY_{name}" for name in _NOT_PARAMETERS)
+        agent = f"ocf:{PROVIDER}:{self.name}"
+        for key in sorted(os.environ):
+            if (key.startswith("OCF_RESKEY_") and key not in declared
+                    and not key.startswith(_META_PREFIX)):
+                name = key[len("OCF_RESKEY_"):]
+                shown = name if name.isprintable() else repr(name)  # the log's line is one
+                self.log.warning(f"parameter {shown} is not a parameter of {agent} and is "
+                                 f"ignored; remove it (crm ra info {agent} lists them)")
 
     def _run_locked(self, handler: object, cfg: Config) -> int:
         """Run handler holding the resource lock. A stop that cannot take the lock (state
