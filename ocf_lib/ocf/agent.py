@@ -12,7 +12,9 @@
 `meta-data` and `usage` itself, and turns every outcome into an exit code Pacemaker can act
 on: an `OcfError` leaves with its code and a one-line exit reason on stderr; any other
 exception leaves with OCF_ERR_GENERIC and a one-line reason, its traceback going to the debug
-log only.
+log only. validate-all, start and reload warn of each OCF_RESKEY_<name> that is no declared
+parameter (a typo would otherwise be ignored without a word). With trace_ra=1 (`crm resource
+trace`) the action runs under ocf_lib.ocf.trace, which writes a trace where ocf-shellfuncs would.
 """
 
 import os
@@ -46,7 +48,7 @@ PROVIDER = "kuth"
 _CHECKED_ACTIONS = ("validate-all", "start", "reload")
 # OCF_RESKEY_* names that are no parameters yet are expected: Pacemaker's CRM_meta_* and
 # crm_feature_set, and what resource-agents' ocf-shellfuncs reads (OCF_CHECK_LEVEL, and
-# trace_ra and trace_dir, which `crm resource trace` sets).
+# trace_ra and trace_dir, which `crm resource trace` sets and ocf_lib.ocf.trace honours).
 _META_PREFIX = "OCF_RESKEY_CRM_meta_"
 _NOT_PARAMETERS = ("crm_feature_set", "OCF_CHECK_LEVEL", "trace_ra", "trace_dir")
 
@@ -162,6 +164,9 @@ class Agent:
         """Run the action named on the command line and exit with its OCF code (exit_now)."""
         argv = sys.argv if argv is None else argv
         action = argv[1] if len(argv) == 2 else ""
+        if os.environ.get("OCF_TRACE_RA") or os.environ.get("OCF_RESKEY_trace_ra"):
+            from ocf_lib.ocf.trace import traced  # only then: untraced, 2 lookups
+            exit_now(traced(self.log, argv[0], action, self.dispatch))
         exit_now(self.dispatch(action))
 
     def dispatch(self, action: str) -> int:
