@@ -154,3 +154,33 @@ def test_tracer_is_not_imported_when_not_asked(lan):
     """The untraced path imports nothing of the tracer: what every monitor pays."""
     node, _ = lan
     assert "ocf_lib.ocf.trace" not in imported_modules("IPaddr2", "validate-all", GOOD, ns=node)
+
+
+# -- in a cluster ----------------------------------------------------------------------------
+
+def test_crm_resource_trace_and_untrace_in_a_cluster(cluster, tmp_path):
+    """`crm resource trace vip monitor DIR`: the node running vip writes its monitors' traces
+    to DIR/IPaddr2/; `crm resource untrace vip` stops them. DIR, not the default: a lab
+    node's /var/lib/heartbeat is the machine's, shared by every node."""
+    from lab.topology import VIP_NETWORK
+    cluster.configure(f"primitive vip ocf:kuth:IPaddr2 params ip={VIP_NETWORK}.20 nic=lan0 "
+                      "cidr_netmask=24 op monitor interval=2 timeout=20\n")
+    [active] = cluster.wait_for(lambda: cluster.locate("vip"), 30, what="vip started")
+    cluster.crm("resource", "trace", "vip", "monitor", str(tmp_path))
+    directory = tmp_path / "IPaddr2"
+
+    def finished() -> list[str]:
+        return [path.read_text() for path in sorted(directory.glob("vip.monitor.*"))
+                if path.read_text().endswith(" exit 0\n")]
+
+    text = cluster.wait_for(finished, 30, what="a finished monitor trace")[0]
+    assert f"\nOCF_RESKEY_CRM_meta_on_node={active}\n" in text
+    assert "\nOCF_RESKEY_trace_ra=1\n" in text and "agents/ipaddr2.py:" in text
+    assert all(re.fullmatch(rf"vip\.monitor\.{STAMP}", p.name) for p in directory.iterdir())
+    cluster.crm("resource", "untrace", "vip")
+    cluster.settle()
+    time.sleep(1)  # a monitor that began before the untrace may still be writing
+    before = sorted(directory.iterdir())
+    time.sleep(5)  # two intervals and more
+    assert sorted(directory.iterdir()) == before
+    assert cluster.locate("vip") == [active]
