@@ -97,7 +97,7 @@ def _check(args: tuple, expected: Found | str) -> None:  # type: ignore[type-arg
 @pytest.fixture
 def recorded_routes(monkeypatch: pytest.MonkeyPatch) -> None:
     """find_interface reads the recorded tables; running anything would be a bug."""
-    def routes(family: int, table: str) -> list[dict]:
+    def routes(family: int, table: str, proto: str | None = None) -> list[dict]:
         with open(os.path.join(DATA, f"route-{4 if family == 2 else 6}-{table}.json")) as f:
             return json.load(f)
     monkeypatch.setattr(iproute, "_routes", routes)

@@ -20,6 +20,7 @@ from ocf_lib.adapters import command, inet, netlink
 IP = "ip"
 TIMEOUT = 10.0  # seconds; `ip` answers in milliseconds unless the kernel is stuck
 RTNETLINK_FAILED = 2  # ip's exit code when the kernel refuses a request
+_ESRCH = 3  # what the kernel answers for a label that is not there
 
 
 class IprouteError(Exception):
@@ -104,6 +105,42 @@ def delete_local_route(dev: str, address: str) -> None:
     _netlink(argv, dev, lambda index: netlink.delete_local_route(index, family, packed))
 
 
+def label_address(address: str, label: int) -> None:
+    """`ip addrlabel add prefix ADDRESS/128 label LABEL`, replacing a label the address
+    has already (a leftover of an earlier run with another value): an IPv6 source
+    address whose label no destination shares loses source selection (RFC 6724 rule 6),
+    so the node's own connections do not leave from it."""
+    family, packed = inet.parse_ip(_arg(address, "address"))
+    if family != inet.AF_INET6:
+        raise ValueError(f"address labels are for IPv6 addresses; {address} is not one")
+    if not 0 <= label < netlink.FOREVER:  # the kernel keeps 0xffffffff for "no label"
+        raise ValueError(f"address label {label} is out of range 0..{netlink.FOREVER - 1}")
+    prefix = f"{inet.canonical(family, packed)}/128"
+    argv = [IP, "addrlabel", "add", "prefix", prefix, "label", str(label)]
+    try:
+        current = netlink.address_labels().get((inet.canonical(family, packed), 128))
+        if current == label:
+            return
+        if current is not None:
+            netlink.delete_address_label(packed, 128)
+        netlink.add_address_label(packed, 128, label)
+    except netlink.NetlinkError as err:
+        raise IprouteError(argv, RTNETLINK_FAILED, _as_ip_says(err)) from None
+
+
+def unlabel_address(address: str) -> None:
+    """`ip addrlabel del prefix ADDRESS/128`, when the address has a label of its own."""
+    family, packed = inet.parse_ip(_arg(address, "address"))
+    if family != inet.AF_INET6:
+        raise ValueError(f"address labels are for IPv6 addresses; {address} is not one")
+    argv = [IP, "addrlabel", "del", "prefix", f"{inet.canonical(family, packed)}/128"]
+    try:
+        netlink.delete_address_label(packed, 128)
+    except netlink.NetlinkError as err:
+        if err.errno != _ESRCH:  # it had none
+            raise IprouteError(argv, RTNETLINK_FAILED, _as_ip_says(err)) from None
+
+
 def set_link_up(dev: str) -> None:
     """`ip link set dev DEV up`."""
     _ip(["link", "set", "dev", _arg(dev, "dev"), "up"])
@@ -116,14 +153,16 @@ def flush_route_cache(family: int) -> None:
 
 
 def find_interface(address: str, prefixlen: int | None = None, *,
-                   nic: str | None = None) -> Found:
+                   nic: str | None = None, proto: str | None = None) -> Found:
     """Derive the interface and prefix length for address from the main routing table,
     the way heartbeat's findif does when nic= or cidr_netmask= is empty.
 
     The route chosen is the longest on-link prefix containing address (and at most
     prefixlen long when that is given, and on nic when that is given): for IPv4 a route of
     scope link, for IPv6 one without a gateway. A 127.0.0.0/8 address with no such route
-    falls back to the loopback routes of the local table. The broadcast is computed for
+    falls back to the loopback routes of the local table. proto limits the routes to those
+    of one protocol (`kernel`, `static`, a number...), as heartbeat 4.16's proto= does.
+    The broadcast is computed for
     IPv4 prefixes up to /30 and is None otherwise. Raises FindifError with what to set,
     and ValueError when address is not a plain IP address.
     """
@@ -135,7 +174,7 @@ def find_interface(address: str, prefixlen: int | None = None, *,
         raise FindifError(f"{address} is an IPv6 link-local address, valid on one link only; "
                           "set nic=")
     if not (nic and prefixlen):
-        route = choose_route(_routes(family, "main"), family, packed, prefixlen, nic)
+        route = choose_route(_routes(family, "main", proto), family, packed, prefixlen, nic)
         if route is None and family == inet.AF_INET and packed[0] == 127:
             route = choose_route(_routes(family, "local"), family, packed, prefixlen, nic,
                                  loopback=True)
@@ -186,11 +225,14 @@ def _route_prefixlen(route: dict) -> int:
     return int(route["dst"].split("/", 1)[1])
 
 
-def _routes(family: int, table: str) -> list[dict]:
-    """`ip -j -4|-6 route show table TABLE` as parsed JSON (json is only loaded here,
-    off the monitor path)."""
+def _routes(family: int, table: str, proto: str | None = None) -> list[dict]:
+    """`ip -j -4|-6 route show table TABLE [proto PROTO]` as parsed JSON (json is only
+    loaded here, off the monitor path)."""
     import json
-    return json.loads(_ip(["-j", _family_option(family), "route", "show", "table", table]) or "[]")
+    argv = ["-j", _family_option(family), "route", "show", "table", table]
+    if proto:
+        argv += ["proto", _arg(proto, "proto")]
+    return json.loads(_ip(argv) or "[]")
 
 
 def _no_route_reason(address: str, prefixlen: int | None, nic: str | None) -> str:

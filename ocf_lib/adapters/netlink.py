@@ -23,6 +23,7 @@ _NLM_F_EXCL, _NLM_F_CREATE = 0x200, 0x400
 _NLM_F_CAPPED, _NLM_F_ACK_TLVS = 0x100, 0x200  # in an error: payload left out, TLVs follow
 _RTM_NEWLINK, _RTM_GETLINK, _RTM_NEWADDR, _RTM_DELADDR, _RTM_GETADDR = 16, 18, 20, 21, 22
 _RTM_DELROUTE = 25
+_RTM_NEWADDRLABEL, _RTM_DELADDRLABEL, _RTM_GETADDRLABEL = 72, 73, 74
 _SOL_NETLINK, _NETLINK_CAP_ACK, _NETLINK_EXT_ACK = 270, 10, 11
 _NLMSGERR_ATTR_MSG = 1
 
@@ -31,6 +32,7 @@ _IFINFOMSG = struct.Struct("=BxHiII")   # family, type, index, flags, change
 _IFADDRMSG = struct.Struct("=BBBBI")    # family, prefixlen, flags, scope, index
 _RTMSG = struct.Struct("=BBBBBBBBI")     # family, dst_len, src_len, tos, table, protocol,
 #                                          scope, type, flags
+_IFADDRLBLMSG = struct.Struct("=BxBBII")  # family, prefixlen, flags, index, seq
 _CACHEINFO = struct.Struct("=IIII")     # preferred, valid, created, updated
 _RTATTR = struct.Struct("=HH")          # len, type
 _U32 = struct.Struct("=I")
@@ -41,6 +43,7 @@ _RTEXT_FILTER_SKIP_STATS = 1 << 3  # leave out counters: they are most of a link
 _IFA_ADDRESS, _IFA_LOCAL, _IFA_LABEL, _IFA_BROADCAST, _IFA_CACHEINFO, _IFA_FLAGS = \
     1, 2, 3, 4, 6, 8
 _RTA_DST, _RTA_OIF, _RTA_TABLE = 1, 4, 15
+_IFAL_ADDRESS, _IFAL_LABEL = 1, 2
 _RT_TABLE_LOCAL, _RTN_LOCAL, _RT_SCOPE_HOST, _RT_SCOPE_UNIVERSE = 255, 2, 254, 0
 FOREVER = 0xFFFFFFFF  # an address lifetime without end
 
@@ -201,6 +204,35 @@ def delete_local_route(index: int, family: int, packed: bytes) -> None:
                                        scope, _RTN_LOCAL, 0),
             [_attr(_RTA_DST, packed), _attr(_RTA_OIF, _U32.pack(index)),
              _attr(_RTA_TABLE, _U32.pack(_RT_TABLE_LOCAL))])
+
+
+def address_labels() -> dict[tuple[str, int], int]:
+    """The IPv6 address label table (RFC 6724 policy, `ip addrlabel list`): the label of
+    each prefix, by (address, prefix length)."""
+    found = {}
+    for body in _exchange(_RTM_GETADDRLABEL, _IFADDRLBLMSG.pack(_socket.AF_INET6, 0, 0, 0, 0),
+                          _RTM_NEWADDRLABEL, dump=True):
+        family, prefixlen, _, _, _ = _IFADDRLBLMSG.unpack_from(body)
+        attrs = attributes(body, _IFADDRLBLMSG.size)
+        if family == _socket.AF_INET6 and _IFAL_ADDRESS in attrs and _IFAL_LABEL in attrs:
+            found[(_socket.inet_ntop(family, attrs[_IFAL_ADDRESS]), prefixlen)] = \
+                _U32.unpack(attrs[_IFAL_LABEL])[0]
+    return found
+
+
+def add_address_label(packed: bytes, prefixlen: int, label: int) -> None:
+    """Give the IPv6 prefix packed/prefixlen the address label (RTM_NEWADDRLABEL), as
+    `ip addrlabel add prefix P/L label N` does; refused when the prefix has one."""
+    _change(_RTM_NEWADDRLABEL, _IFADDRLBLMSG.pack(_socket.AF_INET6, prefixlen, 0, 0, 0),
+            [_attr(_IFAL_ADDRESS, packed), _attr(_IFAL_LABEL, _U32.pack(label))],
+            _NLM_F_CREATE | _NLM_F_EXCL)
+
+
+def delete_address_label(packed: bytes, prefixlen: int) -> None:
+    """Remove the label of the IPv6 prefix packed/prefixlen (RTM_DELADDRLABEL), whatever
+    its value: the kernel wants a label in the request and does not compare it."""
+    _change(_RTM_DELADDRLABEL, _IFADDRLBLMSG.pack(_socket.AF_INET6, prefixlen, 0, 0, 0),
+            [_attr(_IFAL_ADDRESS, packed), _attr(_IFAL_LABEL, _U32.pack(0))])
 
 
 def _change(msg_type: int, header: bytes, attrs: list[bytes], flags: int = 0) -> None:
