@@ -15,8 +15,11 @@ agent = Agent(
     longdesc="""Manages a floating IP address (IPv4 or IPv6) with iproute2: adds it to an
 interface on start, announces it to the link (gratuitous ARP for IPv4, unsolicited neighbour
 advertisements for IPv6, sent by the agent itself), watches it on monitor and removes it on stop.
-Parameters and defaults follow ocf:heartbeat:IPaddr2, so a configuration moves over by changing
-the provider. CLUSTERIP clones are not supported (the kernel dropped ipt_CLUSTERIP).
+Every parameter of ocf:heartbeat:IPaddr2 (resource-agents 4.12 and 4.16) is accepted with its
+default, so a configuration moves over by changing the provider; where this agent differs, the
+parameter's description says how. CLUSTERIP clones are not supported (the kernel dropped
+ipt_CLUSTERIP); a globally unique clone with unique_clone_address is. An IPv6 address is kept
+out of the node's own source-address selection by default (lvs_ipv6_addrlabel), as in 4.16.
 
 A parameter change moves the address only when it changes where or how the address sits on
 the interface. A new ip is a stop and a start (ip is the one unique parameter). A new nic,
@@ -34,7 +37,8 @@ agent.param("nic", STRING, default="",
             shortdesc="Network interface",
             longdesc="""The interface to add the address to, e.g. eth0 or enp0s3.41. It must exist
 on every node that may run the resource. Empty: the interface whose on-link route covers the
-address (like findif). A link-local address needs it.""")
+address (like findif). A link-local address needs it. The older form nic=eth0:label still
+works, as in heartbeat (the label then replaces iflabel), with a warning: use iflabel.""")
 agent.param("cidr_netmask", STRING, default="",
             shortdesc="Prefix length (CIDR netmask)",
             longdesc="""The prefix length, e.g. 24 (IPv4 also accepts a dotted netmask such as
@@ -46,39 +50,82 @@ agent.param("broadcast", STRING, default="",
             shortdesc="Broadcast address (IPv4)",
             longdesc="""The IPv4 broadcast address. Empty or '+': the network's highest address
 (none for /31 and /32); '-': no broadcast address.""")
+agent.param("proto", STRING, default="",
+            shortdesc="Route protocol for finding the interface",
+            longdesc="""Only routes of this protocol (kernel, static, dhcp, a number...) count
+when nic or cidr_netmask is derived from the routing table, as heartbeat 4.16's proto does.
+Empty (the default): every route.""")
 agent.param("iflabel", STRING, default="",
             shortdesc="Interface label (IPv4)",
             longdesc="""A label for the address, shown as nic:iflabel by `ip addr` and ifconfig.
-nic:iflabel must fit in 15 characters. IPv4 only.""")
-agent.param("arp_count", INTEGER, default=5, minimum=1, maximum=1000,
+nic:iflabel must fit in 15 characters. IPv4 only. Monitor fails when the address is there
+without its label (as heartbeat 4.16 does).""")
+agent.param("lvs_support", BOOLEAN, default=False,
+            shortdesc="LVS direct routing (not supported)",
+            longdesc="""heartbeat's LVS direct-routing mode, which moves the address to the
+loopback device on stop instead of removing it. Not supported: true is refused (exit 6);
+keep ocf:heartbeat:IPaddr2 for an LVS-DR real server. false (the default) is accepted.""")
+agent.param("lvs_ipv6_addrlabel", BOOLEAN, default=True,
+            shortdesc="Keep an IPv6 address out of source selection",
+            longdesc="""true (the default, as in heartbeat 4.16; 4.12 defaulted to false): start
+gives an IPv6 address an address label of its own (`ip addrlabel add prefix IP/128 label
+N`, N = lvs_ipv6_addrlabel_value) before adding it, and stop removes the label after the
+address. A source address whose label no destination shares loses the kernel's source
+selection (RFC 6724), so the connections the node opens itself (to the apiservers, to etcd)
+leave from its own address and survive the address moving away. false: no label; the
+address may become the source of the node's connections on its link. No effect for IPv4
+(4.12 refused it with exit 6).""")
+agent.param("lvs_ipv6_addrlabel_value", INTEGER, default=99, minimum=0,
+            maximum=0xFFFFFFFE,
+            shortdesc="Address label for lvs_ipv6_addrlabel",
+            longdesc="""The label lvs_ipv6_addrlabel gives an IPv6 address: one that no
+prefix of `ip addrlabel list` carries. Default 99.""")
+agent.param("mac", STRING, default="",
+            shortdesc="CLUSTERIP multicast MAC (not used)",
+            longdesc="""heartbeat's multicast MAC for CLUSTERIP clones, which this agent does not
+run. A value gets a warning and has no effect, as in heartbeat for a primitive.""")
+agent.param("clusterip_hash", STRING, default="sourceip-sourceport",
+            shortdesc="CLUSTERIP hash (not used)",
+            longdesc="""heartbeat's CLUSTERIP hashing mode, which this agent does not run. A value
+other than the default gets a warning and has no effect, as in heartbeat for a primitive.""")
+agent.param("unique_clone_address", BOOLEAN, default=False,
+            shortdesc="One address per clone instance",
+            longdesc="""true: in a clone with globally-unique=true, instance N manages ip + N (ip
+itself for instance 0), so a clone of this resource spreads consecutive addresses over the
+nodes. heartbeat adds N to the last IPv4 octet; here it is added to the whole address, for
+IPv6 too. Without globally-unique=true it is refused (exit 6), as in heartbeat.""")
+agent.param("arp_count", INTEGER, default=5, minimum=1,
             shortdesc="Announcements on start",
-            longdesc="How many gratuitous ARP / unsolicited NA packets start sends.")
-agent.param("arp_interval", INTEGER, default=200, minimum=1, maximum=60000,
+            longdesc="""How many gratuitous ARP / unsolicited NA packets start sends. With
+arp_bg=false, start sends only as many as fit in its timeout.""")
+agent.param("arp_interval", INTEGER, default=200, minimum=1,
             shortdesc="Milliseconds between announcements",
             longdesc="The pause between two announcement packets, in milliseconds.")
-agent.param("arp_count_refresh", INTEGER, default=0, minimum=0, maximum=1000,
+agent.param("arp_count_refresh", INTEGER, default=0, minimum=0,
             shortdesc="Announcements on each monitor",
             longdesc="""How many announcements every monitor sends again, for switches that
-forget. 0 (the default) sends none.""")
+forget, as many as fit in the monitor's timeout. 0 (the default) sends none.""")
 agent.param("arp_bg", BOOLEAN, default=True,
             shortdesc="Repeat announcements in the background",
             longdesc="""true: start sends the first announcement itself and leaves the repeats to a
 background process, so the link learns the new owner before start returns and start does not
-wait arp_count x arp_interval. false: start sends them all before it returns. (The heartbeat
-agent's default is false for IPv6; here both families default to true.)""")
+wait arp_count x arp_interval. false: start sends them all before it returns. (heartbeat's
+default is false for IPv6, whose announcements it sends in the foreground; here both
+families default to true: start returns as soon as the first one is out.)""")
 agent.param("arp_sender", STRING, default="",
             choices=("send_arp", "ipoibarping", "iputils_arping", "libnet_arping"),
             shortdesc="ARP sender program (accepted for compatibility)",
-            longdesc="""Accepted for compatibility with ocf:heartbeat:IPaddr2; this agent always
-sends announcements itself over a packet socket and runs no helper program.""")
+            longdesc="""heartbeat's choice of ARP program. This agent always sends announcements
+itself over a packet socket and runs no helper program: a value gets a warning and has no
+effect.""")
 agent.param("send_arp_opts", STRING, default="",
             shortdesc="Announcement mode options",
             longdesc="""'-A' sends ARP replies instead of ARP requests (what `arping -A` and
 send_arp -A do), for switches or hosts that ignore gratuitous requests; '-U' keeps requests.
-Other send_arp options are ignored.""")
+Other send_arp options have no effect and get a warning.""")
 agent.param("flush_routes", BOOLEAN, default=False,
-            shortdesc="Flush the route cache after changes",
-            longdesc="Flush the kernel's route cache after adding or removing the address.")
+            shortdesc="Flush the route cache on stop",
+            longdesc="Flush the kernel's route cache after stop removed the address.")
 agent.param("run_arping", BOOLEAN, default=False,
             shortdesc="Refuse an address already in use (IPv4)",
             longdesc="""Before adding an IPv4 address, ask the link whether another host already
@@ -92,8 +139,9 @@ agent.param("noprefixroute", BOOLEAN, default=False,
             longdesc="Do not create the route for the network prefix of the address.")
 agent.param("preferred_lft", STRING, default="forever",
             shortdesc="Preferred lifetime",
-            longdesc="""The preferred lifetime of the address in seconds, or 'forever'. 0 makes an
-IPv6 address deprecated: it is served but not chosen as a source address.""")
+            longdesc="""The preferred lifetime of an IPv6 address in seconds, or 'forever'. 0
+makes it deprecated: it is served but not chosen as a source address. IPv6 only, as in
+heartbeat: for IPv4 a value other than forever gets a warning and has no effect.""")
 agent.param("network_namespace", STRING, default="",
             shortdesc="Network namespace",
             longdesc="""Run every action inside this existing network namespace (as made by
@@ -140,22 +188,76 @@ switch port down), so the address moves to a node whose link works.""")
 def configured(cfg: Config) -> vips.Vip:
     """The address as configured (inside network_namespace when set): ERR_CONFIGURED when
     the parameters cannot work anywhere, ERR_ARGS when the namespace is missing here."""
-    if cfg.env.clone and cfg.env.clone_max > 1:
-        raise OcfError(OCF.ERR_CONFIGURED, "CLUSTERIP clones are not supported (the kernel "
-                                           "dropped ipt_CLUSTERIP); run one primitive instead")
+    if cfg.lvs_support:
+        raise OcfError(OCF.ERR_CONFIGURED, "lvs_support=true (LVS direct routing) is not "
+                                           "supported; remove it, or keep "
+                                           "ocf:heartbeat:IPaddr2 for an LVS-DR real server")
     try:
+        vips.check_proto(cfg.proto)
+        ip = instance_ip(cfg)
         try:
             vips.enter_netns(cfg.network_namespace, os.path.realpath(sys.argv[0]),
                              cfg.env.action)
         except FileNotFoundError:  # exec of ip
             raise OcfError(OCF.ERR_INSTALLED, "ip (iproute2) is not installed on this node; "
                                               "network_namespace needs it") from None
-        return vips.parse(cfg.ip, cfg.nic, cfg.cidr_netmask or cfg.netmask, cfg.broadcast,
+        return vips.parse(ip, cfg.nic, cfg.cidr_netmask or cfg.netmask, cfg.broadcast,
                           cfg.iflabel, cfg.preferred_lft)
     except vips.ConfigInvalid as err:
         raise OcfError(OCF.ERR_CONFIGURED, str(err)) from None
     except vips.NotOnThisNode as err:
         raise OcfError(OCF.ERR_ARGS, str(err)) from None
+
+
+def instance_ip(cfg: Config) -> str:
+    """The address this instance manages: ip, or in a globally unique clone with
+    unique_clone_address, ip plus the instance's number. Any other clone would be
+    heartbeat's CLUSTERIP."""
+    from ocf_lib.ocf.params import ParamError, parse_boolean
+    if cfg.unique_clone_address:
+        try:
+            unique = parse_boolean("globally-unique", os.environ.get(
+                "OCF_RESKEY_CRM_meta_globally_unique") or "false")
+        except ParamError:
+            unique = False
+        if not unique:
+            raise vips.ConfigInvalid("unique_clone_address=true needs a clone with "
+                                     "globally-unique=true")
+        clone = cfg.env.clone or "0"
+        return vips.clone_address(cfg.ip, int(clone) if clone.isdigit() else 0)
+    if cfg.env.clone and cfg.env.clone_max > 1:
+        raise vips.ConfigInvalid("CLUSTERIP clones are not supported (the kernel dropped "
+                                 "ipt_CLUSTERIP); run one primitive, or a globally unique "
+                                 "clone with unique_clone_address=true")
+    return cfg.ip
+
+
+def warn_without_effect(cfg: Config, vip: vips.Vip) -> None:
+    """Say which of heartbeat's parameters are set here without effect, or in an older
+    form (validate-all and start: the operator sees it, monitor stays quiet)."""
+    notes = []
+    if ":" in cfg.nic:
+        nic, _, label = cfg.nic.partition(":")
+        notes.append(f"nic={cfg.nic} is heartbeat's older form; use nic={nic} "
+                     f"iflabel={label}")
+    for name in ("mac", "clusterip_hash"):
+        if getattr(cfg, name) != agent_default(name):
+            notes.append(f"{name} is for CLUSTERIP clones, which this agent does not run; "
+                         f"it has no effect")
+    if cfg.arp_sender:
+        notes.append(f"arp_sender={cfg.arp_sender} has no effect: this agent sends its "
+                     f"announcements itself")
+    unknown = [opt for opt in cfg.send_arp_opts.split() if opt not in ("-A", "-U")]
+    if unknown:
+        notes.append(f"send_arp_opts {' '.join(unknown)} have no effect (only -A and -U do)")
+    if cfg.preferred_lft != "forever" and not vip.is_ipv6:
+        notes.append(f"preferred_lft is for IPv6 addresses; it has no effect for {vip.ip}")
+    for note in notes:
+        cfg.log.warning(note)
+
+
+def agent_default(name: str) -> object:
+    return next(p.default for p in agent.params if p.name == name)
 
 
 def on_this_node(cfg: Config) -> vips.Vip:
@@ -164,7 +266,7 @@ def on_this_node(cfg: Config) -> vips.Vip:
     so it is this node's problem, never ERR_CONFIGURED: a node with a shorter name can."""
     vip = configured(cfg)
     try:
-        return vips.complete(vip)
+        return vips.complete(vip, cfg.proto)
     except (vips.ConfigInvalid, vips.NotOnThisNode) as err:
         raise OcfError(OCF.ERR_ARGS, str(err)) from None
 
@@ -214,6 +316,30 @@ def announce(cfg: Config, vip: vips.Vip, count: int, background: bool) -> None:
                   background=background, state=cfg.env.state(), log=cfg.log)
 
 
+def label_for_source_selection(cfg: Config, vip: vips.Vip) -> None:
+    """Give an IPv6 address its own address label (lvs_ipv6_addrlabel), or take away one
+    an earlier setting gave it. Never fails start: the address works without it."""
+    from ocf_lib.adapters import iproute
+    try:
+        if cfg.lvs_ipv6_addrlabel:
+            iproute.label_address(vip.ip, cfg.lvs_ipv6_addrlabel_value)
+        else:
+            iproute.unlabel_address(vip.ip)
+    except iproute.IprouteError as err:
+        cfg.log.warning(f"{' '.join(err.argv)}: {err}; {vip.ip} may become the source "
+                        f"address of this node's connections")
+
+
+def unlabel(cfg: Config, vip: vips.Vip) -> None:
+    """Remove the address label start gave an IPv6 address, whatever lvs_ipv6_addrlabel
+    says now. Never fails stop: a label without its address changes nothing."""
+    from ocf_lib.adapters import iproute
+    try:
+        iproute.unlabel_address(vip.ip)
+    except iproute.IprouteError as err:
+        cfg.log.warning(f"{' '.join(err.argv)}: {err}")
+
+
 PLACEMENT = "placement"  # the state file that records where and how start added the address
 
 
@@ -260,6 +386,9 @@ def recorded_placement(cfg: Config) -> dict[str, str] | None:
 def start(cfg: Config) -> int:
     vips.stop_refuser(cfg.env.state(), cfg.log)  # it must never answer for an address here
     vip = on_this_node(cfg)
+    warn_without_effect(cfg, vip)
+    if vip.is_ipv6:  # before the address is there: no connection may pick it meanwhile
+        label_for_source_selection(cfg, vip)
     if served(vip):
         record_placement(cfg, vip)
         return OCF.SUCCESS
@@ -277,7 +406,7 @@ def start(cfg: Config) -> int:
     try:
         iproute.add_address(vip.nic, vip.ip, vip.prefixlen, broadcast=vips.broadcast_for(vip),
                             label=vip.label, nodad=cfg.nodad, noprefixroute=cfg.noprefixroute,
-                            preferred_lft=cfg.preferred_lft)
+                            preferred_lft=cfg.preferred_lft if vip.is_ipv6 else None)
         vips.bring_up(vip.nic)
     except iproute.IprouteError as err:
         raise OcfError(OCF.ERR_GENERIC, f"adding {vip}: {err}") from None
@@ -289,8 +418,6 @@ def start(cfg: Config) -> int:
             raise OcfError(OCF.ERR_GENERIC, str(err)) from None
     if monitor_served(cfg, vip) != OCF.SUCCESS:
         raise OcfError(OCF.ERR_GENERIC, f"{vip} is not served after adding it")
-    if cfg.flush_routes:
-        iproute.flush_route_cache(vip.family)
     announce(cfg, vip, cfg.arp_count, cfg.arp_bg)
     if take_over:
         take_over.announced()
@@ -318,6 +445,8 @@ def stop(cfg: Config) -> int:
         return OCF.SUCCESS
     found = served(vip)
     if found is None:
+        if vip.is_ipv6:
+            unlabel(cfg, vip)
         return OCF.SUCCESS
     address, link = found
     vip.nic, vip.prefixlen = link.name, address.prefixlen
@@ -336,6 +465,8 @@ def stop(cfg: Config) -> int:
             pending.release(gone)
         if refuser:
             refuser.close()
+    if vip.is_ipv6:
+        unlabel(cfg, vip)
     if cfg.flush_routes:
         from ocf_lib.adapters import iproute
         iproute.flush_route_cache(vip.family)
@@ -379,6 +510,9 @@ def monitor_served(cfg: Config, vip: vips.Vip) -> int:
     if address.dadfailed:
         raise OcfError(OCF.ERR_GENERIC, f"{vip.ip} on {link.name} failed duplicate address "
                                         f"detection: another host has it")
+    if vip.label and address.label != vip.label:
+        raise OcfError(OCF.ERR_GENERIC, f"{vip.ip} is on {link.name} without its label "
+                                        f"{vip.label}")
     if cfg.check_link_status and not (link.up and link.lower_up):
         raise OcfError(OCF.ERR_GENERIC, f"{link.name} has no carrier (link down); "
                                         f"{vip.ip} is unreachable there")
@@ -409,6 +543,8 @@ def reload(cfg: Config) -> int:
                       "cidr_netmask": str(address.prefixlen)}
             changed = [key for key, value in wanted.items() if before.get(key) != value]
             if not changed:
+                if vip.is_ipv6:
+                    label_for_source_selection(cfg, vip)
                 keep_watch(cfg, vip)
                 record_placement(cfg, vip)
                 cfg.log.info(f"reloaded {vip}: the address stays")
@@ -442,7 +578,7 @@ def move(cfg: Config, before: dict[str, str], changed: list[str]) -> int:
 
 @agent.action("validate-all", timeout=20)
 def validate_all(cfg: Config) -> int:
-    on_this_node(cfg)
+    warn_without_effect(cfg, on_this_node(cfg))
     from ocf_lib.adapters.command import installed
     if not installed("ip"):
         raise OcfError(OCF.ERR_INSTALLED, "ip (iproute2) is not installed on this node")

@@ -151,7 +151,7 @@ def test_an_interface_vanishing_while_the_address_is_looked_up_is_no_failure(
         raise vips.NotOnThisNode("interface number 7 vanished")
 
     monkeypatch.setattr(vips, "served", vanished)
-    monkeypatch.setattr(vips, "complete", lambda vip: vip)
+    monkeypatch.setattr(vips, "complete", lambda vip, proto="": vip)
     monkeypatch.setenv("HA_RSCTMP", str(tmp_path))
     monkeypatch.setenv("OCF_RESOURCE_INSTANCE", "test-rsc")
     for name, value in GOOD.items():

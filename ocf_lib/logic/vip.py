@@ -64,7 +64,11 @@ class Vip:
 def parse(ip: str, nic: str, netmask: str, broadcast: str, iflabel: str,
           preferred_lft: str = "forever") -> Vip:
     """Check the parameters' syntax and consistency; ConfigInvalid says what is wrong.
-    Nothing on this host is looked at."""
+    Nothing on this host is looked at. nic may be heartbeat's older form `nic:label`,
+    whose label then takes the place of iflabel, as there."""
+    nic, colon, nic_label = nic.partition(":")
+    if colon:
+        iflabel = nic_label
     if preferred_lft != "forever" and not (preferred_lft.isascii() and preferred_lft.isdigit()
                                            and len(preferred_lft) <= 10
                                            and int(preferred_lft) <= MAX_LIFETIME):
@@ -107,6 +111,28 @@ def parse(ip: str, nic: str, netmask: str, broadcast: str, iflabel: str,
     return Vip(family, packed, nic or None, prefixlen, broadcast or None, iflabel or None)
 
 
+def clone_address(ip: str, clone: int) -> str:
+    """The address instance number clone of a globally unique clone manages with
+    unique_clone_address: ip plus clone, as heartbeat adds it to the last IPv4 octet
+    (here to the whole address, in either family, and never past its end)."""
+    try:
+        family, packed = inet.parse_ip(ip)
+    except ValueError as err:
+        raise ConfigInvalid(f"ip: {err}") from None
+    number = int.from_bytes(packed, "big") + clone
+    if number >= 1 << (8 * len(packed)):
+        raise ConfigInvalid(f"ip {ip} plus clone number {clone} is past the last address")
+    return inet.canonical(family, number.to_bytes(len(packed), "big"))
+
+
+def check_proto(proto: str) -> None:
+    """A route protocol as `ip route` names one (kernel, static, 4...), or empty."""
+    if proto and not (len(proto) <= 32 and proto.isascii()
+                      and all(c.isalnum() or c in "_-" for c in proto)
+                      and not proto.startswith("-")):
+        raise ConfigInvalid(f"proto {proto!r} is not a route protocol name or number")
+
+
 def check_ifname(what: str, name: str) -> None:
     """An interface name the kernel could have; also keeps option-like values out of `ip`."""
     if (not name or len(name) > MAX_IFNAME or name in (".", "..") or name.startswith("-")
@@ -114,9 +140,10 @@ def check_ifname(what: str, name: str) -> None:
         raise ConfigInvalid(f"{what} {name!r} is not a valid interface name")
 
 
-def complete(vip: Vip) -> Vip:
+def complete(vip: Vip, proto: str = "") -> Vip:
     """Fill in nic and prefix length from the routing table when they are not configured, the
-    way the heartbeat agent's findif does. NotOnThisNode when that is impossible here."""
+    way the heartbeat agent's findif does, from the routes of protocol proto when it is
+    given. NotOnThisNode when that is impossible here."""
     from ocf_lib.adapters import iproute
     if vip.nic and netlink.link_by_name(vip.nic) is None:
         raise NotOnThisNode(f"nic {vip.nic!r} does not exist on this node; set nic= to an "
@@ -124,9 +151,11 @@ def complete(vip: Vip) -> Vip:
     if vip.nic and vip.prefixlen is not None:
         return vip
     try:
-        found = iproute.find_interface(vip.ip, vip.prefixlen, nic=vip.nic)
+        found = iproute.find_interface(vip.ip, vip.prefixlen, nic=vip.nic, proto=proto or None)
     except iproute.FindifError as err:
         raise NotOnThisNode(str(err)) from None
+    except iproute.IprouteError as err:  # a protocol name this node's ip does not know
+        raise NotOnThisNode(f"proto {proto}: {err}") from None
     vip.nic = found.nic
     if vip.prefixlen is None:
         vip.prefixlen = found.prefixlen
