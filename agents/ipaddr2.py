@@ -369,12 +369,12 @@ def record_placement(cfg: Config, vip: vips.Vip) -> None:
 
 
 def recorded_placement(cfg: Config) -> dict[str, str] | None:
-    """The placement start recorded for the configured ip; None without one."""
+    """The placement start recorded for this instance's address; None without one."""
     from ocf_lib.adapters import inet
     try:
-        ip = inet.canonical(*inet.parse_ip(cfg.ip))
+        ip = inet.canonical(*inet.parse_ip(instance_ip(cfg)))
         text = cfg.env.state().read(PLACEMENT)
-    except (ValueError, OSError):
+    except (ValueError, OSError):  # ConfigInvalid is a ValueError
         return None
     record = dict(line.partition("=")[::2] for line in (text or "").splitlines())
     return record if record.get("ip") == ip else None

@@ -132,6 +132,9 @@ def test_unique_clone_address_gives_each_instance_an_address_of_its_own(lan):
         out = agent("start", params, node, extra=meta, instance=f"vip:{number}")
         assert out.rc == 0, out
         assert addr_info(node, f"198.18.0.{10 + number}") is not None
+        out = agent("reload", {**params, "arp_count": "6"}, node, extra=meta,
+                    instance=f"vip:{number}")
+        assert out.rc == 0 and "the address stays" in out.stderr, out
         assert agent("stop", params, node, extra=meta, instance=f"vip:{number}").rc == 0
         assert addr_info(node, f"198.18.0.{10 + number}") is None
 
