@@ -24,7 +24,7 @@ Usage:
 
 API (see each docstring):
     Cluster(nodes=2, token_ms=1000, agents_dir=AGENTS, properties=None, logs_dir=None,
-            package_root=None, fencing=True)
+            package_root=None, fencing=True, extra_agents=None)
         a context manager: start() on enter (teardown if it fails), teardown() on exit
     .start(timeout=90) -> float   seconds until every node sees all online and one DC
                                   (also kept as .started_in)
@@ -195,7 +195,8 @@ class Cluster:
 
     def __init__(self, nodes: int = 2, token_ms: int = 1000, agents_dir: str | None = AGENTS,
                  properties: dict[str, str] | None = None, logs_dir: str | None = None,
-                 package_root: str | None = None, fencing: bool = True) -> None:
+                 package_root: str | None = None, fencing: bool = True,
+                 extra_agents: dict[str, str] | None = None) -> None:
         """agents_dir: shown to the nodes as /usr/lib/ocf/resource.d/kuth; None leaves the
         machine's (an installed package). fencing: the lab's fence device (lab.fencing) in
         the CIB and stonith-enabled=true. properties: CIB cluster options preset before
@@ -203,12 +204,15 @@ class Cluster:
         directory per cluster. package_root: a Debian package unpacked there (`dpkg -x`):
         its usr/ is laid over each node's /usr (a read-only overlay), so the nodes run the
         package's files where it installs them and the machine's /usr stays as it is; give
-        agents_dir=None with it."""
+        agents_dir=None with it. extra_agents: agent files laid into every node's provider
+        directories, {"heartbeat/haproxy": path} (lab.nodes; the old shell agent of
+        lab/legacy, for a migration)."""
         if nodes not in (2, 3):
             raise ValueError("a cluster here has 2 or 3 nodes")
         self.token_ms = token_ms
         self.agents_dir = os.path.abspath(agents_dir) if agents_dir else None
         self.fencing = fencing
+        self.extra_agents = dict(extra_agents or {})
         self.properties = (properties if properties is not None
                            else default_properties(nodes, fencing))
         self.logs_dir = logs_dir
@@ -299,7 +303,8 @@ class Cluster:
         """Boot node: its namespaces and layout (on the first boot also what an installer
         puts on its disk: /etc/hosts, corosync.conf, haproxy.cfg, a preset CIB), cables
         plugged unless pulled, then Corosync, Pacemaker and its HTTP server on :80."""
-        node.boot(self.agents_dir, self.package_root, fence_agent=self.fencing)
+        node.boot(self.agents_dir, self.package_root, fence_agent=self.fencing,
+                  extra_agents=self.extra_agents)
         if first:
             node.write(HOSTS, hosts_file(self.nodes))  # crmsh resolves node names
             node.write("/etc/corosync/corosync.conf", corosync_conf(self.nodes, self.token_ms))

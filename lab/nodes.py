@@ -18,7 +18,9 @@ The agents: /usr/lib/ocf/resource.d is replaced, only in the node, by a tmpfs ho
 mounts of the machine's providers (heartbeat, pacemaker) and `kuth` -> agents_dir (a
 symlink, not a bind mount, so the agent's realpath still finds ocf_lib next to it in a
 checkout), or, with package_root, the files of an unpacked .deb are laid over the node's
-/usr. The fence agent: lab/usr laid over the node's /usr, so that it is in /usr/sbin, where
+/usr. With extra_agents ({"heartbeat/haproxy": path}), a provider that gets one is a copy of
+the machine's on a tmpfs with the file added (the old shell haproxy agent of
+lab/legacy, say): the machine's /usr/lib/ocf stays as it is. The fence agent: lab/usr laid over the node's /usr, so that it is in /usr/sbin, where
 pacemaker-fenced looks for fence_* agents. Both go into one read-only overlay: overlays
 stack at most two deep, and in the Debian 13 root (tools/debian13-root) / is one already.
 """
@@ -125,10 +127,11 @@ class Node:
     # -- boot and power
 
     def boot(self, agents_dir: str | None, package_root: str | None,
-             fence_agent: bool = False) -> None:
+             fence_agent: bool = False, extra_agents: dict[str, str] | None = None) -> None:
         """Make the node's namespaces and lay it out as a freshly booted node: hostname,
         network, fresh volatile and kept disk directories, the OCF agents (agents_dir, or
-        package_root's /usr), and with fence_agent the lab's fence agent."""
+        package_root's /usr, plus extra_agents: {"provider/type": file}), and with
+        fence_agent the lab's fence agent."""
         self.holder = subprocess.Popen(
             ["ip", "netns", "exec", self.netns.name, "unshare", "--mount", "--uts",
              "--propagation", "private", "sleep", "infinity"], stdin=subprocess.DEVNULL)
@@ -146,7 +149,7 @@ class Node:
             self.run(["mount", "-t", "overlay", "-o", f"lowerdir={':'.join(layers)}:/usr",
                       f"{self.name}-usr", "/usr"])
         if agents_dir:
-            self._show_agents(agents_dir)
+            self._show_agents(agents_dir, extra_agents or {})
 
     def power_off(self) -> None:
         """End every process of the node at once (SIGKILL, until none is left), as pulling a
@@ -190,19 +193,27 @@ class Node:
         self.run(["mkdir", "-p", "-m", "0750", *owned, "/run/resource-agents", "/run/home"])
         self.run(["chown", "hacluster:haclient", *owned, "/var/log/pacemaker", "/var/log/crmsh"])
 
-    def _show_agents(self, agents_dir: str) -> None:
+    def _show_agents(self, agents_dir: str, extra_agents: dict[str, str]) -> None:
         """resource.d in the node: a tmpfs with the machine's providers bind-mounted back
         (heartbeat's relative links ../../lib/heartbeat/... then still resolve) and kuth, a
-        symlink to agents_dir."""
+        symlink to agents_dir. A provider with extra agents is copied instead (2.3 MB for
+        heartbeat, a few ms), and the extra files are added to the copy."""
         providers = sorted(p for p in os.listdir(OCF_PROVIDERS) if p != "kuth")
+        extended = {name.split("/")[0] for name in extra_agents}
         hidden = "/run/ocf-providers"  # the machine's directory, before the tmpfs hides it
         self.run(["mkdir", hidden])
         self.run(["mount", "--bind", OCF_PROVIDERS, hidden])
         self.run(["mount", "-t", "tmpfs", "-o", "mode=0755", f"{self.name}-ocf", OCF_PROVIDERS])
-        for provider in providers:
+        for provider in sorted(set(providers) | extended):
             self.run(["mkdir", f"{OCF_PROVIDERS}/{provider}"])
-            self.run(["mount", "--bind", f"{hidden}/{provider}", f"{OCF_PROVIDERS}/{provider}"])
+            if provider not in extended:
+                self.run(["mount", "--bind", f"{hidden}/{provider}",
+                          f"{OCF_PROVIDERS}/{provider}"])
+            elif provider in providers:
+                self.run(["cp", "-a", f"{hidden}/{provider}/.", f"{OCF_PROVIDERS}/{provider}"])
         self.run(["umount", hidden])
+        for name, source in sorted(extra_agents.items()):
+            self.run(["install", "-m", "0755", source, f"{OCF_PROVIDERS}/{name}"])
         self.run(["ln", "-s", agents_dir, f"{OCF_PROVIDERS}/kuth"])
 
 
