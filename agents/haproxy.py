@@ -17,7 +17,10 @@ running this configuration and that it answers `show stat` in time; it publishes
 UP servers of every backend as transient node attributes (<resource>-<backend>-up) for location
 rules. Reload applies an edited configuration seamlessly (master-worker reload: listening sockets
 are handed over, established connections finish on the old worker). HAProxy runs in
-master-worker mode whatever the configuration says about `daemon`.""")
+master-worker mode whatever the configuration says about `daemon`. A probe that finds the
+haproxy an older agent started with this configuration (daemonized, not master-worker: the
+usual guide's heartbeat haproxy agent) takes it over without a restart, and the next reload
+hands it over to a master-worker haproxy without dropping a connection.""")
 
 agent.param("binpath", STRING, default="/usr/sbin/haproxy",
             shortdesc="HAProxy binary",
@@ -219,12 +222,16 @@ def monitor(cfg: Config) -> int:
             return OCF.NOT_RUNNING
         raise
     if not ha.master_pid():
-        return probe_foreign(cfg, ha) if cfg.env.is_probe else OCF.NOT_RUNNING
+        if not cfg.env.is_probe:
+            return OCF.NOT_RUNNING
+        if not take_over(cfg, ha):
+            return probe_foreign(cfg, ha)
     rows = answers(cfg, ha)
     old_workers = 0
     if not cfg.env.is_probe:
         keep_watch(cfg, ha)
-        old_workers = ha.end_old_workers(cfg.old_workers_timeout, cfg.log)
+        old_workers = (ha.end_old_workers(cfg.old_workers_timeout, cfg.log)
+                       + ha.end_handed_over(cfg.old_workers_timeout, cfg.log))
     if cfg.env.check_level >= 10:
         closed = hx.closed_frontends(rows)
         if closed:
@@ -237,6 +244,27 @@ def monitor(cfg: Config) -> int:
 
 
 agent.advertise("monitor", timeout=20, interval=60, depth=10)
+
+
+def take_over(cfg: Config, ha: hx.Instance) -> bool:
+    """Make the haproxy an older agent started with this configuration this resource's
+    (Instance.adoptable: daemonized, not master-worker), so that a migration from
+    heartbeat's agents restarts nothing; True when there was one. Only probes look (a scan
+    of /proc): neither the recurring monitor nor start, which lie on a failover's path."""
+    pid = ha.adoptable()
+    if pid is None:
+        return False
+    try:
+        ha.check_files()
+        ha.adopt(pid)
+    except (hx.NotInstalled, hx.UnsafeFile, OSError) as err:
+        cfg.log.warning(f"haproxy (pid {pid}) with {ha.conffile} runs outside Pacemaker and "
+                        f"cannot be taken over: {err}")
+        return False
+    cfg.log.info(f"took over haproxy (pid {pid}) with {ha.conffile}, started outside this "
+                 f"agent (daemonized, not master-worker); the next reload hands it over to "
+                 f"a master-worker haproxy without a cut")
+    return True
 
 
 def probe_foreign(cfg: Config, ha: hx.Instance) -> int:
@@ -289,6 +317,8 @@ def reload(cfg: Config) -> int:
     problem = config_problem(ha, cfg)
     if problem:
         return keep_serving(cfg, ha, problem)
+    if ha.adopted():
+        return hand_over(cfg, ha)
     if ha.command_line_changed():  # binpath, extraconf or pidfile: only a restart applies it
         ha.stop(grace=0, deadline=cfg.env.deadline)
         return start(cfg)
@@ -300,6 +330,22 @@ def reload(cfg: Config) -> int:
         raise OcfError(OCF.ERR_GENERIC, str(err)) from None
     keep_watch(cfg, ha)
     cfg.log.info(f"reloaded haproxy with {ha.conffile}")
+    return OCF.SUCCESS
+
+
+def hand_over(cfg: Config, ha: hx.Instance) -> int:
+    """Reload of an haproxy taken over: a master-worker haproxy of ours replaces it; the
+    old one finishes its connections. When the new one does not serve, the old one serves
+    on and monitor reports it degraded, as for any refused configuration."""
+    old = ha.master_pid()
+    try:
+        ha.hand_over(deadline=cfg.env.deadline)
+    except hx.LaunchFailed as err:
+        return keep_serving(cfg, ha, str(err))
+    keep_watch(cfg, ha)
+    cfg.log.info(f"handed haproxy (pid {old}) over to a master-worker haproxy (pid "
+                 f"{ha.master_pid()}) with {ha.conffile}; pid {old} finishes its "
+                 f"connections")
     return OCF.SUCCESS
 
 

@@ -366,16 +366,125 @@ def test_bind_conflict_fails_start_with_reason_and_leaves_nothing(ha):
         assert ha.haproxy_pids() == []
 
 
-def test_probe_tells_the_truth_about_an_haproxy_started_elsewhere(ha):
+def test_probe_tells_the_truth_about_a_master_worker_haproxy_started_elsewhere(ha):
+    """Debian's haproxy.service (-Ws): reported, never taken over (systemd would start it
+    again)."""
     ha.node.run("mkdir", "-p", "/run/haproxy")
-    ha.node.run("/usr/sbin/haproxy", "-f", ha.config, "-D")
-    wait_for(ha.haproxy_pids, what="outside haproxy")
+    ha.node.run("/usr/sbin/haproxy", "-W", "-f", ha.config, "-D")
+    wait_for(lambda: len(ha.haproxy_pids()) == 2, what="outside haproxy, master and worker")
     out = ha.agent("monitor", interval_ms=0)
     assert out.rc == 0, out
     assert "outside Pacemaker" in out.reason
     assert ha.agent("monitor", interval_ms=20000).rc == 7, "not ours to monitor"
     assert ha.agent("stop").rc == 0
     assert ha.haproxy_pids() == []
+
+
+def start_like_the_old_agent(ha):
+    """haproxy as heartbeat's old shell agent of the guide starts it: daemonized (the
+    configuration says `daemon`), not master-worker, its pid in /var/run/haproxy.pid."""
+    ha.node.run("mkdir", "-p", "/run/haproxy")
+    ha.node.run("/usr/sbin/haproxy", "-f", ha.config, "-p", "/var/run/haproxy.pid")
+    [pid] = wait_for(ha.haproxy_pids, what="the old agent's haproxy")
+    wait_for(lambda: ha.http(32700) == "200", what="its stats page")
+    return pid
+
+
+def requests_during(ha, seconds):
+    """A client in the node sending a GET to the stats page every 5 ms for seconds; returns
+    the process, whose output is 'OK FAILED' at the end."""
+    code = ("import base64,http.client,time\n"
+            "auth='Basic '+base64.b64encode(b'admin:admin').decode()\n"
+            "ok=failed=0\n"
+            f"end=time.monotonic()+{seconds}\n"
+            "while time.monotonic()<end:\n"
+            "    try:\n"
+            f"        c=http.client.HTTPConnection('{FRONT}',32700,timeout=2)\n"
+            "        c.request('GET','/',headers={'Authorization':auth})\n"
+            "        r=c.getresponse();r.read();c.close()\n"
+            "        ok+=r.status==200;failed+=r.status!=200\n"
+            "    except OSError:\n"
+            "        failed+=1\n"
+            "    time.sleep(0.005)\n"
+            "print(ok,failed,flush=True)\n")
+    return ha.node.popen("/usr/bin/python3", "-c", code, stdout=subprocess.PIPE, text=True)
+
+
+def test_probe_takes_over_the_haproxy_the_old_agent_started(ha, fake_attrd):
+    """A migration from heartbeat's agents: the probe of ocf:kuth:haproxy finds the old
+    agent's daemonized haproxy and makes it this resource's; monitor and stop then act on
+    it, and nothing was restarted."""
+    calls, extra = fake_attrd
+    pid = start_like_the_old_agent(ha)
+    out = ha.agent("monitor", interval_ms=0)
+    assert (out.rc, out.reason) == (0, None), out
+    assert "took over haproxy (pid " in out.stderr
+    assert ha.agent("monitor", interval_ms=20000, extra=extra).rc == 0
+    assert ha.agent("start").rc == 0, "already running: start is idempotent"
+    assert ha.haproxy_pids() == [pid], "the same process, untouched"
+    assert ha.agent("stop").rc == 0
+    assert ha.haproxy_pids() == []
+    assert ha.agent("monitor", interval_ms=0).rc == 7
+
+
+def test_reload_hands_a_taken_over_haproxy_over_without_a_cut(ha, fake_attrd):
+    """The first reload replaces the old agent's haproxy by a master-worker haproxy of
+    ours: no request fails, open connections stay served by the old process, which is
+    counted and bounded as an old worker; the next reload is an ordinary one."""
+    calls, extra = fake_attrd
+    old = start_like_the_old_agent(ha)
+    assert ha.agent("monitor", interval_ms=0).rc == 0
+    clients = [ha.connect(), ha.connect()]
+    load = requests_during(ha, 3)
+    try:
+        time.sleep(1)
+        ha.write_config(guide_config_for_test(SOCKET) + ADDED)
+        out = ha.agent("reload", reload_token="2")
+        assert out.rc == 0, out
+        assert "handed haproxy (pid " in out.stderr
+        ok, failed = map(int, load.communicate(timeout=30)[0].split())
+        assert (failed, ok > 100) == (0, True), (ok, failed)
+        assert ha.http(32701, auth=False) == "200", "the new listener serves"
+        pids = ha.haproxy_pids()
+        assert old in pids and len(pids) == 3, "the old process, our master and its worker"
+        assert ha.agent("monitor", interval_ms=20000, extra=extra).rc == 0
+        assert "-n test-rsc-old-workers -U 1" in calls.read_text()
+        for client, answer in zip(clients, ("HTTP/1.0 200 OK", "")):
+            if not answer:  # the second one: its old process is ended past the bound
+                out = ha.agent("monitor", interval_ms=20000, extra=extra,
+                               old_workers_timeout="1ms")
+                assert "ended the haproxy handed over" in out.stderr, out
+            client.stdin.write("go\n")
+            client.stdin.flush()
+            assert client.stdout.readline().strip() == answer
+        wait_for(lambda: old not in ha.haproxy_pids(), what="the old process gone")
+        assert ha.agent("monitor", interval_ms=20000, extra=extra).rc == 0
+        assert calls.read_text().endswith("-n test-rsc-old-workers -U 0\n")
+        master = ha.haproxy_pids()[0]
+        assert ha.agent("reload", reload_token="3").rc == 0
+        assert ha.haproxy_pids()[0] == master, "an ordinary reload: the master stays"
+        assert f"-sf {old}" not in ha.node.run("cat", f"/proc/{master}/cmdline").stdout.replace(
+            "\0", " "), "the master's next reloads do not signal the old pid"
+    finally:
+        for client in clients:
+            client.kill()
+            client.wait()
+        load.kill()
+        load.wait()
+
+
+def test_stop_ends_a_handed_over_haproxy_that_still_serves_a_connection(ha):
+    old = start_like_the_old_agent(ha)
+    assert ha.agent("monitor", interval_ms=0).rc == 0
+    client = ha.connect()
+    try:
+        assert ha.agent("reload", reload_token="2").rc == 0
+        assert old in ha.haproxy_pids()
+        assert ha.agent("stop").rc == 0
+        assert ha.haproxy_pids() == []
+    finally:
+        client.kill()
+        client.wait()
 
 
 def test_backend_health_attributes_and_min_servers_up(ha, fake_attrd):

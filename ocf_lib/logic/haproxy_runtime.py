@@ -6,6 +6,11 @@ HAProxy always runs in master-worker mode (`-W -D`), whatever the configuration 
 connections), and its CLI socket, which the agent always creates, reaches the current worker
 even when the configuration has no `stats socket`.
 
+An haproxy that an older agent started (heartbeat's haproxy of the usual guide: daemonized,
+not master-worker, `-p /var/run/haproxy.pid`) is taken over by a probe (adopt): it becomes
+this resource's master, and the first reload hands it over to a master-worker haproxy of
+ours (hand_over), the way an operator migrating a running cluster needs it: without a cut.
+
 The monitor path (master_pid, show_stat) reads only the pidfile, /proc, a small state file
 and the runtime socket; the configuration is parsed on start, reload and validate only.
 """
@@ -173,6 +178,30 @@ class Instance:
                      f"over {bound:g} s (old_workers_timeout): their clients reconnect")
         return len(ages) - len(expired)
 
+    def end_handed_over(self, bound: float, log: Logger) -> int:
+        """The haproxy taken over and then handed over (hand_over) finishes its established
+        connections as an old worker does, and is bounded the same way: ended (SIGTERM) once
+        handed over for bound seconds (0: never). Returns 1 while it runs, else 0. Cheap
+        when there is none: one failed open of a state file."""
+        record = self.state.read("handed-over")
+        if record is None:
+            return 0
+        try:
+            pid, start_time, since = (int(word) for word in record.split())
+        except ValueError:
+            pid, start_time, since = 0, 0, 0
+        info = process.process_info(pid) if pid else None
+        if info is None or info.state == "Z" or info.start_time != start_time:
+            self.state.remove("handed-over")
+            return 0
+        if bound and time.time() - since >= bound:
+            process.signal_all([pid], process.SIGTERM)
+            log.info(f"ended the haproxy handed over at a reload (pid {pid}), old for over "
+                     f"{bound:g} s (old_workers_timeout): its clients reconnect")
+            self.state.remove("handed-over")
+            return 0
+        return 1
+
     def our_pids(self) -> list[int]:
         """The master and every process it started (current and old workers)."""
         master = self.master_pid()
@@ -187,6 +216,89 @@ class Instance:
         here = _net_namespace("self")
         return [p.pid for p in process.find_haproxy(self.binpath, self.conffile)
                 if p.pid not in ours and _net_namespace(str(p.pid)) == here]
+
+    # -- taking over an haproxy another agent started -----------------------------------------
+
+    def adoptable(self) -> int | None:
+        """The haproxy to take over: the only process running this configuration in this
+        network namespace, daemonized without master-worker mode (no -W, no child), as old
+        shell agents start it (heartbeat's haproxy of the usual guide:
+        `haproxy -f CFG -p /var/run/haproxy.pid` with `daemon`), with a runtime API for
+        monitor to ask. Never a master-worker haproxy (Debian's haproxy.service runs -Ws):
+        that one is systemd's, which would start it again."""
+        foreign = self.foreign_pids()
+        if len(foreign) != 1 or not (self.stats_socket or self._config_socket()):
+            return None
+        info = process.process_info(foreign[0])
+        if (info is None or any(arg in ("-W", "-Ws") for arg in info.cmdline)
+                or process.children(info.pid)):
+            return None
+        return info.pid
+
+    def adopt(self, pid: int) -> None:
+        """Make pid this resource's haproxy: its pid becomes the master's in the pidfile, so
+        that monitor, the watcher and stop act on it, and it is marked as taken over, so
+        that reload hands it over (hand_over) instead of signalling a master it is not."""
+        self.state.ensure()
+        process.write_pidfile(self.pidfile, [pid])
+        self.state.write("socket", self.stats_socket or self._config_socket())
+        self.state.remove("argv")
+        self.state.write("adopted", str(pid))
+        self._master = None
+
+    def adopted(self) -> bool:
+        """True while the master is an haproxy taken over (adopt), not one we started."""
+        master = self.master_pid()
+        return master is not None and self.state.read("adopted") == str(master)
+
+    def hand_over(self, deadline: float) -> None:
+        """Replace the haproxy taken over by a master-worker haproxy of ours, applying
+        conffile, without a cut: the new one binds the same ports beside the old one
+        (SO_REUSEPORT; the old one has no socket to pass its listeners through, `-x`) and,
+        once it serves, `-sf` makes the old one stop listening and finish its established
+        connections, bounded by old_workers_timeout (end_handed_over). Refused when the new
+        one did not serve: the old one then serves on, still taken over."""
+        from ocf_lib.adapters.command import run
+        old = self.master_pid()
+        old_info = process.process_info(old) if old else None
+        if old is None or old_info is None:
+            raise LaunchFailed("haproxy is not running")
+        content = read_file(self.conffile)
+        if content is None:
+            raise LaunchFailed(f"cannot read {self.conffile}")
+        missing = self.missing_addresses()
+        if missing:
+            raise Refused(f"{self.conffile}: {missing}: no such address on this node")
+        config = self.prepare_runtime_dirs(self.conffile)
+        argv = self.argv()
+        result = run([*argv[:3], "-sf", str(old), *argv[3:]],
+                     timeout=max(deadline - time.monotonic(), 1.0))
+        if result.rc != 0:
+            self._keep_adopted(old)
+            raise Refused(f"haproxy did not start beside the one taken over: "
+                          f"{first_alert(result.stdout + result.stderr) or result.rc}")
+        self.state.write("argv", "\0".join(argv))
+        self.state.write("socket", _first_unix_socket(config))
+        try:
+            self.wait_serving(deadline - _CLEANUP_RESERVE, "reload", instead_of=old)
+        except LaunchFailed as err:
+            self._keep_adopted(old)
+            raise Refused(str(err)) from None
+        self.state.remove("adopted")
+        self.state.write("handed-over", f"{old} {old_info.start_time} {time.time():.0f}")
+        self.accepted.remember(content)
+        self.accepted.clear_refused()
+
+    def _keep_adopted(self, old: int) -> None:
+        """After a failed hand-over: end the new haproxy if one runs, the old one stays this
+        resource's haproxy."""
+        self._master = None
+        new = self.master_pid()
+        if new and new != old:
+            pids = [new, *process.children(new)]
+            process.signal_all(pids, process.SIGTERM)
+            process.wait_gone(pids, time.monotonic() + 2)
+        self.adopt(old)
 
     # -- runtime API --------------------------------------------------------------------------
 
@@ -240,12 +352,13 @@ class Instance:
             self.accepted.remember(content)
             self.accepted.clear_refused()
 
-    def wait_serving(self, deadline: float, what: str) -> None:
-        """Wait until the runtime API answers and every frontend is open."""
+    def wait_serving(self, deadline: float, what: str, instead_of: int | None = None) -> None:
+        """Wait until the runtime API answers and every frontend is open; with instead_of,
+        from a master other than that pid (the haproxy a hand-over replaces)."""
         problem = "no master process"
         while time.monotonic() < deadline:
             self._master = None
-            if self.master_pid():
+            if self.master_pid() not in (None, instead_of):
                 try:
                     closed = closed_frontends(self.show_stat(timeout=1.0))
                     if not closed:
@@ -402,7 +515,7 @@ class Instance:
             if process.read_pidfile(self.pidfile):  # never a file that holds no pids
                 _unlink(self.pidfile)
             _unlink(self.master_socket)
-            for suffix in ("argv", "socket"):
+            for suffix in ("argv", "socket", "adopted", "handed-over"):
                 self.state.remove(suffix)
         self._master = None
         return pids
