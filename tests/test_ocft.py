@@ -20,10 +20,17 @@ How it is run, and why:
   half-way leaves what it changed (a base address removed, say); run together, every later
   case would inherit it.
 - ocft's agent_run polls the agent it started in the background with `sleep 1` until it is
-  gone, so each agent run costs a whole second (about 90 s per config). The case scripts
+  gone, so each agent run costs a whole second (a minute or more per config). The case scripts
   get an exported bash function `sleep` (SLEEP_FUNCTION) that, for `sleep 1` only, returns
   as soon as the script has no running background job (the agent), and after 1 s at the
   latest: the same results and the same HangTimeout, without the idle wait.
+
+What must fail: EXPECTED_DIFFERENCES (where we answer otherwise than heartbeat on purpose) and
+STALE_CASES (where heartbeat's own IPaddr2 answers otherwise than the case expects), exactly
+those. As a control, heartbeat's IPaddr2 runs the same adapted cases and must fail only
+STALE_CASES: every difference is then ours, none an artefact of the namespace or the
+adaptation. Needs ocft, bash, setsid and iproute2 (resource-agents, bash, util-linux and
+iproute2, all in the Makefile's TEST_PACKAGES or essential); ocf-tester and lsof are not used.
 """
 from __future__ import annotations
 
@@ -85,7 +92,8 @@ IN_NAMESPACE_ONLY = {
 OUR_NETWORKS = (ipaddress.ip_network("198.18.0.0/15"), ipaddress.ip_network("2001:2::/48"))
 
 # Cases where ocf:kuth:IPaddr2 answers differently from ocf:heartbeat:IPaddr2 on purpose:
-# (config, "case N: name" as `ocft make` lists it) -> why. Each must fail, and no other case
+# (config, "case N: name" as `ocft make` lists it: a name can repeat within a config, the
+# number cannot) -> why. Each must fail, and no other case
 # may (but STALE_CASES). heartbeat's own agent passes each of them in the same namespace
 # (test_heartbeat_passes_the_adapted_cases), so none is an artefact of the adaptation.
 NODE_LOCAL = ("no interface here covers the address (with this nic/cidr_netmask): 2 "
