@@ -305,3 +305,12 @@ def test_heartbeat_passes_the_adapted_cases(config, tmp_path):
     """The adaptation is faithful: heartbeat's own IPaddr2 fails only STALE_CASES of the
     adapted config in the same namespaces, so each of EXPECTED_DIFFERENCES is ours."""
     check(config, tmp_path, HEARTBEAT_ROOT, STALE_CASES)
+
+
+def test_listed_cases_name_known_configs():
+    """An entry for a config this module does not run would never be checked."""
+    listed = {**EXPECTED_DIFFERENCES, **STALE_CASES}
+    assert {config for config, _ in listed} <= set(CONFIGS)
+    assert not set(EXPECTED_DIFFERENCES) & set(STALE_CASES)
+    assert all(re.fullmatch(r"case \d+: .+", case) and why.strip() and "\n" not in why
+               for (_, case), why in listed.items())
