@@ -141,7 +141,7 @@ def answers(cfg: Config, ha: hx.Instance) -> list[dict[str, str]]:
     except hx.RuntimeApiError as err:
         from ocf_lib.adapters import process
         master = ha.master_pid()
-        if master and not process.alive(master):  # it ended since master_pid() found it
+        if not (master and process.alive(master)):  # it ended since it was found
             raise OcfError(OCF.NOT_RUNNING, f"haproxy (pid {master}) ended during the "
                                             f"monitor") from None
         raise OcfError(OCF.ERR_GENERIC, f"haproxy (pid {master}) does not answer on its "
