@@ -416,7 +416,7 @@ def test_probe_takes_over_the_haproxy_the_old_agent_started(ha, fake_attrd):
     it, and nothing was restarted."""
     calls, extra = fake_attrd
     pid = start_like_the_old_agent(ha)
-    out = ha.agent("monitor", interval_ms=0)
+    out = ha.agent("monitor")  # no interval at all: Pacemaker 2.1.5's probe after a refresh
     assert (out.rc, out.reason) == (0, None), out
     assert "took over haproxy (pid " in out.stderr
     assert ha.agent("monitor", interval_ms=20000, extra=extra).rc == 0
