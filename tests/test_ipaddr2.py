@@ -573,7 +573,7 @@ def test_reload_of_any_other_setting_keeps_the_address_and_its_connections(lan):
 
 MOVES = [  # (parameters, the change, what `ip -j addr` shows of the address afterwards)
     (V4, {"nic": "lan5"}, {"dev": "lan5", "prefixlen": 24}),
-    (V4, {"cidr_netmask": "25"}, {"dev": "lan0", "prefixlen": 25, "broadcast": "198.18.0.127"}),
+    (V4, {"cidr_netmask": "25"}, {"dev": "lan0", "prefixlen": 25, "broadcast": "198.18.0.255"}),
     ({**V4, "cidr_netmask": ""}, {"netmask": "255.255.255.128"}, {"prefixlen": 25}),
     (V4, {"broadcast": "-"}, {"prefixlen": 24, "broadcast": None}),
     (V4, {"iflabel": "vip"}, {"label": "lan0:vip"}),
@@ -711,3 +711,19 @@ def test_reload_re_arms_the_watcher_with_the_new_settings(lan, tmp_path):
         _wait_for(pcmk.reports, "the re-armed watcher reports the address removed")
     finally:
         agent("stop", params, node, extra=pcmk.env)
+
+
+@pytest.mark.parametrize("broadcast,expected", [("", "198.18.0.255"), ("+", "198.18.0.15")],
+                         ids=["network's", "plus"])
+def test_a_prefix_longer_than_the_network_keeps_the_network_broadcast(lan, broadcast,
+                                                                       expected):
+    """A /28 VIP on lan0's /24 (heartbeat's findif does the same): broadcast .15 would make
+    the host that owns 198.18.0.15 unreachable from the node. '+' asks for the /28's."""
+    node, _ = lan
+    params = {"ip": "198.18.0.10", "nic": "lan0", "cidr_netmask": "28",
+              "broadcast": broadcast}
+    assert agent("start", params, node).rc == 0
+    detail = json.loads(node.ip("-j", "addr", "show", "dev", "lan0"))[0]["addr_info"]
+    vip = [a for a in detail if a["local"] == "198.18.0.10"][0]
+    assert (vip["prefixlen"], vip["broadcast"]) == (28, expected)
+    assert agent("stop", params, node).rc == 0

@@ -175,15 +175,33 @@ def bring_up(nic: str) -> None:
 
 
 def broadcast_for(vip: Vip) -> str | None:
-    """The broadcast to configure: the given one, else the directed broadcast of the
-    network for IPv4 prefixes that have one (none for /31 and /32, nor for IPv6)."""
+    """The broadcast to configure: the given one ('+': the address's own prefix's, as ip
+    derives it); else for IPv4 prefixes that have one (none for /31 and /32, nor for
+    IPv6), the broadcast of the network the address lies in on its nic, the node's own
+    address there telling which, as with heartbeat's findif. A cidr_netmask longer than that
+    network's (a /28 VIP on a /24 link) must not make a broadcast of an address inside
+    it, which the node could then no longer reach as a host."""
     if vip.is_ipv6 or vip.broadcast == "-":
         return None
     if vip.broadcast and vip.broadcast != "+":
         return vip.broadcast
     if vip.prefixlen is None or vip.prefixlen >= 31:
         return None
-    return inet.broadcast_of(vip.packed, vip.prefixlen)
+    own = inet.broadcast_of(vip.packed, vip.prefixlen)
+    return own if vip.broadcast == "+" else network_broadcast(vip) or own
+
+
+def network_broadcast(vip: Vip) -> str | None:
+    """The broadcast of the network of the node's own address on vip's nic that holds vip
+    and is at most as long as vip's prefix (the longest such), None without one."""
+    link = netlink.link_by_name(vip.nic) if vip.nic else None
+    if link is None:
+        return None
+    lengths = [address.prefixlen for address in netlink.addresses(inet.AF_INET, link.index)
+               if address.address != vip.ip and address.prefixlen <= (vip.prefixlen or 32)
+               and inet.network_contains(inet.AF_INET, inet.parse_ip(address.address)[1],
+                                         address.prefixlen, vip.packed)]
+    return inet.broadcast_of(vip.packed, max(lengths)) if lengths else None
 
 
 def served(vip: Vip) -> tuple[netlink.Address, netlink.Link] | None:
