@@ -119,14 +119,6 @@ def keep_serving(cfg: Config, ha: hx.Instance, reason: str) -> int:
     return OCF.SUCCESS
 
 
-def probing(cfg: Config) -> bool:
-    """A probe: a monitor with interval 0. Pacemaker 2.1.5 runs probes (those after `crm
-    resource refresh`, seen in the lab) without OCF_RESKEY_CRM_meta_interval at all, which
-    resource-agents' ocf_is_probe also takes for 0; OcfEnv.is_probe wants a "0"."""
-    return cfg.env.is_probe or (cfg.env.action == "monitor"
-                                and "OCF_RESKEY_CRM_meta_interval" not in os.environ)
-
-
 def this_node() -> str | None:
     """This node's name when Pacemaker runs the agent."""
     return os.environ.get("OCF_RESKEY_CRM_meta_on_node")
@@ -226,17 +218,17 @@ def monitor(cfg: Config) -> int:
     try:
         ha = instance(cfg)
     except OcfError:
-        if probing(cfg):
+        if cfg.env.is_probe:
             return OCF.NOT_RUNNING
         raise
     if not ha.master_pid():
-        if not probing(cfg):
+        if not cfg.env.is_probe:
             return OCF.NOT_RUNNING
         if not take_over(cfg, ha):
             return probe_foreign(cfg, ha)
     rows = answers(cfg, ha)
     old_workers = 0
-    if not probing(cfg):
+    if not cfg.env.is_probe:
         keep_watch(cfg, ha)
         old_workers = (ha.end_old_workers(cfg.old_workers_timeout, cfg.log)
                        + ha.end_handed_over(cfg.old_workers_timeout, cfg.log))
@@ -246,7 +238,7 @@ def monitor(cfg: Config) -> int:
             raise OcfError(OCF.ERR_GENERIC, f"frontends not listening: {', '.join(closed)}")
     refused = refused_now(cfg, ha)
     code = backend_health(cfg, rows, old_workers, refused)
-    if refused and not probing(cfg):
+    if refused and not cfg.env.is_probe:
         return agent.exit_reason(OCF.DEGRADED, refused)  # short: Pacemaker keeps 128 bytes
     return code
 
@@ -294,7 +286,7 @@ def refused_now(cfg: Config, ha: hx.Instance) -> str | None:
     if refused and ha.accepted.file_runs(ha.conffile):
         ha.accepted.clear_refused()
         refused = None
-    if this_node() and not probing(cfg):
+    if this_node() and not cfg.env.is_probe:
         ha.accepted.publish_if_due(cfg.log)
     return refused
 
@@ -304,7 +296,7 @@ def backend_health(cfg: Config, rows: list[dict[str, str]], old_workers: int,
     """Publish UP-server counts per backend, the old workers' count and why the
     configuration file is refused; fail only below min_servers_up (opt-in)."""
     counts = hx.backend_servers_up(rows)
-    if not probing(cfg):
+    if not cfg.env.is_probe:
         hx.publish_attributes(cfg.env.state(), cfg.env.instance, counts, old_workers, refused,
                               cfg.log)
     if cfg.min_servers_up:

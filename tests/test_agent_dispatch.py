@@ -70,7 +70,12 @@ def test_stop_and_probe_fall_back_to_defaults_on_bad_values():
 
 def test_recurring_monitor_is_not_a_probe():
     assert "probe=False" in run("monitor", interval_ms=10000).stdout
-    assert "probe=False" in run("monitor").stdout
+
+
+def test_a_monitor_without_an_interval_is_a_probe():
+    """As resource-agents' ocf_is_probe takes it: Pacemaker 2.1.5 runs the probes after
+    `crm resource refresh` without OCF_RESKEY_CRM_meta_interval."""
+    assert "probe=True" in run("monitor").stdout
 
 
 def test_unexpected_exception_is_generic_error_without_traceback(tmp_path):

@@ -72,7 +72,10 @@ class OcfEnv:
         self.instance = environ.get("OCF_RESOURCE_INSTANCE", "")
         self.interval_ms = _int_env("OCF_RESKEY_CRM_meta_interval", 0)
         self.timeout_ms = _int_env("OCF_RESKEY_CRM_meta_timeout", 20000)
-        self.is_probe = action == "monitor" and environ.get("OCF_RESKEY_CRM_meta_interval") == "0"
+        # A monitor without an interval is a probe too, as for resource-agents'
+        # ocf_is_probe: Pacemaker 2.1.5 runs the probes after `crm resource refresh` so.
+        self.is_probe = (action == "monitor"
+                         and environ.get("OCF_RESKEY_CRM_meta_interval", "0") == "0")
         self.check_level = _supported_depth(_int_env("OCF_CHECK_LEVEL", 0), depths)
         self.clone = environ.get("OCF_RESKEY_CRM_meta_clone")
         self.clone_max = _int_env("OCF_RESKEY_CRM_meta_clone_max", 1)
