@@ -36,12 +36,13 @@ respected) but never run through a shell, e.g. "-f /etc/haproxy/conf.d".""")
 agent.param("pidfile", STRING, default="", unique=True,
             shortdesc="PID file",
             longdesc="""Where the master process's pid is kept. Empty (the default):
-/run/kuth-haproxy/<resource>.pid, one per resource.""")
+/run/resource-agents/kuth-haproxy-<resource>.pid, one per resource.""")
 agent.param("stats_socket", STRING, default="",
             shortdesc="Runtime API socket used by monitor",
             longdesc="""The unix socket monitor talks to. Empty (the default): the first `stats
 socket` of the configuration; when the configuration has none, the agent's own master socket
-(/run/kuth-haproxy/<resource>.master.sock), whose `@1` prefix reaches the current worker.""")
+(/run/resource-agents/kuth-haproxy-<resource>.master.sock), whose `@1` prefix reaches the
+current worker.""")
 agent.param("stop_grace", TIME, default=0.0,
             shortdesc="Time for established connections on stop",
             longdesc="""How long stop lets established connections finish after HAProxy stops
