@@ -263,12 +263,7 @@ class Instance:
         old_info = process.process_info(old) if old else None
         if old is None or old_info is None:
             raise LaunchFailed("haproxy is not running")
-        content = read_file(self.conffile)
-        if content is None:
-            raise LaunchFailed(f"cannot read {self.conffile}")
-        missing = self.missing_addresses()
-        if missing:
-            raise Refused(f"{self.conffile}: {missing}: no such address on this node")
+        content = self.applicable_config()
         config = self.prepare_runtime_dirs(self.conffile)
         argv = self.argv()
         result = run([*argv[:3], "-sf", str(old), *argv[3:]],
@@ -402,12 +397,7 @@ class Instance:
         master = self.master_pid()
         if master is None:
             raise LaunchFailed("haproxy is not running")
-        content = read_file(self.conffile)
-        if content is None:
-            raise LaunchFailed(f"cannot read {self.conffile}")
-        missing = self.missing_addresses()
-        if missing:
-            raise Refused(f"{self.conffile}: {missing}: no such address on this node")
+        content = self.applicable_config()
         previous = None
         if self.running_config() == self.accepted.path:
             previous = self.accepted.local(), self.accepted.local_ns()
@@ -425,6 +415,17 @@ class Instance:
         self.wait_serving(deadline, "reload")
         self.accepted.remember(content)
         self.accepted.clear_refused()
+
+    def applicable_config(self) -> str:
+        """conffile's text, for a reload or a hand-over to apply: LaunchFailed when it
+        cannot be read, Refused when a listener names an address this node lacks."""
+        content = read_file(self.conffile)
+        if content is None:
+            raise LaunchFailed(f"cannot read {self.conffile}")
+        missing = self.missing_addresses()
+        if missing:
+            raise Refused(f"{self.conffile}: {missing}: no such address on this node")
+        return content
 
     def missing_addresses(self) -> str:
         """The first listener of conffile on an address this node lacks ('listen NAME:
