@@ -333,7 +333,7 @@ def test_a_new_prefix_is_a_reload_that_moves_the_address(cluster: Cluster) -> No
     streams, began, active, log = changed_with_streams(cluster, "cidr_netmask", "25")
     assert operations(log) == ["reload"], log
     said = agent_lines(log)
-    assert said[0].startswith("INFO: reload: cidr_netmask, broadcast changed: moving"), said
+    assert said[0].startswith("INFO: reload: cidr_netmask changed: moving"), said
     assert f"INFO: stopped {VIP}/24 on lan0" in said and f"INFO: started {VIP}/25 on lan0" in said
     assert streams.cut(began, time.monotonic()) == STREAMS
     assert f"{VIP}/25" in cluster.node(active).addresses()
