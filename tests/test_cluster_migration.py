@@ -23,7 +23,6 @@ reset for each test. KUTH_CLUSTER_LOGS=DIR keeps every node's Pacemaker and Coro
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import threading
@@ -40,6 +39,7 @@ from lab.traffic import Streams, Traffic
 from ocf_lib.adapters import process
 
 from test_cluster_haproxy import EXTRA_LISTENER, apiserver_answer, haproxy_pids, other
+from test_cluster_operations import clients
 
 LEGACY_AGENT = os.path.join(REPO, "lab", "legacy", "haproxy")
 VIP = f"{VIP_NETWORK}.20"
@@ -179,18 +179,6 @@ def probe_records_stay_deleted(cluster: Cluster) -> bool:
     return int(version.split(".")[0]) < 3
 
 
-@contextlib.contextmanager
-def clients(cluster: Cluster) -> Iterator[tuple[Traffic, Streams]]:
-    """A GET through the VIP every 10 ms and STREAMS watch streams, flowing when the block
-    begins."""
-    with Traffic(cluster.client, f"http://{VIP}:{KUBE_PORT}/", interval=0.01,
-                 timeout=1.0) as traffic, \
-            Streams(cluster.client, VIP, KUBE_PORT, count=STREAMS, idle_timeout=60) as streams:
-        cluster.wait_for(lambda: streams.flowing_since(time.monotonic() - 1), 10,
-                         what="streams flowing")
-        yield traffic, streams
-
-
 def assert_nothing_cut(traffic: Traffic, streams: Streams, began: float, ended: float,
                        what: str) -> None:
     time.sleep(1.0)  # the last requests get their answer
@@ -260,7 +248,7 @@ def run_migration(cluster: Cluster, build: Callable[[Cluster], str],
     active = build(cluster)
     old = old_agents_haproxy(cluster, active)
     target = other(cluster, active)
-    with clients(cluster) as (traffic, streams), \
+    with clients(cluster, interval=0.01) as (traffic, streams), \
             Sampler(lambda: address_holders(cluster)) as holders:
         began = time.monotonic()
         migrate(cluster, active)
@@ -289,7 +277,7 @@ def run_migration(cluster: Cluster, build: Callable[[Cluster], str],
     assert len(masters(cluster, target)) == 1 and len(haproxy_pids(cluster, target)) == 2
     master = masters(cluster, target)
 
-    with clients(cluster) as (traffic, streams):
+    with clients(cluster, interval=0.01) as (traffic, streams):
         began = time.monotonic()
         apply_edit(cluster, set_token, "edited-2", 7444)
         assert_nothing_cut(traffic, streams, began, time.monotonic(), "reload after the move")

@@ -29,10 +29,10 @@ REFUSED_ATTRIBUTE = f"{HAPROXY}-config-refused"
 
 
 @contextlib.contextmanager
-def clients(cluster: Cluster) -> Iterator[tuple[Traffic, Streams]]:
-    """Short requests through the VIP (a GET every 50 ms) and STREAMS watch streams, flowing
-    when the block begins."""
-    with Traffic(cluster.client, f"http://{VIP}:{KUBE_PORT}/", interval=0.05,
+def clients(cluster: Cluster, interval: float = 0.05) -> Iterator[tuple[Traffic, Streams]]:
+    """Short requests through the VIP (a GET every interval seconds) and STREAMS watch
+    streams, flowing when the block begins."""
+    with Traffic(cluster.client, f"http://{VIP}:{KUBE_PORT}/", interval=interval,
                  timeout=1.0) as traffic, \
             Streams(cluster.client, VIP, KUBE_PORT, count=STREAMS, idle_timeout=60) as streams:
         cluster.wait_for(lambda: streams.flowing_since(time.monotonic() - 1), 10,
