@@ -71,10 +71,12 @@ class Demo:
     def say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.began:6.1f}s] {text}", flush=True)
 
-    def shell(self, argv: list[str]) -> None:
-        """Show a command run on a node and its output, as an operator would see it."""
-        print(f"\n  # {' '.join(argv)}")
-        out = self.cluster.view_node(None).run(argv).stdout
+    def shell(self, argv: list[str], view: str | None = None) -> None:
+        """Show a command run on node view (default: the first reachable node, see
+        Cluster.view_node) and its output, as an operator there would see it."""
+        node = self.cluster.view_node(view)
+        print(f"\n  {node.name}# {' '.join(argv)}")
+        out = node.run(argv).stdout
         print("".join(f"  {line}\n" for line in out.rstrip().splitlines()), flush=True)
 
     def active(self) -> str:
@@ -223,8 +225,10 @@ class Demo:
         self.event("node crash", crash, lambda: self.on_one_of(survivors, view=survivors[0]))
         self.cluster.wait_for(back, WAIT_S, what=f"{lost} back")
         self.say(f"  {', '.join(survivors)} fenced {lost} (stonith:fence_kuth_lab, reboot) "
-                 f"before taking its resources; {lost} booted again and rejoined:")
-        self.shell(["stonith_admin", "--history", lost])
+                 f"before taking its resources; {lost} booted again and rejoined. The fencing "
+                 f"history, asked on {survivors[0]}, which saw it ({lost}'s fencer started "
+                 f"afresh at its boot):")
+        self.shell(["stonith_admin", "--history", lost], view=survivors[0])
 
     def node_down(self) -> None:
         lost, survivors = self.lose_active()

@@ -6,6 +6,7 @@ so the nodes' /usr overlay is the second of the two a kernel allows)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,4 +30,6 @@ def test_the_demo_runs_every_event_and_tears_down(tmp_path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = proc.stdout.split("\nReport:", 1)[-1]
     assert [e for e in EVENTS if f"  {e} " not in report] == [], report
+    # The crash's fencing evidence, from a survivor's fencing history.
+    assert re.search(r"reboot of \S+ successful: delegate=", proc.stdout), proc.stdout[-3000:]
     assert "Tearing down" in proc.stdout and "Done in" in proc.stdout
