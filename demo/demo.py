@@ -21,6 +21,7 @@ KUTH_CLUSTER_LOGS=DIR keeps every node's Pacemaker and Corosync logs.
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import shutil
 import signal
@@ -30,7 +31,6 @@ import tempfile
 import time
 from collections.abc import Callable
 
-import ocf_lib
 from lab import REPO, constraints
 from lab.apiserver import WATCH_INTERVAL
 from lab.cluster import Cluster
@@ -289,6 +289,13 @@ def unpack(deb: str) -> str:
     return root
 
 
+def built_deb() -> str:
+    """The package `make deb` left in dist/, the pattern if none: tools/build-deb keeps only
+    its last, whose version changes with every commit between releases (NEWS.md)."""
+    pattern = os.path.join(REPO, "dist", "kuth-resource-agents_*_all.deb")
+    return next(iter(glob.glob(pattern)), pattern)
+
+
 def package_version(deb: str) -> str:
     return subprocess.run(["dpkg-deb", "-f", deb, "Version"], check=True, capture_output=True,
                           text=True).stdout.strip()
@@ -324,9 +331,8 @@ def main(argv: list[str]) -> int:
                         help="cluster size (3: no-quorum-policy=stop)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the cluster up at the end, to explore it")
-    parser.add_argument("--deb", default=os.path.join(
-        REPO, "dist", f"kuth-resource-agents_{ocf_lib.__version__}_all.deb"),
-        help="the package to run (default: the one `make deb` built)")
+    parser.add_argument("--deb", default=built_deb(),
+                        help="the package to run (default: the one `make deb` built)")
     parser.add_argument("--interval", type=int, default=20, metavar="MS",
                         help="milliseconds between the client's requests (default 20)")
     args = parser.parse_args(argv)

@@ -19,7 +19,6 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 
-import ocf_lib
 from ocfshim import REPO
 
 PACKAGE = "kuth-resource-agents"
@@ -46,11 +45,29 @@ CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME":
 
 def build(out: str, version: str | None = None) -> str:
     """tools/build-deb into out (a clean copy of the checkout; `make deb` does the same into
-    dist/); the path of the .deb it made."""
+    dist/), of version if given, else of the checkout's own (tools/release version); the
+    path of the .deb it made."""
     argv = [os.path.join(REPO, "tools", "build-deb")] + (["--version", version] if version else [])
+    expected = version or build_version()
     proc = subprocess.run([*argv, out], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return os.path.join(out, f"{PACKAGE}_{version or ocf_lib.__version__}_all.deb")
+    return os.path.join(out, f"{PACKAGE}_{expected}_all.deb")
+
+
+def build_version() -> str:
+    """The version a build of the checkout gets now (VERSION, or VERSION+gitN.gHASH)."""
+    return release("version").strip()
+
+
+def released() -> list[str]:
+    """NEWS.md's versions, newest first as written."""
+    return [line.split()[0] for line in release("releases").splitlines()]
+
+
+def release(command: str, top: str = REPO) -> str:
+    """What tools/release (of the checkout at top) prints for command."""
+    return subprocess.run([os.path.join(top, "tools", "release"), command],
+                          capture_output=True, text=True, check=True).stdout
 
 
 def relations(deb: str) -> list[str]:

@@ -1,9 +1,10 @@
 """The Debian package: built from a clean copy, lintian-clean, complete, installable with apt
 on a clean Debian 12 and on a clean Debian 13 (one package for both, built on this machine's
-release), removable without a trace, and upgradable under a running resource."""
+release), removable without a trace, and an upgrade of 0.1.0 under a running resource."""
 from __future__ import annotations
 
 import glob
+import gzip
 import os
 import shutil
 import subprocess
@@ -111,7 +112,8 @@ def test_package_holds_every_agent_its_man_page_the_library_and_the_docs(deb: st
                 | {f"/usr/share/man/man7/ocf_kuth_{a}.7.gz" for a in AGENT_NAMES}
                 | {f"{PRIVATE_DIR}/heartbeat_metadata/{a}.xml" for a in AGENT_NAMES}
                 | {f"{PRIVATE_DIR}/{m}" for m in library}
-                | {f"{DOC_DIR}/{d}" for d in ("README.Debian", "changelog.gz", "copyright")}
+                | {f"{DOC_DIR}/{d}" for d in ("README.Debian", "changelog.gz", "copyright",
+                                               "NEWS.md.gz")}
                 | {f"{DOC_DIR}/examples/{e}" for e in examples}
                 | {f"/usr/share/python3/runtime.d/{PACKAGE}.rtupdate",
                    f"/usr/share/lintian/overrides/{PACKAGE}"})
@@ -131,12 +133,29 @@ def test_man_pages_render_cleanly_and_list_every_parameter(deb: str, tmp_path) -
 
 
 def test_version_comes_from_ocf_lib_and_relations_are_debians(deb: str) -> None:
-    assert deb_field(deb, "Version") == ocf_lib.__version__
+    version = deb_field(deb, "Version")
+    assert version == chroot.build_version()
+    assert version == ocf_lib.__version__ or version.startswith(f"{ocf_lib.__version__}+git")
     assert deb_field(deb, "Architecture") == "all"
     assert deb_field(deb, "Depends") == "iproute2, python3:any (>= 3.11~)"
     assert deb_field(deb, "Recommends") == ("crmsh | pcs, haproxy, pacemaker, "
                                             "pacemaker-cli-utils")
     assert deb_field(deb, "Suggests") == "resource-agents"
+
+
+def test_changelog_and_library_name_the_package_version(deb: str, tmp_path) -> None:
+    """apt changelog shows the build's own version first, then each release of NEWS.md; the
+    library says the package's version (a watcher of another version is replaced by it)."""
+    subprocess.run(["dpkg-deb", "-x", deb, str(tmp_path)], check=True)
+    with gzip.open(tmp_path / DOC_DIR.lstrip("/") / "changelog.gz", "rt") as changelog:
+        text = changelog.read()
+    versions = subprocess.run(["dpkg-parsechangelog", "-l", "-", "--all", "--format", "rfc822",
+                               "-S", "Version"], input=text, capture_output=True, text=True,
+                              check=True).stdout.split()
+    released, built = chroot.released(), deb_field(deb, "Version")
+    assert versions == ([] if built in released else [built]) + released
+    library = tmp_path / PRIVATE_DIR.lstrip("/") / "ocf_lib" / "__init__.py"
+    assert f'__version__ = "{built}"' in library.read_text().splitlines()
 
 
 def test_maintainer_scripts_never_start_stop_or_restart_anything(deb: str, tmp_path) -> None:
@@ -169,17 +188,20 @@ def test_apt_installs_it_on_a_clean_debian_and_purge_leaves_nothing(deb: str, ro
     assert chroot.service_requests(root) == ""
 
 
-def test_upgrade_leaves_running_ipaddr2_and_haproxy_untouched(deb: str, root: str, lan,
-                                                              tmp_path) -> None:
+def test_upgrade_from_0_1_0_leaves_running_ipaddr2_and_haproxy_untouched(
+        deb: str, root: str, lan, tmp_path) -> None:
+    """Every build before releases was 0.1.0 (the override builds one): installing this
+    package over it is an upgrade for dpkg and apt, under running resources."""
     node, _peer = lan
-    newer = chroot.build(str(tmp_path / "newer"), f"{ocf_lib.__version__}+upgradetest1")
-    for package in (deb, newer):
+    older = chroot.build(str(tmp_path / "older"), "0.1.0")
+    for package in (older, deb):
         shutil.copy(package, os.path.join(root, "tmp"))
     with open(os.path.join(root, HAPROXY_CONF.lstrip("/")), "w") as conf:
         conf.write(HAPROXY_CFG)
-    chroot.chrooted(root, "apt-get", "install", "-y", "-q", f"/tmp/{os.path.basename(deb)}")
+    chroot.chrooted(root, "apt-get", "install", "-y", "-q", f"/tmp/{os.path.basename(older)}")
     with chroot.proc_mounted(root):
-        upgrade_under_running_resources(root, node, f"/tmp/{os.path.basename(newer)}")
+        upgrade_under_running_resources(root, node, f"/tmp/{os.path.basename(deb)}",
+                                        deb_field(deb, "Version"))
 
 
 def test_installed_agents_pass_ocf_tester(deb: str, root: str, lan) -> None:
@@ -241,17 +263,22 @@ def run_resource(root: str, node, agent: str, action: str) -> int:
                            prefix=("nsenter", f"--net=/run/netns/{node.name}")).returncode
 
 
-def upgrade_under_running_resources(root: str, node, newer: str) -> None:
-    """Start the VIP and HAProxy from the installed package, upgrade the package, and see
-    nothing move: same addresses, same processes, no service request, both still healthy."""
+def upgrade_under_running_resources(root: str, node, newer: str, version: str) -> None:
+    """Start the VIP and HAProxy from the installed package, upgrade to newer (of version),
+    and see an upgrade that moves nothing: dpkg -s and dpkg's log name the new version,
+    same addresses, same processes, no service request, both still healthy."""
     for agent in RESOURCES:
         assert run_resource(root, node, agent, "start") == 0, agent
     addresses, processes = node.addresses("lan0"), node.pids()
     assert "198.18.0.10/24" in addresses
+    old = chroot.chrooted(root, "dpkg-query", "-W", "-f", "${Version}", PACKAGE).stdout
 
-    chroot.chrooted(root, "apt-get", "install", "-y", "-q", newer)
-    version = chroot.chrooted(root, "dpkg-query", "-W", "-f", "${Version}", PACKAGE).stdout
-    assert version == f"{ocf_lib.__version__}+upgradetest1"
+    installed = chroot.chrooted(root, "apt-get", "install", "-y", "-q", newer).stdout
+    assert "1 upgraded, 0 newly installed" in installed, installed
+    status = chroot.chrooted(root, "dpkg", "-s", PACKAGE).stdout.splitlines()
+    assert "Status: install ok installed" in status and f"Version: {version}" in status
+    with open(os.path.join(root, "var/log/dpkg.log")) as log:
+        assert f" upgrade {PACKAGE}:all {old} {version}" in log.read()
     assert node.addresses("lan0") == addresses
     haproxy = live_haproxy(node)
     assert len(haproxy) == 2 and set(haproxy) <= set(processes), "one master, one worker"
