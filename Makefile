@@ -75,10 +75,10 @@ soak:
 	$(PYTHON) -m soak.soak --minutes $(MINUTES) $(if $(SEED),--seed $(SEED)) \
 	    --output bench/results/soak.md
 
-## metadata: regenerate heartbeat_metadata/ from the agents' declarations
+## metadata: regenerate metadata/ from the agents' declarations
 metadata:
 	for agent in $$(find agents -maxdepth 1 -type f -perm -u+x -printf '%f\n'); do \
-	    $(PYTHON) -B -S -m agents $$agent > heartbeat_metadata/$$agent.xml; done
+	    $(PYTHON) -B -S -m agents $$agent > metadata/$$agent.xml; done
 
 clean:
 	rm -rf build dist .pytest_cache

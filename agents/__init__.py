@@ -11,7 +11,7 @@ MODULES = {"IPaddr2": "agents.ipaddr2", "haproxy": "agents.haproxy"}  # executab
 # The meta-data each agent prints, generated from its declarations (`make metadata` in a
 # checkout, the package's build when installed) and kept equal to them by a test.
 METADATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            "heartbeat_metadata")
+                            "metadata")
 
 
 def launch(name: str) -> None:

@@ -31,7 +31,7 @@ _public: list[str] = []
 
 
 def public_tree() -> str:
-    """A copy of agents/, ocf_lib/ and heartbeat_metadata/ that every user can read, for what runs as `nobody`
+    """A copy of agents/, ocf_lib/ and metadata/ that every user can read, for what runs as `nobody`
     (ocf-tester's meta-data, the privilege tests): the checkout may lie under a directory
     only root may enter (/root is 0700), and such a run would then test the checkout's
     place, not the agent. Made once per test run in /tmp (never TMPDIR, which may be
@@ -40,7 +40,7 @@ def public_tree() -> str:
         top = tempfile.mkdtemp(prefix="kuth-test-public-", dir="/tmp")
         atexit.register(shutil.rmtree, top, ignore_errors=True)
         skip = shutil.ignore_patterns("__pycache__", "*.pyc")
-        for part in ("agents", "ocf_lib", "heartbeat_metadata"):
+        for part in ("agents", "ocf_lib", "metadata"):
             shutil.copytree(os.path.join(REPO, part), os.path.join(top, part), ignore=skip)
         for directory, _, files in os.walk(top):
             os.chmod(directory, 0o755)

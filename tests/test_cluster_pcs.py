@@ -154,7 +154,7 @@ def test_pcs_clone_topology_moves_only_the_address(cluster: Cluster) -> None:
 def declared_parameters(agent: str) -> dict[str, str]:
     """Every parameter of the agent and its default ("" for none), from its committed
     meta-data (test_metadata.py keeps that equal to what the agent prints)."""
-    root = ET.parse(os.path.join(REPO, "heartbeat_metadata", f"{agent}.xml")).getroot()
+    root = ET.parse(os.path.join(REPO, "metadata", f"{agent}.xml")).getroot()
     return {p.get("name", ""): (p.find("content").get("default", "")  # type: ignore[union-attr]
                                 if p.find("content") is not None else "")
             for p in root.iter("parameter")}

@@ -42,7 +42,7 @@ def test_the_list_holds_every_parameter_of_the_installed_heartbeat_agent():
 
 
 def test_our_metadata_declares_every_heartbeat_parameter():
-    with open(os.path.join(REPO, "heartbeat_metadata", "IPaddr2.xml"), encoding="utf-8") as f:
+    with open(os.path.join(REPO, "metadata", "IPaddr2.xml"), encoding="utf-8") as f:
         ours = parameter_names(f.read())
     assert [name for name in HEARTBEAT_PARAMS if name not in ours] == []
 

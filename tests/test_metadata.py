@@ -31,7 +31,7 @@ def test_agent_metadata_is_valid_against_ra_api_dtd(name):
 
 
 def committed(name):
-    with open(os.path.join(REPO, "heartbeat_metadata", f"{name}.xml")) as xml:
+    with open(os.path.join(REPO, "metadata", f"{name}.xml")) as xml:
         return xml.read()
 
 
@@ -39,7 +39,7 @@ def committed(name):
 def test_committed_metadata_equals_what_the_declarations_make(name):
     made = subprocess.run([sys.executable, "-B", "-S", "-m", "agents", name], cwd=REPO,
                           capture_output=True, text=True, check=True).stdout
-    assert made == committed(name), "run `make metadata` and commit heartbeat_metadata/"
+    assert made == committed(name), "run `make metadata` and commit metadata/"
 
 
 @pytest.mark.parametrize("name", AGENT_NAMES)

@@ -110,7 +110,7 @@ def test_package_holds_every_agent_its_man_page_the_library_and_the_docs(deb: st
     examples = os.listdir(os.path.join(REPO, "packaging", "debian", "crm"))
     expected = ({f"{OCF_DIR}/{a}" for a in AGENT_NAMES}
                 | {f"/usr/share/man/man7/ocf_kuth_{a}.7.gz" for a in AGENT_NAMES}
-                | {f"{PRIVATE_DIR}/heartbeat_metadata/{a}.xml" for a in AGENT_NAMES}
+                | {f"{PRIVATE_DIR}/metadata/{a}.xml" for a in AGENT_NAMES}
                 | {f"{PRIVATE_DIR}/{m}" for m in library}
                 | {f"{DOC_DIR}/{d}" for d in ("README.Debian", "changelog.gz", "copyright",
                                                "NEWS.md.gz")}
@@ -128,7 +128,7 @@ def test_man_pages_render_cleanly_and_list_every_parameter(deb: str, tmp_path) -
         shown = subprocess.run(["man", "--warnings", "-l", str(page)], capture_output=True,
                                text=True, env={"PATH": "/usr/bin:/bin", "MANWIDTH": "80"})
         assert (shown.returncode, shown.stderr) == (0, "")
-        with open(os.path.join(REPO, "heartbeat_metadata", f"{agent}.xml")) as xml:
+        with open(os.path.join(REPO, "metadata", f"{agent}.xml")) as xml:
             assert [p for p in metadata_params(xml.read()) if p not in shown.stdout] == []
 
 
