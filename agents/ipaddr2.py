@@ -58,7 +58,7 @@ Empty (the default): every route.""")
 agent.param("iflabel", STRING, default="",
             shortdesc="Interface label (IPv4)",
             longdesc="""A label for the address, shown as nic:iflabel by `ip addr` and ifconfig.
-nic:iflabel must fit in 15 characters. IPv4 only. Monitor fails when the address is there
+nic:iflabel must fit in 15 bytes. IPv4 only. Monitor fails when the address is there
 without its label (as heartbeat 4.16 does).""")
 agent.param("lvs_support", BOOLEAN, default=False,
             shortdesc="LVS direct routing (not supported)",

@@ -19,7 +19,7 @@ INVALID = [  # (parameter overrides, code, words expected in the reason)
     ({"cidr_netmask": "abc"}, 6, "netmask"),
     ({"broadcast": "198.18.0.999"}, 6, "broadcast"),
     ({"ip": "2001:2::10", "cidr_netmask": "64", "broadcast": "198.18.0.255"}, 6, "IPv4"),
-    ({"iflabel": "averyverylonglabel"}, 6, "15 characters"),
+    ({"iflabel": "averyverylonglabel"}, 6, "15 bytes"),
     ({"iflabel": "bad label"}, 6, "iflabel"),
     ({"arp_count": "0"}, 6, "arp_count"),
     ({"arp_count": "many"}, 6, "not an integer"),
@@ -116,7 +116,7 @@ def test_a_label_too_long_for_the_nic_found_here_is_this_nodes_problem(lan):
     for action in ("start", "validate-all", "reload"):
         out = run_agent("IPaddr2", action, params, ns=node)
         assert_clean_failure(out, 2)
-        assert "lan0:abcdefghijk" in out.reason and "15 characters" in out.reason
+        assert "lan0:abcdefghijk" in out.reason and "15 bytes" in out.reason
     assert run_agent("IPaddr2", "monitor", params, ns=node, interval_ms=0).rc == 7
     assert run_agent("IPaddr2", "stop", params, ns=node).rc == 0
     assert snapshot(node) == before

@@ -17,7 +17,7 @@ import struct
 import syslog
 import time
 
-from ocf_lib.adapters import inet
+from ocf_lib.adapters import inet, netlink
 
 DEFAULT_COUNT = 5
 DEFAULT_INTERVAL_MS = 200
@@ -193,20 +193,6 @@ def na_claimant(frame: bytes, ip6: bytes) -> bytes | None:
     return source if frame[62:78] == ip6 else None
 
 
-def check_ifname(ifname: str) -> None:
-    """Refuse a name the kernel could never have given an interface.
-
-    The rules are the kernel's own (dev_valid_name): 1 to 15 bytes, not "." or "..",
-    no "/", ":" or whitespace. They keep a hostile value from walking out of a
-    /sys/class/net/<name> path, and they reject an alias label such as "eth0:1".
-    """
-    size = len(ifname.encode("utf-8", "surrogateescape"))
-    if (not 1 <= size <= 15 or ifname in (".", "..")
-            or any(c in "/:\0" or c.isspace() for c in ifname)):
-        raise AnnounceError(f"{ifname!r} is not a valid interface name (1-15 bytes, not '.' "
-                            "or '..', no '/', ':' or whitespace)")
-
-
 def _announce(ifname: str, ip: str, family: int | None, count: int, interval_ms: int,
               mode: str, mac: bytes | None) -> None:
     sock, frame = _open_announcement(ifname, ip, family, count, interval_ms, mode, mac)
@@ -270,7 +256,10 @@ def open_link(ifname: str, ethertype: int, *, purpose: str = _ANNOUNCING,
     sysfs shows the network namespace it was mounted in, which after a bare setns() is
     not the caller's.
     """
-    check_ifname(ifname)
+    try:
+        netlink.valid_ifname(ifname)
+    except ValueError as err:  # also keeps a hostile name out of any path it may reach
+        raise AnnounceError(str(err)) from None
     try:
         sock = _socket.socket(_socket.AF_PACKET, _socket.SOCK_RAW, 0)
     except PermissionError:

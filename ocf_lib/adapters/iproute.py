@@ -68,7 +68,7 @@ def add_address(dev: str, address: str, prefixlen: int, *, broadcast: str | None
     if broadcast is not None:
         argv += ["brd", _broadcast(broadcast)]
         brd = _broadcast_bytes(broadcast, packed, prefixlen)
-    argv += ["dev", _arg(dev, "dev")]
+    argv += ["dev", netlink.valid_ifname(dev, "dev")]
     flags = 0
     if nodad:
         argv.append("nodad")
@@ -77,7 +77,7 @@ def add_address(dev: str, address: str, prefixlen: int, *, broadcast: str | None
         argv.append("noprefixroute")
         flags |= netlink.IFA_F_NOPREFIXROUTE
     if label is not None:
-        argv += ["label", _label(label, dev)]
+        argv += ["label", netlink.valid_label(_arg(label, "label"), dev)]
     lifetime = None
     if preferred_lft is not None:
         argv += ["preferred_lft", _lifetime(preferred_lft)]
@@ -89,7 +89,8 @@ def add_address(dev: str, address: str, prefixlen: int, *, broadcast: str | None
 
 def delete_address(dev: str, address: str, prefixlen: int) -> None:
     """`ip addr del ADDRESS/PREFIXLEN dev DEV`."""
-    argv = ["addr", "del", _prefixed(address, prefixlen), "dev", _arg(dev, "dev")]
+    argv = ["addr", "del", _prefixed(address, prefixlen), "dev",
+            netlink.valid_ifname(dev, "dev")]
     family, packed = inet.parse_ip(address)
     _netlink(argv, dev, lambda index: netlink.delete_address(index, family, packed,
                                                              prefixlen))
@@ -100,8 +101,8 @@ def delete_local_route(dev: str, address: str) -> None:
     address (a new connection's SYN goes unanswered) while the address stays on dev, so
     the node can still send from it (a reset, say) until the address itself goes."""
     family, packed = inet.parse_ip(_arg(address, "address"))
-    argv = ["route", "del", "local", inet.canonical(family, packed), "dev", _arg(dev, "dev"),
-            "table", "local"]
+    argv = ["route", "del", "local", inet.canonical(family, packed), "dev",
+            netlink.valid_ifname(dev, "dev"), "table", "local"]
     _netlink(argv, dev, lambda index: netlink.delete_local_route(index, family, packed))
 
 
@@ -143,7 +144,7 @@ def unlabel_address(address: str) -> None:
 
 def set_link_up(dev: str) -> None:
     """`ip link set dev DEV up`."""
-    _ip(["link", "set", "dev", _arg(dev, "dev"), "up"])
+    _ip(["link", "set", "dev", netlink.valid_ifname(dev, "dev"), "up"])
 
 
 def flush_route_cache(family: int) -> None:
@@ -313,16 +314,6 @@ def _broadcast_bytes(value: str, packed: bytes, prefixlen: int) -> bytes:
     host_bits = (1 << (32 - prefixlen)) - 1
     number = int.from_bytes(packed, "big")
     return (number | host_bits if value == "+" else number & ~host_bits).to_bytes(4, "big")
-
-
-def _label(value: str, dev: str) -> str:
-    """A label ip accepts: dev itself or dev:something, fitting the kernel's IFNAMSIZ."""
-    label = _arg(value, "label")
-    if label != dev and not label.startswith(f"{dev}:"):
-        raise ValueError(f"label {label!r} must be {dev!r} or begin with {dev + ':'!r}")
-    if len(label.encode()) >= netlink.IFNAMSIZ:
-        raise ValueError(f"label {label!r} is longer than 15 bytes")
-    return label
 
 
 def _broadcast(value: str) -> str:

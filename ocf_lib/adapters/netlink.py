@@ -59,6 +59,7 @@ IFA_F_NOPREFIXROUTE = 0x200
 _OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
 _ENODEV, _EPROTO = 19, 71
 IFNAMSIZ = 16  # the kernel's size for interface names and address labels, with the NUL
+_NOT_IN_IFNAMES = b"/: \t\n\v\f\r\xa0\0"  # the kernel's isspace() is true for 0xa0 too
 
 
 class NetlinkError(OSError):
@@ -142,12 +143,39 @@ def links() -> list[Link]:
                                               dump=True)]
 
 
+def valid_ifname(name: str, what: str = "interface") -> str:
+    """name, when the kernel could give an interface that name (its dev_valid_name: 1 to
+    15 bytes, not '.' or '..', no '/', ':' or whitespace), it is printable (it shows in
+    exit reasons and log lines) and it does not start with '-' (names reach `ip`'s command
+    line, where such a one reads as an option); else ValueError, which says what the rule
+    is. Every check of an interface name is this one: a parameter's (nic), a packet
+    socket's, an `ip` argument's."""
+    encoded = name.encode("utf-8", "surrogateescape")
+    if (not 0 < len(encoded) < IFNAMSIZ or name in (".", "..") or name.startswith("-")
+            or any(byte in _NOT_IN_IFNAMES for byte in encoded) or not name.isprintable()):
+        raise ValueError(f"{what} {name!r} is not a valid interface name (1-15 printable "
+                         f"bytes, not '.' or '..', no '/', ':', whitespace or leading '-')")
+    return name
+
+
+def valid_label(label: str, dev: str) -> str:
+    """label, when the kernel keeps it for an IPv4 address on dev, as `ip addr add ... label`
+    takes it: dev itself or dev:SUFFIX, 15 bytes at most; else ValueError."""
+    if label != dev and not label.startswith(f"{dev}:"):
+        raise ValueError(f"label {label!r} must be {dev!r} or begin with {dev + ':'!r}")
+    if len(label.encode("utf-8", "surrogateescape")) >= IFNAMSIZ:
+        raise ValueError(f"label {label!r} is longer than {IFNAMSIZ - 1} bytes")
+    return label
+
+
 def link_by_name(name: str) -> Link | None:
     """The interface called name, or None when there is none (asks for that one only)."""
-    encoded = name.encode()
-    if not encoded or len(encoded) >= IFNAMSIZ or b"\0" in encoded:
+    try:
+        valid_ifname(name)
+    except ValueError:  # no interface can have it
         return None
-    request = _link_request(_attr(_IFLA_IFNAME, encoded + b"\0"))
+    request = _link_request(_attr(_IFLA_IFNAME, name.encode("utf-8", "surrogateescape")
+                                  + b"\0"))
     try:
         bodies = _exchange(_RTM_GETLINK, request, _RTM_NEWLINK, dump=False)
     except NetlinkError as err:

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from ocf_lib.ocf.log import Logger
     from ocf_lib.ocf.state import StateDir
 
-MAX_IFNAME = 15  # IFNAMSIZ - 1: the kernel's limit for interface names and address labels
 MAX_LIFETIME = 0xFFFFFFFF  # address lifetimes are 32-bit seconds (the largest is forever)
 
 
@@ -82,7 +81,10 @@ def parse(ip: str, nic: str, netmask: str, broadcast: str, iflabel: str,
     if problem:
         raise ConfigInvalid(f"ip {ip} {problem}: it cannot be a floating address")
     if nic:
-        check_ifname("nic", nic)
+        try:
+            netlink.valid_ifname(nic, "nic")
+        except ValueError as err:
+            raise ConfigInvalid(str(err)) from None
     elif inet.is_link_local(family, packed):
         raise ConfigInvalid(f"ip {ip} is link-local: set nic= to the interface it belongs to")
     prefixlen = None
@@ -105,9 +107,8 @@ def parse(ip: str, nic: str, netmask: str, broadcast: str, iflabel: str,
         if not all(c.isascii() and (c.isalnum() or c in "-_.") for c in iflabel):
             raise ConfigInvalid(f"iflabel {iflabel!r} may hold only letters, digits, '-', '_' "
                                 f"and '.'")
-        if nic and len(nic) + 1 + len(iflabel) > MAX_IFNAME:
-            raise ConfigInvalid(f"label '{nic}:{iflabel}' is longer than {MAX_IFNAME} "
-                                f"characters; shorten iflabel")
+        if nic:
+            _check_label(f"{nic}:{iflabel}", nic, ConfigInvalid)
     return Vip(family, packed, nic or None, prefixlen, broadcast or None, iflabel or None)
 
 
@@ -133,11 +134,12 @@ def check_proto(proto: str) -> None:
         raise ConfigInvalid(f"proto {proto!r} is not a route protocol name or number")
 
 
-def check_ifname(what: str, name: str) -> None:
-    """An interface name the kernel could have; also keeps option-like values out of `ip`."""
-    if (not name or len(name) > MAX_IFNAME or name in (".", "..") or name.startswith("-")
-            or any(c in "/:" or c.isspace() or not c.isprintable() for c in name)):
-        raise ConfigInvalid(f"{what} {name!r} is not a valid interface name")
+def _check_label(label: str, nic: str, error: type[Exception]) -> None:
+    """The label nic:iflabel fits the kernel's limit; else error, telling what to shorten."""
+    try:
+        netlink.valid_label(label, nic)
+    except ValueError as err:
+        raise error(f"{err}; shorten iflabel") from None
 
 
 def complete(vip: Vip, proto: str = "") -> Vip:
@@ -159,9 +161,8 @@ def complete(vip: Vip, proto: str = "") -> Vip:
     vip.nic = found.nic
     if vip.prefixlen is None:
         vip.prefixlen = found.prefixlen
-    if vip.iflabel and len(vip.label or "") > MAX_IFNAME:
-        raise ConfigInvalid(f"label '{vip.label}' is longer than {MAX_IFNAME} characters; "
-                            f"shorten iflabel")
+    if vip.label:  # nic:iflabel, too long for a nic found here is this node's problem
+        _check_label(vip.label, vip.nic, NotOnThisNode)
     return vip
 
 
