@@ -102,8 +102,6 @@ def test_malformed_interface_name_is_refused(name: str) -> None:
 
 
 @pytest.mark.parametrize("call, reason", [
-    (lambda: announce.gratuitous_arp("lan0", VIP6), "not an IPv4 address"),
-    (lambda: announce.unsolicited_na("lan0", VIP4), "not an IPv6 address"),
     (lambda: announce.announce("lan0", "198.18.0.300"), "not a valid IP address"),
     (lambda: announce.announce("lan0", VIP4 + "/24"), "prefix length"),
     (lambda: announce.announce("lan0", VIP4, mode="-A"), "neither 'request' nor 'reply'"),
@@ -196,7 +194,7 @@ def test_gratuitous_arp_moves_peers_stale_entry_to_node(lan: tuple[Netns, Netns]
     node, peer = lan
     peer.ip("neigh", "replace", VIP4, "lladdr", ELSEWHERE, "dev", "lan0", "nud", "stale")
     node.ip("addr", "add", f"{VIP4}/24", "dev", "lan0")
-    run_py(node, f"gratuitous_arp('lan0', {VIP4!r}, count=2, interval_ms=50, mode={mode!r})")
+    run_py(node, f"announce('lan0', {VIP4!r}, count=2, interval_ms=50, mode={mode!r})")
     assert neighbour(peer, VIP4) == mac_of(node)
 
 
@@ -204,7 +202,7 @@ def test_unsolicited_na_moves_peers_stale_entry_to_node(lan: tuple[Netns, Netns]
     node, peer = lan
     peer.ip("-6", "neigh", "replace", VIP6, "lladdr", ELSEWHERE, "dev", "lan0", "nud", "stale")
     node.ip("addr", "add", f"{VIP6}/64", "dev", "lan0", "nodad")
-    run_py(node, f"unsolicited_na('lan0', {VIP6!r}, count=2, interval_ms=50)")
+    run_py(node, f"announce('lan0', {VIP6!r}, count=2, interval_ms=50)")
     assert neighbour(peer, VIP6) == mac_of(node)
 
 
@@ -218,7 +216,7 @@ def test_given_mac_is_announced_instead_of_the_interfaces(lan: tuple[Netns, Netn
 def test_arp_frames_arrive_count_times_interval_apart(lan: tuple[Netns, Netns]) -> None:
     node, peer = lan
     with Capture(peer, "arp") as capture:
-        run_py(node, f"gratuitous_arp('lan0', {VIP4!r}, count=4, interval_ms=150)")
+        run_py(node, f"announce('lan0', {VIP4!r}, count=4, interval_ms=150)")
     frames = capture.matching(mac_of(node), f"Request who-has {VIP4} tell {VIP4}")
     assert len(frames) == 4
     _assert_spacing([stamp for stamp, _ in frames], 0.150)
@@ -234,7 +232,7 @@ def test_reply_mode_sends_arp_replies_naming_node(lan: tuple[Netns, Netns]) -> N
 def test_neighbor_advertisements_arrive_checksummed_count_times(lan: tuple[Netns, Netns]) -> None:
     node, peer = lan
     with Capture(peer, "icmp6") as capture:
-        run_py(node, f"unsolicited_na('lan0', {VIP6!r}, count=3, interval_ms=100)")
+        run_py(node, f"announce('lan0', {VIP6!r}, count=3, interval_ms=100)")
     frames = capture.matching(f"{VIP6} > ff02::1:", "neighbor advertisement", f"tgt is {VIP6}")
     assert len(frames) == 3
     for _, text in frames:
@@ -338,7 +336,7 @@ def test_background_announcer_ends_on_sigterm_despite_callers_handler(
 
 def test_missing_interface_is_reported_by_name(lan: tuple[Netns, Netns]) -> None:
     node, _ = lan
-    assert _error(node, f"gratuitous_arp('eth9', {VIP4!r}, count=1)") == \
+    assert _error(node, f"announce('eth9', {VIP4!r}, count=1)") == \
         "interface 'eth9' does not exist"
     assert _error(node, f"spawn_background('eth9', {VIP6!r})") == "interface 'eth9' does not exist"
     assert _error(node, "arp_probe('eth9', '198.18.0.2')") == "interface 'eth9' does not exist"
@@ -347,19 +345,19 @@ def test_missing_interface_is_reported_by_name(lan: tuple[Netns, Netns]) -> None
 def test_interface_that_is_down_is_reported(lan: tuple[Netns, Netns]) -> None:
     node, _ = lan
     node.ip("link", "add", "down0", "type", "veth", "peer", "name", "down1")
-    assert _error(node, f"unsolicited_na('down0', {VIP6!r}, count=1)") == \
+    assert _error(node, f"announce('down0', {VIP6!r}, count=1)") == \
         "interface 'down0' is down; nothing can be sent on it"
 
 
 def test_loopback_is_refused_as_not_ethernet(lan: tuple[Netns, Netns]) -> None:
     node, _ = lan
-    assert "is not Ethernet" in _error(node, f"gratuitous_arp('lo', {VIP4!r}, count=1)")
+    assert "is not Ethernet" in _error(node, f"announce('lo', {VIP4!r}, count=1)")
 
 
 def test_unprivileged_caller_is_told_what_is_missing(lan: tuple[Netns, Netns]) -> None:
     node, _ = lan
     code = "from ocf_lib.adapters.announce import *\n" + _CATCH.format(
-        call=f"gratuitous_arp('lan0', {VIP4!r}, count=1)")
+        call=f"announce('lan0', {VIP4!r}, count=1)")
     proc = node.run("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
                     "--inh-caps=-all", PYTHON, "-c", code, check=False,
                     env={**os.environ, "PYTHONPATH": public_tree(), "PYTHONDONTWRITEBYTECODE": "1"})

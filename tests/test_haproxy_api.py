@@ -85,14 +85,6 @@ def test_closed_frontends_reports_stopped_listeners_and_keeps_full_ones_open() -
     assert api.closed_frontends(api.parse_stat(text)) == ["fe/sock-2", "other"]
 
 
-def test_show_servers_state_rows_are_keyed_by_the_header_names() -> None:
-    rows = api.parse_servers_state(_recorded("show_servers_state.txt"))
-    assert [(r["be_name"], r["srv_name"], r["srv_op_state"]) for r in rows][:3] == [
-        ("kube-apiserver", "kube-mast01", "2"), ("kube-apiserver", "kube-mast02", "0"),
-        ("kube-apiserver", "kube-mast03", "0")]
-    assert rows[0]["srv_port"] == "6443"
-
-
 def test_show_proc_lists_master_and_worker() -> None:
     procs = api.parse_proc(_recorded("show_proc.txt"))
     assert [(p.role, p.reloads, p.failed_reloads, p.old) for p in procs] == [
@@ -184,7 +176,7 @@ def test_a_reload_answer_of_another_form_is_an_error(text: str) -> None:
 
 @pytest.mark.parametrize("parse, name", [
     (api.parse_info, "unknown_command.txt"), (api.parse_stat, "permission_denied.txt"),
-    (api.parse_servers_state, "master_bad_route.txt"), (api.parse_proc, "show_info.txt")])
+    (api.parse_stat, "master_bad_route.txt"), (api.parse_proc, "show_info.txt")])
 def test_parsers_reject_an_answer_that_is_not_theirs(parse: Callable[[str], object],
                                                      name: str) -> None:
     with pytest.raises(RuntimeApiError, match="unexpected answer"):
@@ -202,13 +194,6 @@ def test_command_refuses_anything_but_one_command(cmd: str) -> None:
 def test_command_refuses_a_malformed_route(route: str) -> None:
     with pytest.raises(ValueError):
         api.command("/nonexistent.sock", "show info", timeout=1, route=route)
-
-
-def test_set_server_state_accepts_only_ready_drain_maint() -> None:
-    with pytest.raises(ValueError):
-        api.set_server_state("/nonexistent.sock", "be", "srv", "down", timeout=1)
-    with pytest.raises(ValueError):
-        api.set_server_state("/nonexistent.sock", "be", "a/b", "drain", timeout=1)
 
 
 def test_monitor_path_imports_no_costly_module() -> None:
@@ -305,22 +290,8 @@ def test_backend_counts_follow_servers_going_down_and_up(lab: HaproxyLab) -> Non
     wait_for(lambda: _servers_up(lab.socket) == {"kube-apiserver": (0, 3)}, what="all DOWN")
 
 
-def test_server_states_set_through_the_admin_socket(lab: HaproxyLab) -> None:
+def test_an_unknown_command_is_an_error(lab: HaproxyLab) -> None:
     lab.start()
-    wait_for(lambda: _servers_up(lab.socket) == {"kube-apiserver": (1, 3)}, what="1 UP")
-    for state, status in (("drain", "DRAIN"), ("maint", "MAINT"), ("ready", "UP")):
-        api.set_server_state(lab.socket, "kube-apiserver", "kube-mast01", state, timeout=2)
-        row = next(r for r in api.show_stat(lab.socket, timeout=2)
-                   if r["svname"] == "kube-mast01")
-        assert row["status"] == status
-    state = api.show_servers_state(lab.socket, timeout=2, backend="kube-apiserver")
-    assert [r["srv_name"] for r in state] == ["kube-mast01", "kube-mast02", "kube-mast03"]
-
-
-def test_unknown_server_and_command_are_errors(lab: HaproxyLab) -> None:
-    lab.start()
-    with pytest.raises(RuntimeApiError, match="No such server"):
-        api.set_server_state(lab.socket, "kube-apiserver", "nope", "drain", timeout=2)
     with pytest.raises(RuntimeApiError, match="Unknown command"):
         api.command(lab.socket, "show nothing", timeout=2)
 
@@ -333,7 +304,7 @@ def test_an_operator_level_socket_refuses_set_server(lab: HaproxyLab) -> None:
     lab.start()
     assert api.show_info(operator, timeout=2)["Pid"]
     with pytest.raises(RuntimeApiError, match="Permission denied"):
-        api.set_server_state(operator, "kube-apiserver", "kube-mast01", "drain", timeout=2)
+        api.command(operator, "set server kube-apiserver/kube-mast01 state drain", timeout=2)
 
 
 def test_a_disabled_frontend_is_reported_closed(lab: HaproxyLab) -> None:

@@ -46,36 +46,25 @@ class AnnounceError(Exception):
     """Announcing or probing failed; str() is one line an operator can act on."""
 
 
-def gratuitous_arp(ifname: str, ip: str, *, count: int = DEFAULT_COUNT,
-                   interval_ms: int = DEFAULT_INTERVAL_MS, mode: str = "request",
-                   mac: bytes | None = None) -> None:
-    """Broadcast `count` gratuitous ARPs for IPv4 address ip out of ifname.
-
-    mode "request" sends ARP requests (what `arping -U` sends); mode "reply" sends ARP
-    replies (`arping -A`), which some switches and old hosts only learn from. mac, when
-    given, replaces the interface's own address as the announced hardware address.
-    """
-    _announce(ifname, ip, _socket.AF_INET, count, interval_ms, mode, mac)
-
-
-def unsolicited_na(ifname: str, ip6: str, *, count: int = DEFAULT_COUNT,
-                   interval_ms: int = DEFAULT_INTERVAL_MS, mac: bytes | None = None) -> None:
-    """Send `count` unsolicited Neighbor Advertisements for IPv6 address ip6 to all nodes.
-
-    The Override flag makes receivers replace the link-layer address they have cached.
-    """
-    _announce(ifname, ip6, _socket.AF_INET6, count, interval_ms, "request", mac)
-
-
 def announce(ifname: str, ip: str, *, count: int = DEFAULT_COUNT,
              interval_ms: int = DEFAULT_INTERVAL_MS, mode: str = "request",
              mac: bytes | None = None) -> None:
-    """gratuitous_arp for an IPv4 address, unsolicited_na for an IPv6 one.
+    """Send `count` announcements of ip out of ifname, interval_ms apart: gratuitous ARPs
+    for an IPv4 address, unsolicited Neighbor Advertisements (to all nodes, with the
+    Override flag, so that receivers replace the link-layer address they have cached)
+    for an IPv6 one.
 
-    mode is checked in both cases, so that a misspelt value is reported whatever the
-    address, but only IPv4 uses it: Neighbor Advertisements have no request form.
+    mode "request" sends ARP requests (what `arping -U` sends); mode "reply" sends ARP
+    replies (`arping -A`), which some switches and old hosts only learn from. mode is
+    checked for both families, so that a misspelt value is reported whatever the address,
+    but only IPv4 uses it: Neighbor Advertisements have no request form. mac, when given,
+    replaces the interface's own address as the announced hardware address.
     """
-    _announce(ifname, ip, None, count, interval_ms, mode, mac)
+    sock, frame = _open_announcement(ifname, ip, count, interval_ms, mode, mac)
+    try:
+        _send_repeatedly(sock, ifname, frame, count, interval_ms)
+    finally:
+        sock.close()
 
 
 def spawn_background(ifname: str, ip: str, *, count: int = DEFAULT_COUNT,
@@ -94,7 +83,7 @@ def spawn_background(ifname: str, ip: str, *, count: int = DEFAULT_COUNT,
     to syslog.
     """
     from ocf_lib.adapters import process
-    sock, frame = _open_announcement(ifname, ip, None, count, interval_ms, mode, mac)
+    sock, frame = _open_announcement(ifname, ip, count, interval_ms, mode, mac)
     try:
         if count > 0:
             _send(sock, ifname, frame)
@@ -193,24 +182,14 @@ def na_claimant(frame: bytes, ip6: bytes) -> bytes | None:
     return source if frame[62:78] == ip6 else None
 
 
-def _announce(ifname: str, ip: str, family: int | None, count: int, interval_ms: int,
-              mode: str, mac: bytes | None) -> None:
-    sock, frame = _open_announcement(ifname, ip, family, count, interval_ms, mode, mac)
-    try:
-        _send_repeatedly(sock, ifname, frame, count, interval_ms)
-    finally:
-        sock.close()
-
-
-def _open_announcement(ifname: str, ip: str, family: int | None, count: int,
-                       interval_ms: int, mode: str, mac: bytes | None
-                       ) -> tuple[_socket.socket, bytes]:
+def _open_announcement(ifname: str, ip: str, count: int, interval_ms: int, mode: str,
+                       mac: bytes | None) -> tuple[_socket.socket, bytes]:
     """Check every argument, open the socket and build the frame to repeat.
 
     All of it happens before the first frame goes out, so that a bad argument never
     leaves a half-sent announcement behind.
     """
-    packed = _address(ip, family)
+    packed = _address(ip, None)
     if mode not in ARP_MODES:
         raise AnnounceError(f"ARP mode {mode!r} is neither 'request' nor 'reply'")
     if count < 0 or interval_ms < 0:

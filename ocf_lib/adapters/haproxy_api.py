@@ -28,7 +28,6 @@ CURRENT_WORKER = "@1"
 """Route for the master CLI: the current worker (HAProxy's relative process number 1)."""
 MASTER = "@master"
 """Route for the master CLI: the master process itself."""
-SERVER_STATES = ("ready", "drain", "maint")
 
 _CHUNK = 65536
 _CONNECT_RETRY = 0.01  # seconds between connects while the listen backlog is full
@@ -112,24 +111,6 @@ def show_stat(path: str, *, timeout: float, route: str | None = None,
     even format."""
     cmd = "show stat" if kinds is None else f"show stat -1 {kinds} -1"
     return parse_stat(command(path, cmd, timeout=timeout, route=route))
-
-
-def show_servers_state(path: str, *, timeout: float, backend: str | None = None,
-                       route: str | None = None) -> list[dict[str, str]]:
-    """`show servers state [backend]`: one dict per server (srv_op_state 2 = running)."""
-    cmd = "show servers state" if backend is None else f"show servers state {_word(backend)}"
-    return parse_servers_state(command(path, cmd, timeout=timeout, route=route))
-
-
-def set_server_state(path: str, backend: str, server: str, state: str, *, timeout: float,
-                     route: str | None = None) -> None:
-    """Put a server in ready, drain or maint (needs a socket with `level admin`)."""
-    if state not in SERVER_STATES:
-        raise ValueError(f"server state {state!r} is not one of {', '.join(SERVER_STATES)}")
-    cmd = f"set server {_word(backend)}/{_word(server)} state {state}"
-    answer = command(path, cmd, timeout=timeout, route=route)
-    if answer.strip():
-        raise RuntimeApiError(f"haproxy refused {cmd!r}: {_first_line(answer)}")
 
 
 class ReloadAnswer:
@@ -217,17 +198,6 @@ def parse_stat(text: str) -> list[dict[str, str]]:
     return [_by_name(header, _csv_row(line)) for line in lines[1:]]
 
 
-def parse_servers_state(text: str) -> list[dict[str, str]]:
-    """`show servers state`: a format version line, a `# be_id be_name ...` header, then
-    space-separated rows."""
-    lines = [line for line in text.splitlines() if line]
-    if len(lines) < 2 or not lines[1].startswith("# be_id "):
-        raise RuntimeApiError(f"unexpected answer to 'show servers state': "
-                              f"{_first_line(text)!r}")
-    header = lines[1][2:].split()
-    return [_by_name(header, line.split()) for line in lines[2:]]
-
-
 def parse_proc(text: str) -> list[MasterProcess]:
     """`show proc` lines: pid, type, reloads (the master adds `[failed: N]`), uptime and
     version; `# old workers` heads the workers still finishing after a reload."""
@@ -289,13 +259,6 @@ def _command_line(cmd: str, route: str | None) -> bytes:
         raise ValueError(f"not a master CLI route (@1, @!<pid>, @master): {route!r}")
     text = cmd if route is None else f"{route} {cmd}"
     return (text + "\n").encode()
-
-
-def _word(name: str) -> str:
-    """A backend or server name as one argument of a command."""
-    if not name or len(name.split()) != 1 or "/" in name:
-        raise ValueError(f"not a backend or server name: {name!r}")
-    return name
 
 
 def _left(deadline: float) -> float:

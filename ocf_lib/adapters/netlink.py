@@ -52,7 +52,6 @@ IFF_LOWER_UP = 0x10000
 IFA_F_NODAD = 0x02
 IFA_F_DADFAILED = 0x08
 IFA_F_TENTATIVE = 0x40
-IFA_F_PERMANENT = 0x80
 IFA_F_NOPREFIXROUTE = 0x200
 
 # RFC 2863 operational states, named as `ip link` prints them.
@@ -125,11 +124,6 @@ class Address:
     def dadfailed(self) -> bool:
         """IPv6 duplicate address detection found another host using this address."""
         return bool(self.flags & IFA_F_DADFAILED)
-
-    @property
-    def permanent(self) -> bool:
-        """Configured by hand (not learned from router advertisements)."""
-        return bool(self.flags & IFA_F_PERMANENT)
 
     def __repr__(self) -> str:
         return (f"Address(family={self.family}, index={self.index}, address={self.address!r}, "

@@ -34,10 +34,10 @@ __all__ = ["Agent", "Config", "OCF", "OcfError", "STRING", "INTEGER", "BOOLEAN",
 # Actions answered without parameters, and the ones that must not demand required
 # parameters: stop must succeed on a resource that could never have started.
 _LENIENT_ACTIONS = ("stop", "meta-data", "usage", "help")
-# Actions that change the node: only root may run them (Pacemaker always runs agents as
-# root; anyone else gets ERR_PERM and a reason instead of a half-done change).
-_ROOT_ACTIONS = ("start", "stop", "reload", "reload-agent", "promote", "demote",
-                 "migrate_to", "migrate_from")
+# The actions of these agents that change the node: only root may run them (Pacemaker
+# always runs agents as root; anyone else gets ERR_PERM and a reason instead of a half-done
+# change). An agent that implements another such action (promote, migrate_to...) adds it.
+_ROOT_ACTIONS = ("start", "stop", "reload")
 # A safety margin kept before Pacemaker's own timeout kills the agent.
 _DEADLINE_MARGIN = 0.2
 # Every agent of this project is ocf:kuth:<name>.

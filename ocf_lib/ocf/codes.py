@@ -28,14 +28,6 @@ class OCF:
     DEGRADED_MASTER = DEGRADED_PROMOTED
 
 
-def code_name(code: int) -> str:
-    """The name of an exit code, for logs ('ERR_CONFIGURED'), or the number if unknown."""
-    for name, value in vars(OCF).items():
-        if value == code and not name.startswith("_") and not name.endswith("MASTER"):
-            return name
-    return str(code)
-
-
 class OcfError(Exception):
     """Raised by action code to end the action with `code` and a one-line exit reason."""
 

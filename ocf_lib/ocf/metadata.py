@@ -30,12 +30,11 @@ class ActionSpec:
     """An action as the meta-data advertises it; times in seconds."""
 
     def __init__(self, name: str, timeout: int, interval: int | None = None,
-                 depth: int | None = None, start_delay: int | None = None) -> None:
+                 depth: int | None = None) -> None:
         self.name = name
         self.timeout = timeout
         self.interval = interval
         self.depth = depth
-        self.start_delay = start_delay
 
 
 def escape(text: str) -> str:
@@ -68,8 +67,6 @@ def render(name: str, version: str, shortdesc: str, longdesc: str,
             attrs += f' interval="{action.interval}s"'
         if action.depth is not None:
             attrs += f' depth="{action.depth}"'
-        if action.start_delay is not None:
-            attrs += f' start-delay="{action.start_delay}s"'
         lines.append(f"<action {attrs} />")
     lines += ["</actions>", "</resource-agent>"]
     return "\n".join(lines) + "\n"
