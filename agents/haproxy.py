@@ -83,30 +83,14 @@ pcs resource update <resource> reload_token="$(date +%s)".""")
 
 def instance(cfg: Config) -> hx.Instance:
     """This resource's haproxy: binary, configuration, pidfile and sockets."""
-    try:
-        return hx.Instance(cfg.env.instance, cfg.binpath, cfg.conffile, cfg.extraconf,
-                           cfg.pidfile, cfg.stats_socket)
-    except hx.ConfigInvalid as err:
-        raise OcfError(OCF.ERR_CONFIGURED, str(err)) from None
-
-
-def check_installed(ha: hx.Instance) -> None:
-    """The binary and the configuration are present and safe on this node."""
-    try:
-        ha.check_files()
-    except hx.NotInstalled as err:
-        raise OcfError(OCF.ERR_INSTALLED, str(err)) from None
-    except hx.UnsafeFile as err:
-        raise OcfError(OCF.ERR_ARGS, str(err)) from None
+    return hx.Instance(cfg.env.instance, cfg.binpath, cfg.conffile, cfg.extraconf,
+                       cfg.pidfile, cfg.stats_socket)
 
 
 def config_problem(ha: hx.Instance, cfg: Config) -> str | None:
     """Why `haproxy -c` refuses the configuration file, in haproxy's own words; None when
     it accepts it."""
-    try:
-        problem = ha.config_problem(timeout=cfg.env.remaining())
-    except hx.ConfigInvalid as err:  # extraconf
-        raise OcfError(OCF.ERR_CONFIGURED, str(err)) from None
+    problem = ha.config_problem(timeout=cfg.env.remaining())
     return f"haproxy -c: {problem}" if problem else None
 
 
@@ -154,7 +138,7 @@ def keep_watch(cfg: Config, ha: hx.Instance) -> None:
 @agent.action("start", timeout=60, locked=True)
 def start(cfg: Config) -> int:
     ha = instance(cfg)
-    check_installed(ha)
+    ha.check_files()
     if ha.master_pid():
         problem = config_problem(ha, cfg)  # the running haproxy stays, whatever the file
         if problem:
@@ -163,8 +147,6 @@ def start(cfg: Config) -> int:
         return OCF.SUCCESS if code == OCF.DEGRADED else code
     try:
         ha.launch(deadline=cfg.env.deadline)
-    except hx.ConfigInvalid as err:  # extraconf
-        raise OcfError(OCF.ERR_CONFIGURED, str(err)) from None
     except hx.LaunchFailed as err:
         # haproxy refuses a broken configuration before it binds or forks anything, so
         # `haproxy -c` is only asked why when the launch failed: a failover does not wait
@@ -312,7 +294,7 @@ def backend_health(cfg: Config, rows: list[dict[str, str]], old_workers: int,
 @agent.action("reload", timeout=60, locked=True)
 def reload(cfg: Config) -> int:
     ha = instance(cfg)
-    check_installed(ha)
+    ha.check_files()
     if not ha.master_pid():
         raise OcfError(OCF.NOT_RUNNING, "haproxy is not running; nothing to reload")
     problem = config_problem(ha, cfg)
@@ -353,7 +335,7 @@ def hand_over(cfg: Config, ha: hx.Instance) -> int:
 @agent.action("validate-all", timeout=20)
 def validate_all(cfg: Config) -> int:
     ha = instance(cfg)
-    check_installed(ha)
+    ha.check_files()
     problem = config_problem(ha, cfg)
     if problem:
         raise OcfError(OCF.ERR_ARGS, problem)  # this node's file, not a resource parameter

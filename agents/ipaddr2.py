@@ -189,24 +189,14 @@ def configured(cfg: Config) -> vips.Vip:
     """The address as configured (inside network_namespace when set): ERR_CONFIGURED when
     the parameters cannot work anywhere, ERR_ARGS when the namespace is missing here."""
     if cfg.lvs_support:
-        raise OcfError(OCF.ERR_CONFIGURED, "lvs_support=true (LVS direct routing) is not "
-                                           "supported; remove it, or keep "
-                                           "ocf:heartbeat:IPaddr2 for an LVS-DR real server")
-    try:
-        vips.check_proto(cfg.proto)
-        ip = instance_ip(cfg)
-        try:
-            vips.enter_netns(cfg.network_namespace, os.path.realpath(sys.argv[0]),
-                             cfg.env.action)
-        except FileNotFoundError:  # exec of ip
-            raise OcfError(OCF.ERR_INSTALLED, "ip (iproute2) is not installed on this node; "
-                                              "network_namespace needs it") from None
-        return vips.parse(ip, cfg.nic, cfg.cidr_netmask or cfg.netmask, cfg.broadcast,
-                          cfg.iflabel, cfg.preferred_lft)
-    except vips.ConfigInvalid as err:
-        raise OcfError(OCF.ERR_CONFIGURED, str(err)) from None
-    except vips.NotOnThisNode as err:
-        raise OcfError(OCF.ERR_ARGS, str(err)) from None
+        raise vips.ConfigInvalid("lvs_support=true (LVS direct routing) is not supported; "
+                                 "remove it, or keep ocf:heartbeat:IPaddr2 for an LVS-DR "
+                                 "real server")
+    vips.check_proto(cfg.proto)
+    ip = instance_ip(cfg)
+    vips.enter_netns(cfg.network_namespace, os.path.realpath(sys.argv[0]), cfg.env.action)
+    return vips.parse(ip, cfg.nic, cfg.cidr_netmask or cfg.netmask, cfg.broadcast,
+                      cfg.iflabel, cfg.preferred_lft)
 
 
 def instance_ip(cfg: Config) -> str:
@@ -261,14 +251,8 @@ def agent_default(name: str) -> object:
 
 
 def on_this_node(cfg: Config) -> vips.Vip:
-    """The address with nic and prefix known; ERR_ARGS when this node cannot host it. What
-    complete() refuses depends on the interface found here (a label too long for its name),
-    so it is this node's problem, never ERR_CONFIGURED: a node with a shorter name can."""
-    vip = configured(cfg)
-    try:
-        return vips.complete(vip, cfg.proto)
-    except (vips.ConfigInvalid, vips.NotOnThisNode) as err:
-        raise OcfError(OCF.ERR_ARGS, str(err)) from None
+    """The address with nic and prefix known; ERR_ARGS when this node cannot host it."""
+    return vips.complete(configured(cfg), cfg.proto)
 
 
 def served(vip: vips.Vip) -> "tuple[vips.netlink.Address, vips.netlink.Link] | None":

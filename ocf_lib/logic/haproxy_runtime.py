@@ -22,6 +22,7 @@ from ocf_lib.adapters import haproxy_api, process
 from ocf_lib.adapters.haproxy_api import (FRONTENDS, SERVERS, RuntimeApiError,
                                           backend_servers_up, closed_frontends)
 from ocf_lib.logic.haproxy_accepted import Accepted, read_file
+from ocf_lib.ocf.codes import ConfigInvalid, NotInstalled, NotOnThisNode
 from ocf_lib.ocf.log import Logger
 from ocf_lib.ocf.state import StateDir
 
@@ -39,15 +40,7 @@ _RESERVED_OPTIONS = ("-W", "-Ws", "-D", "-db", "-p", "-S", "-sf", "-st", "-x", "
 _CLEANUP_RESERVE = 1.0
 
 
-class ConfigInvalid(ValueError):
-    """A parameter that cannot work on any node."""
-
-
-class NotInstalled(Exception):
-    """The binary or the configuration file is missing on this node."""
-
-
-class UnsafeFile(Exception):
+class UnsafeFile(NotOnThisNode):
     """The configuration file could be changed by someone other than root."""
 
 

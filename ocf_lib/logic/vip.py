@@ -1,9 +1,9 @@
 """A floating IP address: what the parameters mean, whether it is served, and DAD.
 
-This is the IPaddr2 agent's logic that is not about OCF. Two kinds of error tell Pacemaker
-different things, so they are separate classes: `ConfigInvalid` is wrong everywhere (a bad
-address or prefix), `NotOnThisNode` is fine elsewhere but impossible here (the nic is missing
-on this node, no interface has a route to the address).
+This is the IPaddr2 agent's logic that is not about OCF. Its failures are the kinds
+ocf_lib.ocf.codes declares, which tell Pacemaker different things: `ConfigInvalid` is wrong
+everywhere (a bad address or prefix), `NotOnThisNode` is fine elsewhere but impossible here
+(the nic is missing on this node, no interface has a route to the address).
 """
 
 import os
@@ -11,6 +11,7 @@ import sys
 import time
 
 from ocf_lib.adapters import inet, netlink
+from ocf_lib.ocf.codes import ConfigInvalid, NotInstalled, NotOnThisNode
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -19,14 +20,6 @@ if TYPE_CHECKING:
     from ocf_lib.ocf.state import StateDir
 
 MAX_LIFETIME = 0xFFFFFFFF  # address lifetimes are 32-bit seconds (the largest is forever)
-
-
-class ConfigInvalid(ValueError):
-    """The configuration cannot work on any node."""
-
-
-class NotOnThisNode(Exception):
-    """The configuration may work elsewhere, but this node lacks what it needs."""
 
 
 class DadFailed(Exception):
@@ -251,7 +244,7 @@ def wait_for_dad(vip: Vip, deadline: float) -> None:
 def enter_netns(name: str, script: str, action: str) -> None:
     """Re-run this action of script inside the network namespace `name` (made by `ip netns
     add`); nothing when name is empty or this already runs inside it. NotOnThisNode when the
-    namespace does not exist here."""
+    namespace does not exist here, NotInstalled without `ip`."""
     if not name or os.environ.get("KUTH_NETNS") == name:
         return
     if name.startswith(("-", ".")) or "/" in name or not name.isprintable() or len(name) > 255:
@@ -259,7 +252,11 @@ def enter_netns(name: str, script: str, action: str) -> None:
     if not os.path.exists(f"/run/netns/{name}"):
         raise NotOnThisNode(f"network namespace {name!r} does not exist on this node")
     os.environ["KUTH_NETNS"] = name
-    os.execvp("ip", ["ip", "netns", "exec", name, sys.executable, "-IS", script, action])
+    try:
+        os.execvp("ip", ["ip", "netns", "exec", name, sys.executable, "-IS", script, action])
+    except FileNotFoundError:
+        raise NotInstalled("ip (iproute2) is not installed on this node; network_namespace "
+                           "needs it") from None
 
 
 def announce(vip: Vip, *, count: int, interval_ms: int, mode: str, background: bool,

@@ -1,4 +1,5 @@
-"""OCF exit codes by their OCF 1.1 names, and the error an action raises to leave with one.
+"""OCF exit codes by their OCF 1.1 names, the error an action raises to leave with one, and
+the library's failures, each with the code its meaning calls for.
 
 A plain class of ints rather than an IntEnum: `enum` costs about 3 ms to import, paid on
 every monitor of every resource on every node.
@@ -35,3 +36,33 @@ class OcfError(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+
+
+# The library's failures by what they mean to Pacemaker. The logic modules raise them; each
+# is an OcfError whose class declares its code, so that both agents leave with the same code
+# for the same meaning, without a translation of their own.
+
+class _Meaning(OcfError):
+    exit_code = OCF.ERR_GENERIC
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(self.exit_code, reason)
+
+
+class ConfigInvalid(_Meaning, ValueError):
+    """The configuration cannot work on any node: Pacemaker stops the resource everywhere."""
+
+    exit_code = OCF.ERR_CONFIGURED
+
+
+class NotOnThisNode(_Meaning):
+    """The configuration may work elsewhere, but this node lacks what it needs (an
+    interface, a route, a safe file): Pacemaker moves the resource away from it."""
+
+    exit_code = OCF.ERR_ARGS
+
+
+class NotInstalled(_Meaning):
+    """A program or file this node lacks: Pacemaker moves the resource away from it."""
+
+    exit_code = OCF.ERR_INSTALLED
