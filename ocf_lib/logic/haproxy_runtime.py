@@ -24,7 +24,7 @@ from ocf_lib.adapters.haproxy_api import (FRONTENDS, SERVERS, RuntimeApiError,
 from ocf_lib.logic.haproxy_accepted import Accepted, read_file
 from ocf_lib.ocf.codes import ConfigInvalid, NotInstalled, NotOnThisNode
 from ocf_lib.ocf.log import Logger
-from ocf_lib.ocf.state import StateDir
+from ocf_lib.ocf.state import StateDir, remove_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -507,8 +507,8 @@ class Instance:
             pids = process.wait_gone(pids, deadline)
         if not pids:
             if process.read_pidfile(self.pidfile):  # never a file that holds no pids
-                _unlink(self.pidfile)
-            _unlink(self.master_socket)
+                remove_file(self.pidfile)
+            remove_file(self.master_socket)
             for suffix in ("argv", "socket", "adopted", "handed-over"):
                 self.state.remove(suffix)
         self._master = None
@@ -620,9 +620,3 @@ def _net_namespace(pid: str) -> str:
     except OSError:
         return ""
 
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
