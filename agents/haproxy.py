@@ -2,7 +2,6 @@
 
 The executable Pacemaker runs is agents/haproxy, which imports this module.
 """
-import os
 
 from ocf_lib.logic import haproxy_runtime as hx
 from ocf_lib.ocf.agent import BOOLEAN, INTEGER, OCF, STRING, TIME, Agent, Config, OcfError
@@ -104,11 +103,6 @@ def keep_serving(cfg: Config, ha: hx.Instance, reason: str) -> int:
     return OCF.SUCCESS
 
 
-def this_node() -> str | None:
-    """This node's name when Pacemaker runs the agent."""
-    return os.environ.get("OCF_RESKEY_CRM_meta_on_node")
-
-
 def answers(cfg: Config, ha: hx.Instance) -> list[dict[str, str]]:
     """`show stat` from the running haproxy, bounded to leave time before Pacemaker's
     timeout: a frozen haproxy is a reported error, never a hanging monitor."""
@@ -130,7 +124,7 @@ def keep_watch(cfg: Config, ha: hx.Instance) -> None:
     if master:
         from ocf_lib.logic import watcher
         watcher.keep(ha.state, enabled=cfg.watch, resource=cfg.env.instance,
-                     target=["process", str(master)], log=cfg.log)
+                     node=cfg.env.node, target=["process", str(master)], log=cfg.log)
 
 
 # -- actions -------------------------------------------------------------------------------
@@ -164,7 +158,7 @@ def start_accepted(cfg: Config, ha: hx.Instance, problem: str | None, failure: s
     last. With none, the file's problem is this node's (ERR_ARGS), or the start failed
     (ERR_GENERIC)."""
     reason = problem or failure
-    source = ha.accepted.newest(bool(this_node()), cfg.log)
+    source = ha.accepted.newest(bool(cfg.env.node), cfg.log)
     if source is None:
         raise OcfError(OCF.ERR_ARGS if problem else OCF.ERR_GENERIC, reason)
     try:
@@ -269,7 +263,7 @@ def refused_now(cfg: Config, ha: hx.Instance) -> str | None:
     if refused and ha.accepted.file_runs(ha.conffile):
         ha.accepted.clear_refused()
         refused = None
-    if this_node() and not cfg.env.is_probe:
+    if cfg.env.node and not cfg.env.is_probe:
         ha.accepted.publish_if_due(cfg.log)
     return refused
 
@@ -279,7 +273,7 @@ def backend_health(cfg: Config, rows: list[dict[str, str]], old_workers: int,
     """Publish UP-server counts per backend, the old workers' count and why the
     configuration file is refused; fail only below min_servers_up (opt-in)."""
     counts = hx.backend_servers_up(rows)
-    if not cfg.env.is_probe:
+    if cfg.env.node and not cfg.env.is_probe:  # only Pacemaker's runs have a node to publish on
         hx.publish_attributes(cfg.env.state(), cfg.env.instance, counts, old_workers, refused,
                               cfg.log)
     if cfg.min_servers_up:

@@ -267,6 +267,7 @@ def served(vip: vips.Vip) -> "tuple[vips.netlink.Address, vips.netlink.Link] | N
 def keep_watch(cfg: Config, vip: vips.Vip) -> None:
     from ocf_lib.logic import watcher
     watcher.keep(cfg.env.state(), enabled=cfg.watch, resource=cfg.env.instance,
+                 node=cfg.env.node,
                  target=["address", vip.ip, vip.nic or "", "1" if cfg.check_link_status else "0",
                          "1" if cfg.reset_connections else "0"],
                  log=cfg.log)
@@ -276,11 +277,10 @@ def taking_over(cfg: Config, vip: vips.Vip) -> "vips.TakeOver | None":
     """The tickles for the clients a lost owner handed over, under way (see vips.TakeOver)
     when Pacemaker runs the agent with the watcher, whose hand-over this is, and resets.
     Never fails: they reconnect on their own timeout at worst."""
-    node = os.environ.get("OCF_RESKEY_CRM_meta_on_node")
-    if not (node and cfg.watch and cfg.reset_connections):
+    if not (cfg.env.node and cfg.watch and cfg.reset_connections):
         return None
     try:
-        return vips.TakeOver(vip.ip, cfg.env.instance, node)
+        return vips.TakeOver(vip.ip, cfg.env.instance, cfg.env.node)
     except OSError as err:
         cfg.log.warning(f"cannot tickle the clients of connections handed over: {err}")
         return None

@@ -562,11 +562,10 @@ def publish_attributes(state: StateDir, resource: str, counts: dict[str, tuple[i
                        old_workers: int, refused: str | None, log: Logger) -> None:
     """Set the transient node attributes <resource>-<backend>-up to the number of UP servers,
     <resource>-old-workers to the number of old workers and, while the configuration file
-    is refused, <resource>-config-refused to haproxy's reason, through attrd_updater, only
-    when Pacemaker runs the agent and only when a value changed (a spawn per monitor would
-    cost more than the monitor); one no longer wanted (a backend gone) is deleted."""
-    if not os.environ.get("OCF_RESKEY_CRM_meta_on_node"):
-        return
+    is refused, <resource>-config-refused to haproxy's reason, through attrd_updater (for
+    the agent to call only when Pacemaker runs it), only when a value changed (a spawn per
+    monitor would cost more than the monitor); one no longer wanted (a backend gone) is
+    deleted."""
     base = resource.split(":", 1)[0]
     wanted = {f"{base}-{backend}-up": str(up) for backend, (up, _) in sorted(counts.items())}
     wanted[f"{base}-old-workers"] = str(old_workers)

@@ -95,12 +95,12 @@ def ensure(state: "StateDir", *, resource: str, node: str, target: list[str]) ->
     state.write("watcher-of", wanted)
 
 
-def keep(state: "StateDir", *, enabled: bool, resource: str, target: list[str],
+def keep(state: "StateDir", *, enabled: bool, resource: str, node: str, target: list[str],
          log: "Logger") -> None:
-    """ensure() when watching is enabled and Pacemaker runs the agent (only then is there a
-    node to report for); end() a watcher left from before when watching is disabled. A
-    watcher that cannot start is logged: the monitor still notices what it would have."""
-    node = os.environ.get("OCF_RESKEY_CRM_meta_on_node")
+    """ensure() when watching is enabled and Pacemaker runs the agent (node, this node's
+    name, is set only then: only then is there a node to report for); end() a watcher left
+    from before when watching is disabled. A watcher that cannot start is logged: the
+    monitor still notices what it would have."""
     if not node:
         return
     if not enabled:  # watch=false set on a running resource (through a reload)

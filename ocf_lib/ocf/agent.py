@@ -77,6 +77,9 @@ class OcfEnv:
         self.is_probe = (action == "monitor"
                          and environ.get("OCF_RESKEY_CRM_meta_interval", "0") == "0")
         self.check_level = _supported_depth(_int_env("OCF_CHECK_LEVEL", 0), depths)
+        # This node's name: set only when Pacemaker runs the agent (not by hand, nor by
+        # ocf-tester), so also the sign that there is a cluster to report to.
+        self.node = environ.get("OCF_RESKEY_CRM_meta_on_node", "")
         self.clone = environ.get("OCF_RESKEY_CRM_meta_clone")
         self.clone_max = _int_env("OCF_RESKEY_CRM_meta_clone_max", 1)
         self.agent = agent
