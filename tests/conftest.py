@@ -1,4 +1,20 @@
-"""Fixtures shared by the tests: namespaces that are always cleaned up."""
+"""Fixtures shared by the tests (namespaces that are always cleaned up, the lab's cluster)
+and the rule that puts every test in one tier.
+
+The tiers are pytest markers (registered in setup.cfg), one per test:
+  unit     no root, no namespaces, no cluster: pure code, recorded outputs, agents' actions
+           that need no root; `make check-unit` runs them alone in seconds
+  netns    needs root: network or mount namespaces, raw sockets, agents' actions that change
+           the node
+  cluster  the lab's Pacemaker cluster (lab.cluster)
+  package  the Debian package, built and installed in a chroot
+A test's tier follows from the fixtures it uses: `shared_cluster` (or `cluster`, which uses
+it) makes it cluster, `needs_root` (also through `netns_pool` or `lan`) netns, none of them
+unit. A test whose fixtures cannot tell carries its tier as a mark (a module's pytestmark):
+a cluster of a module's own, the package tests. A test marked unit that uses `needs_root`
+is an error at collection, and a test that needs root requests `needs_root` rather than
+skipping on geteuid itself, so that the unit tier passes as any user, skipping nothing for
+want of root."""
 from __future__ import annotations
 
 import glob
@@ -9,6 +25,8 @@ from collections.abc import Iterator
 import pytest
 
 from lab.netns import Netns, NetnsPool
+
+TIERS = ("unit", "netns", "cluster", "package")
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,11 +43,40 @@ def no_accepted_haproxy_config() -> Iterator[None]:
         os.unlink(leftover)
 
 
-@pytest.fixture
-def netns_pool() -> Iterator[NetnsPool]:
-    """A factory of network namespaces, all deleted after the test, pass or fail."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with its tier (see above), or stop at one marked twice or against
+    what it uses."""
+    wrong = []
+    for item in items:
+        marked = {mark.name for mark in item.iter_markers() if mark.name in TIERS}
+        derived = _tier_of_fixtures(item.fixturenames)
+        if len(marked) > 1 or marked == {"unit"} and derived != "unit":
+            wrong.append(f"{item.nodeid}: marked {', '.join(sorted(marked))}, uses fixtures "
+                         f"of the {derived} tier")
+        elif not marked:
+            item.add_marker(derived)
+    if wrong:
+        raise pytest.UsageError("tests without one tier that fits them:\n" + "\n".join(wrong))
+
+
+def _tier_of_fixtures(fixtures: list[str]) -> str:
+    if "shared_cluster" in fixtures:
+        return "cluster"
+    if "needs_root" in fixtures:
+        return "netns"
+    return "unit"
+
+
+@pytest.fixture(scope="session")
+def needs_root() -> None:
+    """Skips the test unless it runs as root; requesting it puts a test in the netns tier."""
     if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
+        pytest.skip("needs root (namespaces, raw sockets or actions that change the node)")
+
+
+@pytest.fixture
+def netns_pool(needs_root: None) -> Iterator[NetnsPool]:
+    """A factory of network namespaces, all deleted after the test, pass or fail."""
     pool = NetnsPool()
     try:
         yield pool

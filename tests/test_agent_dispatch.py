@@ -20,12 +20,14 @@ def reason(proc):
     return lines[0][len("ocf-exit-reason:"):]
 
 
+@pytest.mark.usefixtures("needs_root")  # start and stop need root (ERR_PERM otherwise)
 def test_typed_values_reach_the_action():
     proc = run("start", params={"name": "x", "count": "7", "flag": "YES", "delay": "250ms"})
     assert proc.returncode == 0, proc.stderr
     assert "name=x count=7 flag=True delay=0.25" in proc.stdout
 
 
+@pytest.mark.usefixtures("needs_root")  # start and stop need root (ERR_PERM otherwise)
 def test_defaults_apply_when_unset_or_empty():
     proc = run("start", params={"name": "x", "count": ""})
     assert "count=3 flag=False delay=1.5" in proc.stdout
@@ -42,18 +44,21 @@ def test_no_action_exits_unimplemented():
     assert proc.returncode == 3
 
 
+@pytest.mark.usefixtures("needs_root")  # start and stop need root (ERR_PERM otherwise)
 def test_bad_value_is_err_configured_with_one_line_reason():
     proc = run("start", params={"name": "x", "count": "1\n2"})
     assert proc.returncode == 6
     assert "count" in reason(proc) and "not an integer" in reason(proc)
 
 
+@pytest.mark.usefixtures("needs_root")  # start and stop need root (ERR_PERM otherwise)
 def test_out_of_range_is_err_configured():
     proc = run("start", params={"name": "x", "count": "0"})
     assert proc.returncode == 6
     assert "minimum" in reason(proc)
 
 
+@pytest.mark.usefixtures("needs_root")  # start and stop need root (ERR_PERM otherwise)
 def test_missing_required_parameter_fails_start_but_not_stop_or_probe():
     assert run("start", params={}).returncode == 6
     assert run("stop", params={}).returncode == 0
@@ -61,6 +66,7 @@ def test_missing_required_parameter_fails_start_but_not_stop_or_probe():
     assert run("meta-data", params={}).returncode == 0
 
 
+@pytest.mark.usefixtures("needs_root")  # start and stop need root (ERR_PERM otherwise)
 def test_stop_and_probe_fall_back_to_defaults_on_bad_values():
     assert run("stop", params={"name": "x", "count": "lots"}).returncode == 0
     proc = run("monitor", params={"name": "x", "count": "lots"}, interval_ms=0)
@@ -105,12 +111,14 @@ def test_check_level_falls_back_to_deepest_implemented(level, expected):
     assert f"depth={expected}" in proc.stdout
 
 
+@pytest.mark.usefixtures("needs_root")  # start and stop need root (ERR_PERM otherwise)
 def test_deadline_comes_from_the_action_timeout():
     proc = run("start", timeout_ms=5000)
     remaining = float(proc.stdout.split("remaining=")[1].split()[0])
     assert 3.5 < remaining <= 4.8
 
 
+@pytest.mark.usefixtures("needs_root")  # start and stop need root (ERR_PERM otherwise)
 def test_logfile_gets_info_and_debug_only_when_enabled(tmp_path):
     logfile = tmp_path / "ha.log"
     run("start", extra={"HA_LOGFILE": str(logfile), "HA_debug": "0"})
@@ -122,17 +130,20 @@ def test_logfile_gets_info_and_debug_only_when_enabled(tmp_path):
     assert "DEBUG: debug detail" in debuglog.read_text()
 
 
+@pytest.mark.usefixtures("needs_root")  # start and stop need root (ERR_PERM otherwise)
 def test_pcmk_forms_of_log_settings_are_honoured(tmp_path):
     logfile = tmp_path / "pcmk.log"
     run("start", extra={"PCMK_logfile": str(logfile)})
     assert "INFO: starting" in logfile.read_text()
 
 
+@pytest.mark.usefixtures("needs_root")  # start and stop need root (ERR_PERM otherwise)
 def test_without_log_settings_messages_go_to_stderr():
     proc = run("start")
     assert "INFO: starting" in proc.stderr
 
 
+@pytest.mark.usefixtures("needs_root")  # start and stop need root (ERR_PERM otherwise)
 def test_unwritable_logfile_does_not_fail_the_action():
     proc = run("start", extra={"HA_LOGFILE": "/nonexistent/dir/ha.log"})
     assert proc.returncode == 0
@@ -143,18 +154,21 @@ def unknown_warning(name, agent="Sample"):
             f"remove it (crm ra info ocf:kuth:{agent} lists them)")
 
 
+@pytest.mark.usefixtures("needs_root")  # start and stop need root (ERR_PERM otherwise)
 def test_unknown_parameter_is_warned_once_on_start():
     proc = run("start", params={"name": "x", "bogus": "1"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count(unknown_warning("bogus")) == 1, proc.stderr
 
 
+@pytest.mark.usefixtures("needs_root")  # start and stop need root (ERR_PERM otherwise)
 def test_unknown_parameter_is_warned_even_when_a_value_is_bad():
     proc = run("start", params={"name": "x", "count": "lots", "bogus": "1"})
     assert proc.returncode == 6
     assert unknown_warning("bogus") in proc.stderr
 
 
+@pytest.mark.usefixtures("needs_root")  # start and stop need root (ERR_PERM otherwise)
 @pytest.mark.parametrize("action,kw", [("monitor", {"interval_ms": 10000}),
                                        ("monitor", {"interval_ms": 0}), ("stop", {})])
 def test_monitor_and_stop_say_nothing_of_unknown_parameters(action, kw):
@@ -163,6 +177,7 @@ def test_monitor_and_stop_say_nothing_of_unknown_parameters(action, kw):
     assert "bogus" not in proc.stderr
 
 
+@pytest.mark.usefixtures("needs_root")  # start and stop need root (ERR_PERM otherwise)
 def test_pacemaker_and_shellfuncs_names_are_no_unknown_parameters():
     proc = run("start", params={"name": "x", "crm_feature_set": "3.16.2", "trace_ra": "0",
                                 "trace_dir": "/nonexistent", "OCF_CHECK_LEVEL": "10",

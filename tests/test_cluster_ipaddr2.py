@@ -27,6 +27,8 @@ from lab.teardown import harness_prefix, lab_dir
 from lab.topology import NODE_HTTP_PORT, VIP_NETWORK
 from lab.traffic import Streams
 
+pytestmark = pytest.mark.cluster  # its clusters are its own (clusters), not shared_cluster
+
 VIP = f"{VIP_NETWORK}.20"
 # The guide's primitive, with our provider, the test lan's nic and prefix.
 VIP_CONFIG = f"""\

@@ -41,6 +41,8 @@ from ocf_lib.adapters import process
 from test_cluster_haproxy import EXTRA_LISTENER, apiserver_answer, haproxy_pids, other
 from test_cluster_operations import clients
 
+pytestmark = pytest.mark.cluster  # its cluster is its own (guide_cluster)
+
 LEGACY_AGENT = os.path.join(REPO, "lab", "legacy", "haproxy")
 VIP = f"{VIP_NETWORK}.20"
 VIP_RESOURCE = "haproxy-vip"   # the guide's names

@@ -18,9 +18,9 @@ from ocfshim import REPO
 
 EVENTS = ("planned move", "haproxy.cfg typo", "haproxy.cfg fixed", "haproxy killed", "node crash", "node link down", "node back")
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.cluster, pytest.mark.skipif(
     os.geteuid() != 0 or not all(shutil.which(p) for p in ("corosync", "pacemakerd", "crm")),
-    reason="needs root, corosync, pacemaker and crmsh")
+    reason="needs root, corosync, pacemaker and crmsh")]
 
 
 def test_the_demo_runs_every_event_and_tears_down(tmp_path) -> None:

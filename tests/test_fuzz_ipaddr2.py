@@ -136,9 +136,7 @@ class Lab:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory, request):
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
+def lab(tmp_path_factory, request, needs_root):
     lab = Lab(tmp_path_factory.mktemp("fuzz-ipaddr2"))
     try:
         yield lab

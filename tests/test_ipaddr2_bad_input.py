@@ -1,5 +1,7 @@
 """Bad input to ocf:kuth:IPaddr2: the right OCF code, a one-line exit reason, no traceback,
 and nothing changed on any interface."""
+import os
+
 import pytest
 
 from ocfshim import assert_clean_failure, run_agent
@@ -143,7 +145,7 @@ def test_an_interface_vanishing_while_the_address_is_looked_up_is_no_failure(
     """The address found, then its interface gone before it is named (removed in between):
     the address went with it. Stop succeeds (a failed stop fences the node), monitor and
     reload say not running; none is the 1 of an unexpected error. Run in this process,
-    with the lookup replaced: no interface is looked at."""
+    with the lookup replaced: no interface is looked at, so any user may pass for root."""
     from agents import ipaddr2
     from ocf_lib.logic import vip as vips
 
@@ -152,6 +154,7 @@ def test_an_interface_vanishing_while_the_address_is_looked_up_is_no_failure(
 
     monkeypatch.setattr(vips, "served", vanished)
     monkeypatch.setattr(vips, "complete", lambda vip, proto="": vip)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setenv("HA_RSCTMP", str(tmp_path))
     monkeypatch.setenv("OCF_RESOURCE_INSTANCE", "test-rsc")
     for name, value in GOOD.items():

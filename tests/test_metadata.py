@@ -76,7 +76,7 @@ def test_declarations_appear_with_types_defaults_and_actions():
     assert {a.get("name") for a in root.iter("action")} >= {"meta-data", "usage", "start", "stop"}
 
 
-def test_metadata_runs_as_nobody():
+def test_metadata_runs_as_nobody(needs_root):  # su to nobody
     proc = subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c",
                            f"{public_agent('IPaddr2')} meta-data"],
                           capture_output=True, text=True, timeout=30)

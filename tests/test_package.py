@@ -25,7 +25,8 @@ EXAMPLE = f"{DOC_DIR}/examples/kube-apiserver-lb.crm"
 # Scripts that would start, stop or restart a service if a maintainer script called them.
 SERVICE_TOOLS = ("systemctl", "invoke-rc.d", "deb-systemd-invoke", "service ", "start-stop-daemon")
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="building and chroot need root")
+pytestmark = [pytest.mark.package,
+              pytest.mark.skipif(os.geteuid() != 0, reason="building and chroot need root")]
 
 
 @pytest.fixture(scope="module")

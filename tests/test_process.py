@@ -345,8 +345,8 @@ def test_a_detached_helper_is_named_and_nicer_than_its_caller(tmp_path: Path) ->
     assert pid != os.getpid()
 
 
-def test_a_hurried_helper_and_its_child_get_their_callers_priority_back(tmp_path: Path
-                                                                         ) -> None:
+def test_a_hurried_helper_and_its_child_get_their_callers_priority_back(
+        tmp_path: Path, needs_root: None) -> None:  # a nice value lowered again
     """The tickler, once its start has announced the address: itself and the attrd_updater
     it started meanwhile run as the agent did."""
     seen = tmp_path / "seen"

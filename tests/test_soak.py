@@ -15,6 +15,8 @@ from lab import REPO
 SEED = 7
 MINUTES = 3
 
+pytestmark = pytest.mark.cluster  # the soak's clusters
+
 
 def test_a_short_soak_finds_no_violation() -> None:
     if os.geteuid() != 0 or not all(shutil.which(p) for p in ("corosync", "pacemakerd", "crm",

@@ -33,9 +33,10 @@ except socket.timeout:
 """
 
 
+pytestmark = pytest.mark.usefixtures("needs_root")  # unshare --mount, an agent's start
+
+
 def run_with_syslog(facility, debug="0"):
-    if os.geteuid() != 0:
-        pytest.skip("mount namespaces need root")
     proc = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable,
                            "-c", DRIVER, SAMPLE, facility, debug],
                           capture_output=True, text=True, timeout=60)
