@@ -23,7 +23,7 @@ DEMO_PACKAGES := $(LAB_PACKAGES) haproxy $(CLUSTER_PACKAGES) curl
 DEB_PACKAGES := build-essential debhelper dh-python pybuild-plugin-pyproject python3-setuptools \
 	python3-wheel lintian debootstrap dpkg-dev zstd git
 
-.PHONY: demo check check-here check-debian13 deps deb bench bench-failover soak metadata clean
+.PHONY: demo check check-here check-debian13 check-unit deps deb bench bench-failover soak metadata clean
 
 ## check: the whole test suite on this machine, then (unless it is Debian 13 itself) again in a
 ## minimal Debian 13 root (tools/debian13-root); ends with each release's pass count
@@ -34,6 +34,11 @@ check:
 check-here: deps
 	@. /etc/os-release; echo "check-here: $$PRETTY_NAME, $$($(PYTHON) -V), $$(haproxy -v | head -1 | cut -d' ' -f1-3)"
 	$(PYTHON) -m pytest -p no:cacheprovider -rfEs tests
+
+## check-unit: the unit tier alone (tests/conftest.py): no root, no namespaces, no package
+## install beyond python3-pytest; in seconds, as whoever runs it
+check-unit:
+	$(PYTHON) -m pytest -p no:cacheprovider -q -m unit tests
 
 ## check-debian13: the whole test suite in the Debian 13 root only (tools/debian13-root)
 check-debian13:
