@@ -115,13 +115,13 @@ def modules_loaded_by(code: str) -> set[str]:
     return set(proc.stdout.split()) - {"os.path"}  # an alias of posixpath, not a load
 
 
-def imported_modules(agent: str, action: str, params: dict[str, str], *, ns: Netns,
-                     interval_ms: int | None = None) -> set[str]:
-    """The modules one run of the agent imports (python -X importtime), after checking the
-    run succeeded."""
+def imported_modules(agent: str, action: str, params: dict[str, str], *,
+                     ns: Netns | None = None, interval_ms: int | None = None) -> set[str]:
+    """The modules one run of the agent (inside ns when given) imports (python -X
+    importtime), after checking the run succeeded."""
     env = agent_env(params, interval_ms=interval_ms)
-    proc = subprocess.run(ns.exec_argv(["/usr/bin/python3", "-IS", "-X", "importtime",
-                                        os.path.join(AGENTS, agent), action]),
+    argv = ["/usr/bin/python3", "-IS", "-X", "importtime", os.path.join(AGENTS, agent), action]
+    proc = subprocess.run(argv if ns is None else ns.exec_argv(argv),
                           env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()

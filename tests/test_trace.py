@@ -11,7 +11,10 @@ import pytest
 from ocfshim import agent_env, imported_modules, run_agent
 
 SHELLFUNCS = "/usr/lib/ocf/lib/heartbeat/ocf-shellfuncs"
-GOOD = {"ip": "198.18.0.10", "nic": "lan0", "cidr_netmask": "24"}
+# An address on lo, which every network namespace has, that none holds: monitor says not
+# running and validate-all accepts, as any user and without a namespace of the test's own
+# (the tracer is the subject here, not what IPaddr2 does to a node).
+GOOD = {"ip": "198.18.0.10", "nic": "lo", "cidr_netmask": "32"}
 # ocf_default_trace_dest: <instance>.<action>.`date +%F.%T`
 STAMP = r"\d{4}-\d\d-\d\d\.\d\d:\d\d:\d\d"
 
@@ -40,9 +43,8 @@ def only_trace(directory, instance, action):
 
 
 @pytest.mark.parametrize("action,code", [("monitor", 7), ("validate-all", 0)])
-def test_ipaddr2_trace_lands_under_ha_varlib_with_shellfuncs_name(lan, tmp_path, action, code):
-    node, _ = lan
-    out = traced("IPaddr2", action, GOOD, ns=node, HA_VARLIB=str(tmp_path))
+def test_ipaddr2_trace_lands_under_ha_varlib_with_shellfuncs_name(tmp_path, action, code):
+    out = traced("IPaddr2", action, GOOD, HA_VARLIB=str(tmp_path))
     assert out.rc == code, out
     text = only_trace(tmp_path / "trace_ra" / "IPaddr2", "test-rsc", action)
     assert "\nOCF_RESKEY_trace_ra=1\n" in text  # the environment first, as ocf_start_trace
@@ -51,9 +53,8 @@ def test_ipaddr2_trace_lands_under_ha_varlib_with_shellfuncs_name(lan, tmp_path,
     assert "Traceback" not in out.stderr
 
 
-def test_trace_dir_parameter_wins_over_ha_varlib(lan, tmp_path):
-    node, _ = lan
-    out = traced("IPaddr2", "monitor", {**GOOD, "trace_dir": str(tmp_path / "chosen")}, ns=node,
+def test_trace_dir_parameter_wins_over_ha_varlib(tmp_path):
+    out = traced("IPaddr2", "monitor", {**GOOD, "trace_dir": str(tmp_path / "chosen")},
                  HA_VARLIB=str(tmp_path / "varlib"))
     assert out.rc == 7, out
     assert "agents/ipaddr2.py:" in only_trace(tmp_path / "chosen" / "IPaddr2", "test-rsc",
@@ -74,15 +75,14 @@ def test_haproxy_trace_keeps_the_exit_code(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.exists(SHELLFUNCS), reason="resource-agents is not installed")
-def test_same_directory_and_names_as_a_shell_agent(lan, tmp_path):
+def test_same_directory_and_names_as_a_shell_agent(tmp_path):
     """A shell agent sourcing ocf-shellfuncs, with the same environment, traces next to ours."""
-    node, _ = lan
     shell_agent = tmp_path / "shell_agent"
     shell_agent.write_text(f"#!/bin/sh\n. {SHELLFUNCS}\n"
                            'case "$1" in monitor) exit $OCF_NOT_RUNNING ;; esac\nexit 0\n')
     shell_agent.chmod(0o755)
     varlib = tmp_path / "varlib"
-    out = traced("IPaddr2", "monitor", GOOD, ns=node, instance="py-rsc", HA_VARLIB=str(varlib))
+    out = traced("IPaddr2", "monitor", GOOD, instance="py-rsc", HA_VARLIB=str(varlib))
     assert out.rc == 7, out
     env = agent_env({"trace_ra": "1"}, instance="sh-rsc",
                     extra={"OCF_RESOURCE_TYPE": "IPaddr2", "HA_VARLIB": str(varlib)})
@@ -100,60 +100,54 @@ def test_same_directory_and_names_as_a_shell_agent(lan, tmp_path):
                                    {"OCF_RESKEY_trace_ra": "false"},
                                    {"OCF_TRACE_RA": "no", "OCF_RESKEY_trace_ra": "1"}],
                          ids=["unset", "0", "false", "OCF_TRACE_RA=no wins"])
-def test_no_trace_file_unless_asked(lan, tmp_path, extra):
-    node, _ = lan
-    out = run_agent("IPaddr2", "monitor", GOOD, ns=node,
+def test_no_trace_file_unless_asked(tmp_path, extra):
+    out = run_agent("IPaddr2", "monitor", GOOD,
                     extra={"HA_VARLIB": str(tmp_path), **extra})
     assert out.rc == 7, out
     assert trace_files(tmp_path) == []
     assert out.stderr == ""
 
 
-def test_ocf_trace_ra_alone_turns_tracing_on(lan, tmp_path):
+def test_ocf_trace_ra_alone_turns_tracing_on(tmp_path):
     """Pacemaker's own switch, as ocf-shellfuncs reads it."""
-    node, _ = lan
-    out = run_agent("IPaddr2", "monitor", GOOD, ns=node,
+    out = run_agent("IPaddr2", "monitor", GOOD,
                     extra={"HA_VARLIB": str(tmp_path), "OCF_TRACE_RA": "yes"})
     assert out.rc == 7, out
     assert "agents/ipaddr2.py:" in only_trace(tmp_path / "trace_ra" / "IPaddr2", "test-rsc",
                                               "monitor")
 
 
-def test_ocf_trace_file_names_the_file(lan, tmp_path):
-    node, _ = lan
+def test_ocf_trace_file_names_the_file(tmp_path):
     target = tmp_path / "sub" / "my.trace"
-    out = traced("IPaddr2", "validate-all", GOOD, ns=node, OCF_TRACE_FILE=str(target),
+    out = traced("IPaddr2", "validate-all", GOOD, OCF_TRACE_FILE=str(target),
                  HA_VARLIB=str(tmp_path / "varlib"))
     assert out.rc == 0, out
     assert "agents/ipaddr2.py:" in target.read_text()
     assert not (tmp_path / "varlib").exists()
 
 
-def test_unwritable_trace_dir_warns_and_keeps_the_exit_code(lan, tmp_path):
+def test_unwritable_trace_dir_warns_and_keeps_the_exit_code(tmp_path):
     """Root writes anywhere, so the type's directory is a file here: mkdir -p fails."""
-    node, _ = lan
     (tmp_path / "IPaddr2").write_text("not a directory\n")
     for action, code in (("monitor", 7), ("validate-all", 0)):
-        out = traced("IPaddr2", action, {**GOOD, "trace_dir": str(tmp_path)}, ns=node)
+        out = traced("IPaddr2", action, {**GOOD, "trace_dir": str(tmp_path)})
         assert out.rc == code, out
         assert "WARNING: trace file" in out.stderr and "not writable" in out.stderr, out
         assert "Traceback" not in out.stderr
     assert trace_files(tmp_path) == [str(tmp_path / "IPaddr2")]
 
 
-def test_value_neither_true_nor_false_warns_and_does_not_trace(lan, tmp_path):
-    node, _ = lan
-    out = run_agent("IPaddr2", "monitor", {**GOOD, "trace_ra": "maybe"}, ns=node,
+def test_value_neither_true_nor_false_warns_and_does_not_trace(tmp_path):
+    out = run_agent("IPaddr2", "monitor", {**GOOD, "trace_ra": "maybe"},
                     extra={"HA_VARLIB": str(tmp_path)})
     assert out.rc == 7, out
     assert "trace_ra='maybe' is not a boolean" in out.stderr
     assert trace_files(tmp_path) == []
 
 
-def test_tracer_is_not_imported_when_not_asked(lan):
+def test_tracer_is_not_imported_when_not_asked():
     """The untraced path imports nothing of the tracer: what every monitor pays."""
-    node, _ = lan
-    assert "ocf_lib.ocf.trace" not in imported_modules("IPaddr2", "validate-all", GOOD, ns=node)
+    assert "ocf_lib.ocf.trace" not in imported_modules("IPaddr2", "validate-all", GOOD)
 
 
 # -- in a cluster ----------------------------------------------------------------------------
