@@ -148,7 +148,7 @@ def test_link_state_follows_admin_state_and_carrier(lan: tuple[Netns, Netns]) ->
     assert link is not None and not link.up and link.operstate == "DOWN"
 
 
-@pytest.mark.parametrize("name", ["lan9", "", "x" * 16, "lan0\0", "lan0:vip"])
+@pytest.mark.parametrize("name", ["lan9", "lan0:vip"])  # impossible names: test_netlink_unit
 def test_link_by_name_returns_none_for_absent_names(lan: tuple[Netns, Netns], name: str) -> None:
     node, _ = lan
     with entered(node):
