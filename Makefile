@@ -35,8 +35,8 @@ check-here: deps
 	@. /etc/os-release; echo "check-here: $$PRETTY_NAME, $$($(PYTHON) -V), $$(haproxy -v | head -1 | cut -d' ' -f1-3)"
 	$(PYTHON) -m pytest -p no:cacheprovider -rfEs tests
 
-## check-unit: the unit tier alone (tests/conftest.py): no root, no namespaces, no package
-## install beyond python3-pytest; in seconds, as whoever runs it
+## check-unit: the unit tier alone (tests/conftest.py), in seconds, as any user: no root, no
+## namespaces, nothing installed (the test packages must be there: `make deps`, as root)
 check-unit:
 	$(PYTHON) -m pytest -p no:cacheprovider -q -m unit tests
 
