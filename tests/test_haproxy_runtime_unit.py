@@ -160,14 +160,13 @@ def test_an_unreadable_configuration_is_left_to_haproxy(tmp_path: Path) -> None:
 
 @pytest.fixture
 def attrd(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str | None]]]:
-    """attrd_updater's calls (name, value or None for a deletion), under Pacemaker."""
+    """attrd_updater's calls (name, value or None for a deletion)."""
     calls: list[tuple[str, str | None]] = []
 
     def updater(name: str, value: str | None, log: Logger) -> bool:
         calls.append((name, value))
         return True
     monkeypatch.setattr(runtime, "_attrd_updater", updater)
-    monkeypatch.setenv("OCF_RESKEY_CRM_meta_on_node", "node1")
     yield calls
 
 
@@ -208,12 +207,6 @@ def test_after_a_failed_update_the_next_monitor_sends_every_value_again(
     assert sorted(attrd) == [("web-kube-up", "1"), ("web-old-workers", "0")]
     attrd.clear()
     publish(ours, {"kube": (1, 1)})
-    assert attrd == []
-
-
-def test_outside_pacemaker_nothing_is_published(attrd, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OCF_RESKEY_CRM_meta_on_node")
-    publish(instance(), {"kube": (1, 1)})
     assert attrd == []
 
 
