@@ -9,6 +9,10 @@ import sys
 from ocf_lib.logic import vip as vips
 from ocf_lib.ocf.agent import BOOLEAN, INTEGER, OCF, STRING, Agent, Config, OcfError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ocf_lib.logic import handover
+
 agent = Agent(
     "IPaddr2", version="1.0",
     shortdesc="Floating IPv4/IPv6 address",
@@ -273,14 +277,15 @@ def keep_watch(cfg: Config, vip: vips.Vip) -> None:
                  log=cfg.log)
 
 
-def taking_over(cfg: Config, vip: vips.Vip) -> "vips.TakeOver | None":
-    """The tickles for the clients a lost owner handed over, under way (see vips.TakeOver)
+def taking_over(cfg: Config, vip: vips.Vip) -> "handover.TakeOver | None":
+    """The tickles for the clients a lost owner handed over, under way (see handover.TakeOver)
     when Pacemaker runs the agent with the watcher, whose hand-over this is, and resets.
     Never fails: they reconnect on their own timeout at worst."""
     if not (cfg.env.node and cfg.watch and cfg.reset_connections):
         return None
+    from ocf_lib.logic import handover
     try:
-        return vips.TakeOver(vip.ip, cfg.env.instance, cfg.env.node)
+        return handover.TakeOver(vip.ip, cfg.env.instance, cfg.env.node)
     except OSError as err:
         cfg.log.warning(f"cannot tickle the clients of connections handed over: {err}")
         return None

@@ -458,12 +458,25 @@ class Cluster:
     def handed_over(self, resource: str, name: str) -> list[str]:
         """The connections ('client,port,local port') that the owner of the ocf:kuth:IPaddr2
         resource handed over to node name, for it to tickle if it takes the address after
-        losing the owner (ocf_lib.logic.vip.HandOver's private attribute)."""
-        from ocf_lib.logic.vip import handover_attribute
-        out = self.node(name).run(["attrd_updater", "-Q", "-n", handover_attribute(resource),
-                                   "-N", name], check=False).stdout
-        value = out.partition('value="')[2].partition('"')[0]
-        return [] if value in ("", "none") else value.split()
+        losing the owner (ocf_lib.logic.handover.HandOver's private attributes: a header,
+        and the shards it names)."""
+        from ocf_lib.adapters import inet
+        from ocf_lib.logic import handover_codec as codec
+        from ocf_lib.logic.handover import handover_attribute
+        attribute = handover_attribute(resource)
+        shards, records = codec.parse_header(self._attribute(attribute, name))
+        for index in range(shards):
+            records += codec.decode(self._attribute(codec.shard_name(attribute, shards, index),
+                                                    name) or "")
+        family = {4: inet.AF_INET, 16: inet.AF_INET6}
+        return [f"{inet.canonical(family[len(client)], client)},{client_port},{port}"
+                for client, client_port, port in sorted(set(records))]
+
+    def _attribute(self, attribute: str, name: str) -> str | None:
+        """The value of node name's transient attribute as its attrd has it; None unset."""
+        out = self.node(name).run(["attrd_updater", "-Q", "-n", attribute, "-N", name],
+                                  check=False).stdout
+        return out.partition('value="')[2].rpartition('"')[0] or None
 
     def crm(self, *args: str, view: str | None = None, input: str | None = None) -> str:
         """Run crmsh on a node; returns its output, raises ClusterError on failure."""

@@ -295,12 +295,10 @@ def test_after_node_loss_the_new_owner_tickles_the_lost_nodes_streams(cluster: C
     reconnect long before their own timeout (120 s here)."""
     active = start(cluster, guide())
     survivor = other(cluster, active)
-    attribute = ["attrd_updater", "-Q", "-n", "kuth-virtual-ip-resource-connections",
-                 "-N", survivor]
     with Streams(cluster.client, VIP, KUBE_PORT, count=STREAMS, idle_timeout=120) as streams:
         cluster.wait_for(lambda: streams.flowing_since(time.monotonic() - 1), 10,
                          what="streams flowing")
-        cluster.wait_for(lambda: cluster.node(survivor).run(attribute).stdout.count(",6443")
+        cluster.wait_for(lambda: len(cluster.handed_over("virtual-ip-resource", survivor))
                          == STREAMS, 20, what="the streams handed over to the other node")
         lost = time.monotonic()
         cluster.link_down(active)
@@ -312,6 +310,5 @@ def test_after_node_loss_the_new_owner_tickles_the_lost_nodes_streams(cluster: C
         resumed = time.monotonic()
     reasons = {why for when, _, why in streams.cuts if lost <= when <= resumed}
     assert (streams.cut(lost, resumed), reasons) == (STREAMS, {"reset"})
-    cluster.wait_for(lambda: ",6443" not in cluster.node(survivor).run(attribute,
-                                                                        check=False).stdout,
-                     15, what="the list forgotten once used (TICKLER_TIDY after the tickles)")
+    cluster.wait_for(lambda: not cluster.handed_over("virtual-ip-resource", survivor), 15,
+                     what="the list forgotten once used (TICKLER_TIDY after the tickles)")

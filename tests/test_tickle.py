@@ -3,7 +3,7 @@ address's new owner at once. Three hosts on a switch: `old` holds a connection f
 `client` on the VIP, then goes silent (its link down); `new` takes the VIP over, announces
 it and tickles the client, which gets a reset instead of waiting on a dead connection.
 Also when `new` held the address a moment before and keeps a TIME_WAIT remain of the very
-client port (ocf_lib.logic.vip.tickle_clients)."""
+client port (ocf_lib.logic.handover.tickle_clients)."""
 import subprocess
 
 import pytest
@@ -63,8 +63,10 @@ assert s.recv(1) == b''
 """
 CLIENT_PORT = 41999  # what the client uses for its short request and then for its stream
 TICKLE = "from ocf_lib.adapters import tickle\nprint(tickle.send({vip!r}, [({client!r}, {port}, 7000)]))"
-TICKLE_CLIENTS = ("from ocf_lib.logic import vip\n"
-                  "print(vip.tickle_clients({vip!r}, [({client!r}, {port}, 7000)]))")
+TICKLE_CLIENTS = ("from ocf_lib.adapters import inet\n"
+                  "from ocf_lib.logic import handover\n"
+                  "print(handover.tickle_clients({vip!r}, "
+                  "[(inet.parse_ip({client!r})[1], {port}, 7000)]))")
 
 
 @pytest.mark.parametrize("family", FAMILIES)

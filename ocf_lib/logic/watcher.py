@@ -28,7 +28,7 @@ MARK = "kuth-watcher"
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ocf_lib.logic.vip import HandOver
+    from ocf_lib.logic.handover import HandOver
     from ocf_lib.ocf.log import Logger
     from ocf_lib.ocf.state import StateDir
 
@@ -41,7 +41,7 @@ def spawn(lib_root: str, *, resource: str, node: str, guardian: int, lock_path: 
     """Start a detached watcher for resource on node; return the watcher's pid. target is
     ["process", PID] or ["address", IP, NIC, CHECK_LINK (1/0), HAND_OVER (1/0)]: with
     HAND_OVER, the watcher also keeps the other nodes told of the connections on the address
-    (ocf_lib.logic.vip.HandOver). guardian is a process whose
+    (ocf_lib.logic.handover.HandOver). guardian is a process whose
     end means the cluster is gone here (0: none)."""
     script = os.path.join(lib_root, "ocf_lib", "logic", "watcher.py")
     argv = [sys.executable, "-IS", script, MARK, lib_root, resource, node, str(guardian),
@@ -132,7 +132,7 @@ def watch(resource: str, node: str, guardian: int, lock_path: str, target: list[
     elif target[0] == "address" and len(target) == 5:
         hand_over = None
         if target[4] == "1":
-            from ocf_lib.logic.vip import HandOver
+            from ocf_lib.logic.handover import HandOver
             hand_over = HandOver(target[1], resource, node)
         failure = _address_lost(poller, target[1], target[2], target[3] == "1", hand_over)
     else:
@@ -170,7 +170,7 @@ def _address_lost(poller: select.poll, ip: str, nic: str, check_link: bool,
     """'' when the guardian ended first, else how the address was lost: removed, its
     interface removed, or (check_link) the link without carrier for LINK_DOWN_GRACE. Every
     HANDOVER_PERIOD meanwhile, hand_over (when given) runs."""
-    from ocf_lib.logic.vip import HANDOVER_PERIOD
+    from ocf_lib.logic.handover import HANDOVER_PERIOD
     from ocf_lib.adapters import netlink
     events = netlink.Events()  # subscribed before looking, so that nothing falls between
     poller.register(events.fileno(), select.POLLIN)

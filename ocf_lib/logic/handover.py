@@ -1,0 +1,309 @@
+"""The long-lived connections on a floating address, handed from its owner to the other
+nodes, so that the node that takes the address over after losing the owner can tickle
+their clients (ocf_lib.adapters.tickle) instead of leaving them on a dead connection until
+their own timeout.
+
+The owner's address watcher (ocf_lib.logic.watcher) runs a HandOver; the start that takes
+the address over leaves a tickler (TakeOver). Neither is on a monitor's or a stop's path:
+the agent imports this module only in start, the watcher only when it hands over.
+
+The list lives in private attrd attributes of every other node (held by attrd, never
+written to the CIB; a lost node's own attributes go with it, those it wrote for the
+survivors stay), in the text form of ocf_lib.logic.handover_codec: a header, and for a list
+too long for one value, shards. What it costs stays bounded as connections come and go:
+
+- deltas: the shards hold a base, the header the connections added since, and only the
+  header is rewritten until the headers written since the base add up to the base's size:
+  then a new base costs no more than they did (the ski-rental rule; with a delta that
+  grows steadily it makes the base's period the one that writes least). A connection gone
+  stays in the list until the next base, or until STALE_FRACTION of the base is gone (one
+  useless ACK on a takeover: its client answers with a reset the new owner ignores);
+- a rate limit: RATE characters a second on average (a token bucket), whatever the churn;
+- nothing written while nothing changed: every VERIFY_PERIOD the owner reads the headers
+  back (a local question to attrd, nothing on the ring) and writes again only for a node
+  that lacks its list (attrd drops what was written for a node that was away).
+
+CTDB, the model, sends its whole tickle list to every node whenever it changed, at most
+every 20 s (tickle_update_interval), and sends the tickles with each of its three ARPs.
+"""
+
+import os
+import time
+
+from ocf_lib.adapters import pacemaker, process
+from ocf_lib.logic import handover_codec as codec
+from ocf_lib.logic.vip import _give_go, _went
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    Clock = Callable[[], float]
+
+HANDOVER_MAX = 65_536  # connections a node hands over for one address
+HANDOVER_PERIOD = 2.0  # seconds between two looks at the connections
+VERIFY_PERIOD = 30.0  # seconds between two checks that every other node holds the list
+STALE_FRACTION = 0.25  # connections of the base gone that make a new base
+RATE = 64_000  # characters a second written on average, to all other nodes together
+BURST = 2_000_000  # characters the rate limit lets through at once after a quiet time
+
+
+def handover_attribute(resource: str) -> str:
+    """The private node attribute that carries the header of the connections to tickle."""
+    return f"kuth-{resource.split(':', 1)[0]}-connections"
+
+
+class Bucket:
+    """A token bucket: spend() is allowed while the bucket is not in debt, and refills at
+    rate a second up to burst; a large write may leave it in debt for a while."""
+
+    def __init__(self, rate: float, burst: float, clock: "Clock" = time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens, self.at = burst, clock()
+
+    def allows(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        return self.tokens >= 0
+
+    def spend(self, amount: int) -> None:
+        self.tokens -= amount
+
+
+class HandOver:
+    """The owner's side, called by its watcher every HANDOVER_PERIOD: tell every other node
+    which long-lived connections this node holds on ip. A connection counts once two looks
+    in a row saw it established (short requests come and go between them)."""
+
+    def __init__(self, ip: str, resource: str, node: str,
+                 clock: "Clock" = time.monotonic) -> None:
+        from ocf_lib.adapters import inet
+        self.ip = ip
+        self.size = len(inet.parse_ip(ip)[1])
+        self.attribute = handover_attribute(resource)
+        self.node = node
+        self.clock = clock
+        self.bucket = Bucket(RATE, BURST, clock)
+        self.seen: set[codec.Record] = set()
+        self.peers: list[str] = []
+        self.verified = -VERIFY_PERIOD
+        self.base: set[codec.Record] = set()  # in the shards
+        self.base_chars = 0
+        self.since_base = 0  # characters of the headers written since the base (one copy)
+        self.shards = 0
+        self.delta: set[codec.Record] | None = None  # in the header; None: write all anew
+        self.header = ""
+
+    def __call__(self) -> None:
+        """One round; OSError or PacemakerError when the list could not be read or told."""
+        now = self.look()
+        current = now & self.seen
+        self.seen = now
+        if len(current) > HANDOVER_MAX:
+            current = set(sorted(current)[:HANDOVER_MAX])
+        if self.clock() >= self.verified + VERIFY_PERIOD:
+            self.verify()
+        self.update(current)
+
+    def look(self) -> set[codec.Record]:
+        """The established connections on the address, clients in its family (an IPv4
+        client of a dual-stack socket appears as ::ffff:a.b.c.d)."""
+        from ocf_lib.adapters import inet, sock_diag
+        found = set()
+        for conn in sock_diag.on_address(self.ip):
+            if conn.state == sock_diag.ESTABLISHED:
+                client = inet.parse_ip(conn.remote[0])[1][-self.size:]
+                found.add((client, conn.remote[1], conn.local[1]))
+        return found
+
+    def verify(self) -> None:
+        """Learn the other nodes, and whether each still holds the header last written; a
+        node that does not gets everything anew at the next update."""
+        members = pacemaker.member_names()
+        peers = [peer for peer in members if peer != self.node]
+        if self.delta is not None:
+            held = pacemaker.attribute_values(self.attribute)
+            if peers != self.peers or any(held.get(peer) != self.header for peer in peers):
+                self.delta = None
+        self.peers = peers
+        self.verified = self.clock()
+
+    def update(self, current: set[codec.Record]) -> None:
+        """Write what changed, within the rate limit: the header with the delta against
+        the base, or a new base when the headers cost as much as one, or the connections
+        gone since the base grew too many (or when all is to be written anew)."""
+        delta = current - self.base
+        stale = len(self.base) - len(self.base & current) > STALE_FRACTION * len(self.base)
+        if delta == self.delta and not stale or not self.peers or not self.bucket.allows():
+            return
+        if self.delta is None or stale:
+            self.rebase(current)
+            return
+        header = codec.header(self.shards, delta)
+        if len(header) > codec.SHARD_TARGET or (
+                self.shards and self.since_base + len(header) > self.base_chars):
+            self.rebase(current)
+            return
+        self.write(self.attribute, header)
+        self.delta, self.header = delta, header
+        self.since_base += len(header)
+
+    def rebase(self, current: set[codec.Record]) -> None:
+        """Write current as the new base: its shards first, then the header that names
+        them, then drop the shards of an earlier number of shards. A write that fails
+        leaves all to be written anew."""
+        self.delta = None
+        shards = codec.shard_count(len(current), self.size)
+        header = codec.header(0, current) if not shards else ""
+        if len(header) > codec.SHARD_TARGET:
+            shards = 1
+        texts = codec.split(current, shards) if shards else []
+        while shards < codec.MAX_SHARDS and any(len(t) > codec.SHARD_MAX for t in texts):
+            shards *= 2
+            texts = codec.split(current, shards)
+        for index, text in enumerate(texts):
+            self.write(codec.shard_name(self.attribute, shards, index), text)
+        if shards:
+            header = codec.header(shards, ())
+        self.write(self.attribute, header)
+        if self.shards != shards:
+            for index in range(self.shards):
+                for peer in self.peers:
+                    pacemaker.delete_attribute(codec.shard_name(self.attribute, self.shards,
+                                                                index), node=peer)
+        self.base = current if shards else set()
+        self.base_chars = sum(map(len, texts))
+        self.since_base = 0
+        self.shards = shards
+        self.delta = current - self.base
+        self.header = header
+
+    def write(self, name: str, value: str) -> None:
+        """value as name of every other node, counted against the rate limit."""
+        for peer in self.peers:
+            pacemaker.update_attribute(name, value, node=peer, private=True)
+        self.bucket.spend(len(value) * len(self.peers))
+
+
+class HandedOver:
+    """The list handed over to node for resource, asked of attrd in steps that a tickler
+    takes while its start goes on: the header at once (made), the shards it names
+    (ask_shards, once the header is known), then records()."""
+
+    def __init__(self, resource: str, node: str) -> None:
+        self.attribute = handover_attribute(resource)
+        self.node = node
+        self.header = pacemaker.AttributeQuery(self.attribute, node)
+        self.shards: dict[str, pacemaker.AttributeQuery] = {}
+        self.problems: list[str] = []
+        self.delta: list[codec.Record] = []
+
+    def ask_shards(self) -> None:
+        """Wait for the header; ask for the shards it names."""
+        try:
+            count, self.delta = codec.parse_header(self.header.value())
+        except ValueError as err:
+            self.problems.append(str(err))
+            return
+        names = (codec.shard_name(self.attribute, count, i) for i in range(count))
+        self.shards = {name: pacemaker.AttributeQuery(name, self.node) for name in names}
+
+    def pids(self) -> tuple[int, ...]:
+        return tuple(pid for query in (self.header, *self.shards.values())
+                     for pid in query.pids())
+
+    def records(self) -> list[codec.Record]:
+        """Every connection the header and its shards hold; one damaged shard costs its own
+        part only (problems says which)."""
+        found = set(self.delta)
+        for name, query in self.shards.items():
+            try:
+                found.update(codec.decode(query.value() or ""))
+            except ValueError as err:
+                self.problems.append(f"{name}: {err}")
+        return sorted(found)
+
+    def forget(self) -> None:
+        """Delete the header and its shards. Never fails: the next owner writes them anew."""
+        for name in [self.attribute, *self.shards]:
+            try:
+                pacemaker.delete_attribute(name, node=self.node)
+            except pacemaker.PacemakerError:
+                pass
+
+
+TICKLER = "kuth-tickler"  # the take-over's process name
+TICKLER_WAIT = 120.0  # seconds a tickler waits for its start to have announced the address
+TICKLER_TIDY = 5.0  # seconds after its tickles that it forgets the list, once the failover is done
+class TakeOver:
+    """What a start does for the clients of the node it replaces: tickle those of the
+    connections that node handed over (HandOver), as soon as the address is announced,
+    without making start wait. Made before the address is added, it leaves a process of
+    its own (TICKLER) that asks attrd for the list at once (attrd, busy in a failover,
+    answers in tens of milliseconds, while the address goes up) and tickles once start
+    calls announced(). A start that fails or dies before never calls it: the process then
+    ends without tickling. OSError when the process could not be started."""
+
+    def __init__(self, ip: str, resource: str, node: str) -> None:
+        self.ip = ip
+        go, self._announced = os.pipe()
+        try:
+            self.pid = process.spawn_detached(lambda: _take_over(ip, resource, node, go),
+                                              keep=(go,), name=TICKLER)
+        except OSError:
+            os.close(self._announced)
+            raise
+        finally:
+            os.close(go)
+
+    def announced(self) -> None:
+        """The address is here and announced: the tickles may go. Never fails (a tickler
+        gone has nothing to tickle)."""
+        _give_go(self._announced, True)
+
+
+def _take_over(ip: str, resource: str, node: str, go: int) -> None:
+    """The tickler's life: ask attrd for the list; once start says the address is
+    announced, tickle the clients (tickle_clients) and, once the rest of the failover has
+    run, forget the list. To syslog."""
+    import syslog
+    handed = HandedOver(resource, node)
+    handed.ask_shards()
+    if not _went(go, TICKLER_WAIT):
+        return  # start failed, or never got there
+    process.hurry(*handed.pids())  # nice while start ran; its tickles are on clients' path
+    connections = handed.records()
+    for problem in handed.problems:
+        syslog.syslog(syslog.LOG_WARNING, f"part of the hand-over of {ip} is lost: {problem}")
+    if not connections:
+        return
+    try:
+        sent = tickle_clients(ip, connections)
+    except OSError as err:
+        syslog.syslog(syslog.LOG_WARNING, f"cannot tickle the clients of {ip}: {err}")
+    else:
+        syslog.syslog(syslog.LOG_NOTICE, f"tickled {sent} client(s) of connections handed "
+                                         f"over on {ip}")
+    time.sleep(TICKLER_TIDY)
+    handed.forget()
+
+
+def tickle_clients(ip: str, connections: list[codec.Record]) -> int:
+    """Tickle the client of each (client, client port, port) that another node held on ip,
+    now here (ocf_lib.adapters.tickle); return how many tickles went out. OSError when none
+    could.
+
+    First this node's TIME_WAIT remains on the address go (it may have held the address
+    less than a minute ago; see ocf_lib.adapters.sock_diag.time_waits): a client's answer
+    that met one would get an ACK, not the reset. Linux before 6.0 cannot end them; the
+    tickles go out all the same."""
+    from ocf_lib.adapters import inet, sock_diag, tickle
+    try:
+        sock_diag.destroy(sock_diag.time_waits(ip))
+    except sock_diag.Unsupported:
+        pass
+    family, packed = inet.parse_ip(ip)
+    return tickle.send(ip, [(inet.canonical(family, client), client_port, port)
+                            for client, client_port, port in connections
+                            if len(client) == len(packed)])

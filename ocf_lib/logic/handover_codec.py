@@ -1,0 +1,163 @@
+"""The text form of a hand-over: the long-lived TCP connections on a floating address, as
+attrd attribute values (see ocf_lib.logic.handover for who writes and reads them).
+
+A value has to pass through `attrd_updater -U VALUE`, attrd's IPC and Corosync, and back out
+of `attrd_updater -Q` between double quotes. So it is plain ASCII without spaces, quotes or
+XML specials (base64), and each value stays far below the 128 KiB that Linux allows one
+command-line argument (MAX_ARG_STRLEN) and that Pacemaker's IPC buffer holds uncompressed
+(2.1.5 and 3.0.0 compress a larger message with bzip2 first).
+
+A list is a sorted binary form, then deflated, then base64: connections grouped by the port
+on the address (one or two: 6443, 443), then by client, each client's address as the
+difference to the previous one (clients of one subnet sort close together: one or two
+bytes for IPv4, about eight for random IPv6 interface identifiers) and its ports as two
+bytes each (ephemeral ports are random: there is nothing to save on them). About 3.2
+characters a connection for IPv4 clients with three connections each, 14 for IPv6 clients
+with one (docs/handover.md has the figures).
+
+A large list is cut into shards by a hash of the connection, so that a connection stays in
+its shard while the others come and go, and one shard rewritten alone still describes its
+part of the list.
+"""
+
+import binascii
+import zlib
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # collections costs the resident watcher a millisecond and memory
+    from collections.abc import Iterable
+
+Record = tuple[bytes, int, int]  # (client's packed address, client's port, port on the address)
+
+VERSION = "1"  # the first field of a header: a reader skips a form it does not know
+SHARD_TARGET = 48_000  # characters a shard or a header aims at
+SHARD_MAX = 96_000  # characters a value never exceeds: under 128 KiB with attrd's XML around
+MAX_SHARDS = 32
+EXPECTED_CHARS = {4: 4, 16: 15}  # characters a connection takes, by address size: the sizing
+
+
+def encode(records: "Iterable[Record]") -> str:
+    """The text of records ('' for none), all of one address size."""
+    by_port: dict[int, dict[bytes, list[int]]] = {}
+    for client, client_port, port in records:
+        by_port.setdefault(port, {}).setdefault(client, []).append(client_port)
+    if not by_port:
+        return ""
+    size = len(next(iter(next(iter(by_port.values())))))
+    out = bytearray([size])
+    for port in sorted(by_port):
+        clients = by_port[port]
+        _varint(out, port)
+        _varint(out, len(clients))
+        previous = 0
+        for client in sorted(clients):
+            if len(client) != size:
+                raise ValueError(f"clients of {size}- and {len(client)}-byte addresses")
+            number = int.from_bytes(client, "big")
+            ports = sorted(clients[client])
+            _varint(out, number - previous)
+            _varint(out, len(ports))
+            out += b"".join(p.to_bytes(2, "big") for p in ports)
+            previous = number
+    return binascii.b2a_base64(zlib.compress(out), newline=False).decode("ascii")
+
+
+def decode(text: str) -> list[Record]:
+    """The records of a text encode() made; ValueError when it is not one."""
+    if not text:
+        return []
+    try:
+        data = zlib.decompress(binascii.a2b_base64(text.encode("ascii")))
+    except (binascii.Error, zlib.error, UnicodeEncodeError) as err:
+        raise ValueError(f"not a list of connections: {err}") from None
+    if not data or data[0] not in EXPECTED_CHARS:
+        raise ValueError("not a list of connections: unknown address size")
+    size, at, records = data[0], 1, []
+    try:
+        while at < len(data):
+            port, at = _read_varint(data, at)
+            clients, at = _read_varint(data, at)
+            number = 0
+            for _ in range(clients):
+                step, at = _read_varint(data, at)
+                count, at = _read_varint(data, at)
+                number += step
+                client = number.to_bytes(size, "big")
+                end = at + 2 * count
+                if end > len(data):
+                    raise ValueError("not a list of connections: it is cut short")
+                records.extend((client, int.from_bytes(data[i:i + 2], "big"), port)
+                               for i in range(at, end, 2))
+                at = end
+    except (IndexError, OverflowError):
+        raise ValueError("not a list of connections: it is cut short") from None
+    return records
+
+
+def header(shards: int, records: "Iterable[Record]") -> str:
+    """The value that names the shards of a list and holds its other records (a delta, or
+    the whole list when it has no shards)."""
+    return f"{VERSION}:{shards}:{encode(records)}"
+
+
+def parse_header(value: str | None) -> tuple[int, list[Record]]:
+    """(shards, records) of a header; (0, []) for none. ValueError for a value this version
+    cannot read (another version's, or damaged)."""
+    if not value:
+        return 0, []
+    version, _, rest = value.partition(":")
+    shards, _, text = rest.partition(":")
+    if version != VERSION or not shards.isdigit() or int(shards) > MAX_SHARDS:
+        raise ValueError(f"not a hand-over header of version {VERSION}: {value[:40]!r}")
+    return int(shards), decode(text)
+
+
+def shard_name(attribute: str, shards: int, index: int) -> str:
+    """The attribute that holds shard index of a list in shards: a new number of shards
+    writes new attributes, so that a header and the shards it names always go together."""
+    return f"{attribute}-{shards}-{index}"
+
+
+def shard_of(record: Record, shards: int) -> int:
+    """The shard a connection lives in: the same as long as the number of shards stays."""
+    client, client_port, _ = record
+    return (int.from_bytes(client[-4:], "big") * 40503 + client_port) % shards
+
+
+def shard_count(records: int, size: int) -> int:
+    """How many shards a list of that many records of that address size needs (0: it fits
+    in its header), a power of two, at most MAX_SHARDS."""
+    chars = records * EXPECTED_CHARS[size]
+    shards = 0 if chars <= SHARD_TARGET else 1
+    while shards and chars > shards * SHARD_TARGET and shards < MAX_SHARDS:
+        shards *= 2
+    return shards
+
+
+def split(records: "Iterable[Record]", shards: int) -> list[str]:
+    """The texts of records cut into shards (shard_of)."""
+    parts: list[list[Record]] = [[] for _ in range(shards)]
+    for record in records:
+        parts[shard_of(record, shards)].append(record)
+    return [encode(part) for part in parts]
+
+
+def _varint(out: bytearray, number: int) -> None:
+    """number (>= 0) in 7-bit groups, lowest first, the high bit saying more follow."""
+    while number >= 0x80:
+        out.append(number & 0x7F | 0x80)
+        number >>= 7
+    out.append(number)
+
+
+def _read_varint(data: bytes, at: int) -> tuple[int, int]:
+    number = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        number |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return number, at
+        shift += 7
+        if shift > 140:
+            raise ValueError("not a list of connections: a number runs on")
