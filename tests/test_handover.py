@@ -218,6 +218,36 @@ def test_bytes_written_stay_bounded_at_20000_connections_with_1_percent_churn(mo
     assert got["missing"] == 0
 
 
+# -- the tickles: paced, repeated ---------------------------------------------------------------
+
+@pytest.mark.parametrize("count", [1, 999, 2_000, 50_000])
+def test_each_client_is_tickled_in_every_round_in_paced_batches(count):
+    schedule = handover.tickle_schedule(count)
+    batches = -(-count // handover.TICKLE_BATCH)
+    assert len(schedule) == batches * len(handover.TICKLE_ROUNDS)
+    for number, offset in enumerate(handover.TICKLE_ROUNDS):
+        round_ = schedule[number * batches:(number + 1) * batches]
+        assert round_[0][0] == offset
+        assert [first for _, first, _ in round_] == list(range(0, count, handover.TICKLE_BATCH))
+        assert round_[-1][2] == count
+    for (at, first, end), (later, _, _) in zip(schedule, schedule[1:]):
+        assert end - first <= handover.TICKLE_BATCH
+        assert later - at >= handover.TICKLE_GAP - 1e-9
+
+
+def test_50000_clients_are_tickled_within_a_quarter_second_and_again_within_the_second():
+    schedule = handover.tickle_schedule(50_000)
+    batches = len(schedule) // 3
+    assert schedule[batches - 1][0] < 0.25
+    assert schedule[-1][0] < 1.2
+
+
+def test_a_round_that_outlasts_the_next_ones_start_delays_it():
+    schedule = handover.tickle_schedule(100_000)  # 0.5 s a round
+    second = schedule[len(schedule) // 3][0]
+    assert second == pytest.approx(100 * handover.TICKLE_GAP)
+
+
 # -- the takeover: the tickler reads the list while start goes on -------------------------------
 
 def fake_attrd_updater(monkeypatch, tmp_path, values: dict[str, str]) -> None:
@@ -242,9 +272,9 @@ echo "name=\\"$3\\" host=\\"$5\\" value=\\"$(cat "{stored}/$3")\\""
 def test_a_takeover_asks_attrd_at_once_and_tickles_once_the_address_is_announced(
         monkeypatch, tmp_path):
     """The tickler asks for the header when start begins, then for the shards it names,
-    and tickles when start says the address is announced; start waits for none of it. A
-    damaged shard costs its own part only. The list is forgotten afterwards (TICKLER_TIDY
-    later)."""
+    prepares the tickles, and sends them when start says the address is announced; start
+    waits for none of it. A damaged shard costs its own part only. The list is forgotten
+    afterwards (TICKLER_TIDY later)."""
     monkeypatch.setattr(handover, "TICKLER_TIDY", 0.1)
     records = clients(6_000)
     parts = codec.split(records, 2)
@@ -252,8 +282,8 @@ def test_a_takeover_asks_attrd_at_once_and_tickles_once_the_address_is_announced
         "kuth-vip-connections": codec.header(2, [(V4, 40001, 6443)]),
         "kuth-vip-connections-2-0": parts[0], "kuth-vip-connections-2-1": "damaged"})
     tickled = tmp_path / "tickled"
-    monkeypatch.setattr(handover, "tickle_clients", lambda ip, connections: tickled.write_text(
-        f"{ip} {len(connections)}") or len(connections))
+    monkeypatch.setattr(handover, "tickle_clients", lambda ip, tickles: tickled.write_text(
+        f"{ip} {len(tickles)}") or len(tickles))
     began = time.monotonic()
     take_over = handover.TakeOver("198.18.1.20", "vip:1", "node2")
     _wait_for(lambda: (tmp_path / "argv").exists(), "the question asked")
@@ -280,7 +310,7 @@ def test_a_takeover_without_a_list_or_without_its_start_announcing_tickles_nobod
     form this one does not read; a start that failed never says announced."""
     fake_attrd_updater(monkeypatch, tmp_path, values)
     tickled = tmp_path / "tickled"
-    monkeypatch.setattr(handover, "tickle_clients", lambda ip, connections: tickled.touch() or 1)
+    monkeypatch.setattr(handover, "tickle_clients", lambda ip, tickles: tickled.touch() or 1)
     announced = handover.TakeOver("198.18.1.20", "vip", "node2")
     announced.announced()
     failed = handover.TakeOver("198.18.1.20", "vip", "node2")

@@ -62,11 +62,15 @@ s.bind(('', int(sys.argv[2]))); s.settimeout(5); s.connect((sys.argv[1], 7000))
 assert s.recv(1) == b''
 """
 CLIENT_PORT = 41999  # what the client uses for its short request and then for its stream
-TICKLE = "from ocf_lib.adapters import tickle\nprint(tickle.send({vip!r}, [({client!r}, {port}, 7000)]))"
-TICKLE_CLIENTS = ("from ocf_lib.adapters import inet\n"
+# Each formatted with vip, client and port; prints how many tickles went out (at once).
+TICKLE = ("from ocf_lib.adapters import inet, tickle\n"
+          "sent = tickle.Sender({vip!r}).send(tickle.prepare({vip!r}, "
+          "[(inet.parse_ip({client!r})[1], {port}, 7000)]))\n"
+          "print(sent)")
+TICKLE_CLIENTS = ("from ocf_lib.adapters import inet, tickle\n"
                   "from ocf_lib.logic import handover\n"
-                  "print(handover.tickle_clients({vip!r}, "
-                  "[(inet.parse_ip({client!r})[1], {port}, 7000)]))")
+                  "print(handover.tickle_clients({vip!r}, tickle.prepare({vip!r}, "
+                  "[(inet.parse_ip({client!r})[1], {port}, 7000)])))")
 
 
 @pytest.mark.parametrize("family", FAMILIES)

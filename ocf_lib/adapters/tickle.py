@@ -10,13 +10,17 @@ new owner, which has no such connection and resets it, with numbers the client a
 the client reconnects, to the new owner, at once.
 
 The ACKs go out through a raw IP socket bound to the address (the kernel adds the IP
-header and routes it), one datagram per connection: thousands cost milliseconds.
+header and routes it), one datagram per connection. Their timing is the caller's
+(ocf_lib.logic.handover paces and repeats them): prepare() builds the segments once (a
+checksum each, about 2.4 µs), a Sender sends them, a batch at a time (about 2.5 µs each).
 """
 import _socket
 
 from ocf_lib.adapters import inet
 
 _WINDOW = 1234  # any: the client only looks at the numbers
+
+Tickle = tuple[bytes, str]  # (TCP segment, client's address): one prepared tickle
 
 
 def ack_segment(local: bytes, port: int, client: bytes, client_port: int) -> bytes:
@@ -26,27 +30,40 @@ def ack_segment(local: bytes, port: int, client: bytes, client_port: int) -> byt
                             window=_WINDOW)
 
 
-def send(address: str, connections: list[tuple[str, int, int]]) -> int:
-    """Send a tickle ACK from address to each (client, client port, port of address) of
-    connections; return how many went out (a client of another family is skipped, one the
-    kernel cannot route to is counted out). OSError when no raw socket can be opened."""
+def prepare(address: str, connections: list[tuple[bytes, int, int]]) -> list[Tickle]:
+    """The tickle from address of each (client's packed address, client's port, port of
+    address), clients of address's family. Pure: a tickler prepares them while the address
+    is still being added."""
     family, local = inet.parse_ip(address)
-    sock = _socket.socket(family, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, _socket.IPPROTO_TCP)
-    sent = 0
-    try:
-        sock.bind((address, 0))
-        for client, client_port, port in connections:
+    return [(ack_segment(local, port, client, client_port), _socket.inet_ntop(family, client))
+            for client, client_port, port in connections if len(client) == len(local)]
+
+
+class Sender:
+    """A raw TCP socket bound to address, to send tickles from it. OSError when it cannot
+    be opened (no CAP_NET_RAW, the address is not here)."""
+
+    def __init__(self, address: str) -> None:
+        family = inet.parse_ip(address)[0]
+        self._sock = _socket.socket(family, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC,
+                                    _socket.IPPROTO_TCP)
+        try:
+            self._sock.bind((address, 0))
+        except OSError:
+            self._sock.close()
+            raise
+
+    def send(self, tickles: list[Tickle]) -> int:
+        """Send each; return how many went out (a client the kernel cannot route to, or one
+        a full transmit queue dropped, is counted out)."""
+        sent = 0
+        for segment, client in tickles:
             try:
-                client_family, packed = inet.parse_ip(client)
-            except ValueError:
-                continue
-            if client_family != family:
-                continue
-            try:
-                sock.sendto(ack_segment(local, port, packed, client_port), (client, 0))
+                self._sock.sendto(segment, (client, 0))
                 sent += 1
             except OSError:
-                pass  # no route to that client from here: nothing to tell it
+                pass
         return sent
-    finally:
-        sock.close()
+
+    def close(self) -> None:
+        self._sock.close()
