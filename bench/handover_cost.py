@@ -142,7 +142,8 @@ def main() -> None:
     parser.add_argument("--output", default="bench/results/handover_cost.md")
     args = parser.parse_args()
     lines = ["# Connection hand-over: size and write rate (bench/handover_cost.py)", "",
-             f"Limits: shards of at most {codec.SHARD_MAX} characters (aim "
+             f"Limits: a list of up to {codec.INLINE_MAX} characters is written whole; "
+             f"shards of at most {codec.SHARD_MAX} characters (aim "
              f"{codec.SHARD_TARGET}), {codec.MAX_SHARDS} shards, {handover.HANDOVER_MAX} "
              f"connections; rate limit {handover.RATE} characters/s; a new base once the "
              f"headers written since the last cost as much, or "

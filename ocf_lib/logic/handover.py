@@ -143,7 +143,7 @@ class HandOver:
             self.rebase(current)
             return
         header = codec.header(self.shards, delta)
-        if len(header) > codec.SHARD_TARGET or (
+        if len(header) > (codec.SHARD_TARGET if self.shards else codec.INLINE_MAX) or (
                 self.shards and self.since_base + len(header) > self.base_chars):
             self.rebase(current)
             return
@@ -158,7 +158,7 @@ class HandOver:
         self.delta = None
         shards = codec.shard_count(len(current), self.size)
         header = codec.header(0, current) if not shards else ""
-        if len(header) > codec.SHARD_TARGET:
+        if len(header) > codec.INLINE_MAX:
             shards = 1
         texts = codec.split(current, shards) if shards else []
         while shards < codec.MAX_SHARDS and any(len(t) > codec.SHARD_MAX for t in texts):

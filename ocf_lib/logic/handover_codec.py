@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # collections costs the resident watcher a millisecond and me
 Record = tuple[bytes, int, int]  # (client's packed address, client's port, port on the address)
 
 VERSION = "1"  # the first field of a header: a reader skips a form it does not know
+INLINE_MAX = 4_000  # characters of a list that stays whole in its header (no base)
 SHARD_TARGET = 48_000  # characters a shard or a header aims at
 SHARD_MAX = 96_000  # characters a value never exceeds: under 128 KiB with attrd's XML around
 MAX_SHARDS = 32
@@ -125,10 +126,10 @@ def shard_of(record: Record, shards: int) -> int:
 
 
 def shard_count(records: int, size: int) -> int:
-    """How many shards a list of that many records of that address size needs (0: it fits
-    in its header), a power of two, at most MAX_SHARDS."""
+    """How many shards a list of that many records of that address size needs (0: small
+    enough to be rewritten whole in its header), a power of two, at most MAX_SHARDS."""
     chars = records * EXPECTED_CHARS[size]
-    shards = 0 if chars <= SHARD_TARGET else 1
+    shards = 0 if chars <= INLINE_MAX else 1
     while shards and chars > shards * SHARD_TARGET and shards < MAX_SHARDS:
         shards *= 2
     return shards
