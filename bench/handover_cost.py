@@ -44,7 +44,7 @@ def clients(count: int, *, per_client: int = 3, ipv6: bool = False, seed: int = 
         else:
             client = bytes([198, 18]) + rng.getrandbits(16).to_bytes(2, "big")
         for _ in range(per_client):
-            records.add((client, rng.randrange(32768, 61000), 6443))
+            records.add(codec.pack(client, rng.randrange(32768, 61000), 6443))
     return set(sorted(records)[:count])
 
 
@@ -72,10 +72,10 @@ class Attrd:
 
     def handed_to(self, node: str, attribute: str) -> set[Record]:
         """What a tickler on node would read."""
-        shards, records = codec.parse_header(self.values.get((attribute, node)))
+        shards, _, records = codec.parse_header(self.values.get((attribute, node)))
         for index in range(shards):
             records += codec.decode(self.values[codec.shard_name(attribute, shards, index),
-                                                node])
+                                                node])[1]
         return set(records)
 
 
@@ -83,8 +83,9 @@ def sizes(count: int, per_client: int, ipv6: bool) -> tuple[int, int, float, flo
     """(characters, shards, ms to encode, ms to decode) of a list of count connections."""
     records = clients(count, per_client=per_client, ipv6=ipv6)
     began = time.process_time()
-    shards = codec.shard_count(count, 16 if ipv6 else 4)
-    texts = codec.split(records, shards) if shards else [codec.header(0, records)]
+    size = 16 if ipv6 else 4
+    shards = codec.shard_count(count, size)
+    texts = codec.split(records, shards, size) if shards else [codec.header(0, records, size)]
     encoded = time.process_time()
     for text in texts:
         codec.decode(text.rpartition(":")[2])

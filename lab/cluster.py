@@ -464,13 +464,15 @@ class Cluster:
         from ocf_lib.logic import handover_codec as codec
         from ocf_lib.logic.handover import handover_attribute
         attribute = handover_attribute(resource)
-        shards, records = codec.parse_header(self._attribute(attribute, name))
+        shards, size, records = codec.parse_header(self._attribute(attribute, name))
+        found = {codec.unpack(record, size) for record in records}
         for index in range(shards):
-            records += codec.decode(self._attribute(codec.shard_name(attribute, shards, index),
-                                                    name) or "")
+            size, records = codec.decode(self._attribute(codec.shard_name(attribute, shards,
+                                                                          index), name) or "")
+            found.update(codec.unpack(record, size) for record in records)
         family = {4: inet.AF_INET, 16: inet.AF_INET6}
         return [f"{inet.canonical(family[len(client)], client)},{client_port},{port}"
-                for client, client_port, port in sorted(set(records))]
+                for client, client_port, port in sorted(found)]
 
     def _attribute(self, attribute: str, name: str) -> str | None:
         """The value of node name's transient attribute as its attrd has it; None unset."""

@@ -116,7 +116,7 @@ class HandOver:
         for conn in sock_diag.on_address(self.ip):
             if conn.state == sock_diag.ESTABLISHED:
                 client = inet.parse_ip(conn.remote[0])[1][-self.size:]
-                found.add((client, conn.remote[1], conn.local[1]))
+                found.add(codec.pack(client, conn.remote[1], conn.local[1]))
         return found
 
     def verify(self) -> None:
@@ -142,7 +142,7 @@ class HandOver:
         if self.delta is None or stale:
             self.rebase(current)
             return
-        header = codec.header(self.shards, delta)
+        header = codec.header(self.shards, delta, self.size)
         if len(header) > (codec.SHARD_TARGET if self.shards else codec.INLINE_MAX) or (
                 self.shards and self.since_base + len(header) > self.base_chars):
             self.rebase(current)
@@ -157,17 +157,17 @@ class HandOver:
         leaves all to be written anew."""
         self.delta = None
         shards = codec.shard_count(len(current), self.size)
-        header = codec.header(0, current) if not shards else ""
+        header = codec.header(0, current, self.size) if not shards else ""
         if len(header) > codec.INLINE_MAX:
             shards = 1
-        texts = codec.split(current, shards) if shards else []
+        texts = codec.split(current, shards, self.size) if shards else []
         while shards < codec.MAX_SHARDS and any(len(t) > codec.SHARD_MAX for t in texts):
             shards *= 2
-            texts = codec.split(current, shards)
+            texts = codec.split(current, shards, self.size)
         for index, text in enumerate(texts):
             self.write(codec.shard_name(self.attribute, shards, index), text)
         if shards:
-            header = codec.header(shards, ())
+            header = codec.header(shards, (), self.size)
         self.write(self.attribute, header)
         if self.shards != shards:
             for index in range(self.shards):
@@ -199,25 +199,27 @@ class HandedOver:
         self.header = pacemaker.AttributeQuery(self.attribute, node)
         self.shards: dict[str, pacemaker.AttributeQuery] = {}
         self.problems: list[str] = []
-        self.delta: list[codec.Record] = []
+        self.delta: list[codec.Connection] = []
 
     def ask_shards(self) -> None:
         """Wait for the header; ask for the shards it names."""
         try:
-            count, self.delta = codec.parse_header(self.header.value())
+            count, size, records = codec.parse_header(self.header.value())
         except ValueError as err:
             self.problems.append(str(err))
             return
+        self.delta = [codec.unpack(record, size) for record in records]
         names = (codec.shard_name(self.attribute, count, i) for i in range(count))
         self.shards = {name: pacemaker.AttributeQuery(name, self.node) for name in names}
 
-    def records(self) -> list[codec.Record]:
+    def records(self) -> list[codec.Connection]:
         """Every connection the header and its shards hold; one damaged shard costs its own
         part only (problems says which)."""
         found = set(self.delta)
         for name, query in self.shards.items():
             try:
-                found.update(codec.decode(query.value() or ""))
+                size, records = codec.decode(query.value() or "")
+                found.update(codec.unpack(record, size) for record in records)
             except ValueError as err:
                 self.problems.append(f"{name}: {err}")
         return sorted(found)

@@ -27,7 +27,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # collections costs the resident watcher a millisecond and memory
     from collections.abc import Iterable
 
-Record = tuple[bytes, int, int]  # (client's packed address, client's port, port on the address)
+Record = int  # a connection: client's address << 32 | client's port << 16 | port on the address
+Connection = tuple[bytes, int, int]  # the same unpacked: (client's packed address, ports)
 
 VERSION = "1"  # the first field of a header: a reader skips a form it does not know
 INLINE_MAX = 4_000  # characters of a list that stays whole in its header (no base)
@@ -37,36 +38,46 @@ MAX_SHARDS = 32
 EXPECTED_CHARS = {4: 4, 16: 15}  # characters a connection takes, by address size: the sizing
 
 
-def encode(records: "Iterable[Record]") -> str:
-    """The text of records ('' for none), all of one address size."""
-    by_port: dict[int, dict[bytes, list[int]]] = {}
-    for client, client_port, port in records:
-        by_port.setdefault(port, {}).setdefault(client, []).append(client_port)
+def pack(client: bytes, client_port: int, port: int) -> Record:
+    """A connection as one integer: a set of 50,000 takes a fifth of the memory of tuples,
+    in a watcher that keeps two or three."""
+    return int.from_bytes(client, "big") << 32 | client_port << 16 | port
+
+
+def unpack(record: Record, size: int) -> Connection:
+    return (record >> 32).to_bytes(size, "big"), record >> 16 & 0xFFFF, record & 0xFFFF
+
+
+def encode(records: "Iterable[Record]", size: int) -> str:
+    """The text of records ('' for none), clients' addresses of size bytes."""
+    by_port: dict[int, list[int]] = {}
+    for record in records:
+        by_port.setdefault(record & 0xFFFF, []).append(record >> 16)
     if not by_port:
         return ""
-    size = len(next(iter(next(iter(by_port.values())))))
     out = bytearray([size])
     for port in sorted(by_port):
-        clients = by_port[port]
+        clients: list[tuple[int, list[int]]] = []
+        for end in sorted(by_port[port]):  # client << 16 | client's port
+            if not clients or clients[-1][0] != end >> 16:
+                clients.append((end >> 16, []))
+            clients[-1][1].append(end & 0xFFFF)
         _varint(out, port)
         _varint(out, len(clients))
         previous = 0
-        for client in sorted(clients):
-            if len(client) != size:
-                raise ValueError(f"clients of {size}- and {len(client)}-byte addresses")
-            number = int.from_bytes(client, "big")
-            ports = sorted(clients[client])
-            _varint(out, number - previous)
+        for client, ports in clients:
+            _varint(out, client - previous)
             _varint(out, len(ports))
             out += b"".join(p.to_bytes(2, "big") for p in ports)
-            previous = number
+            previous = client
     return binascii.b2a_base64(zlib.compress(out), newline=False).decode("ascii")
 
 
-def decode(text: str) -> list[Record]:
-    """The records of a text encode() made; ValueError when it is not one."""
+def decode(text: str) -> tuple[int, list[Record]]:
+    """(address size, records) of a text encode() made ((0, []) for ''); ValueError when
+    it is not one."""
     if not text:
-        return []
+        return 0, []
     try:
         data = zlib.decompress(binascii.a2b_base64(text.encode("ascii")))
     except (binascii.Error, zlib.error, UnicodeEncodeError) as err:
@@ -83,34 +94,34 @@ def decode(text: str) -> list[Record]:
                 step, at = _read_varint(data, at)
                 count, at = _read_varint(data, at)
                 number += step
-                client = number.to_bytes(size, "big")
                 end = at + 2 * count
-                if end > len(data):
-                    raise ValueError("not a list of connections: it is cut short")
-                records.extend((client, int.from_bytes(data[i:i + 2], "big"), port)
+                if end > len(data) or number >> 8 * size or port > 0xFFFF:
+                    raise ValueError("not a list of connections: it is cut short or damaged")
+                client = number << 32 | port
+                records.extend(client | int.from_bytes(data[i:i + 2], "big") << 16
                                for i in range(at, end, 2))
                 at = end
-    except (IndexError, OverflowError):
+    except IndexError:
         raise ValueError("not a list of connections: it is cut short") from None
-    return records
+    return size, records
 
 
-def header(shards: int, records: "Iterable[Record]") -> str:
+def header(shards: int, records: "Iterable[Record]", size: int) -> str:
     """The value that names the shards of a list and holds its other records (a delta, or
     the whole list when it has no shards)."""
-    return f"{VERSION}:{shards}:{encode(records)}"
+    return f"{VERSION}:{shards}:{encode(records, size)}"
 
 
-def parse_header(value: str | None) -> tuple[int, list[Record]]:
-    """(shards, records) of a header; (0, []) for none. ValueError for a value this version
-    cannot read (another version's, or damaged)."""
+def parse_header(value: str | None) -> tuple[int, int, list[Record]]:
+    """(shards, address size, records) of a header; (0, 0, []) for none. ValueError for a
+    value this version cannot read (another version's, or damaged)."""
     if not value:
-        return 0, []
+        return 0, 0, []
     version, _, rest = value.partition(":")
     shards, _, text = rest.partition(":")
     if version != VERSION or not shards.isdigit() or int(shards) > MAX_SHARDS:
         raise ValueError(f"not a hand-over header of version {VERSION}: {value[:40]!r}")
-    return int(shards), decode(text)
+    return (int(shards), *decode(text))
 
 
 def shard_name(attribute: str, shards: int, index: int) -> str:
@@ -121,8 +132,7 @@ def shard_name(attribute: str, shards: int, index: int) -> str:
 
 def shard_of(record: Record, shards: int) -> int:
     """The shard a connection lives in: the same as long as the number of shards stays."""
-    client, client_port, _ = record
-    return (int.from_bytes(client[-4:], "big") * 40503 + client_port) % shards
+    return (record >> 16 ^ record >> 32) % shards
 
 
 def shard_count(records: int, size: int) -> int:
@@ -135,12 +145,12 @@ def shard_count(records: int, size: int) -> int:
     return shards
 
 
-def split(records: "Iterable[Record]", shards: int) -> list[str]:
+def split(records: "Iterable[Record]", shards: int, size: int) -> list[str]:
     """The texts of records cut into shards (shard_of)."""
     parts: list[list[Record]] = [[] for _ in range(shards)]
     for record in records:
         parts[shard_of(record, shards)].append(record)
-    return [encode(part) for part in parts]
+    return [encode(part, size) for part in parts]
 
 
 def _varint(out: bytearray, number: int) -> None:
