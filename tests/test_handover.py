@@ -127,6 +127,21 @@ def test_a_connection_seen_twice_in_a_row_is_handed_to_every_other_node(monkeypa
     assert attrd.handed_to("node2") == attrd.handed_to("node3") == {second}
 
 
+def test_a_look_counts_established_connections_with_ipv4_clients_of_dual_stack_sockets(
+        monkeypatch):
+    from ocf_lib.adapters import sock_diag
+
+    class Conn:
+        def __init__(self, remote, state=sock_diag.ESTABLISHED):
+            self.state, self.remote, self.local = state, (remote, 40001), ("198.18.1.20", 6443)
+
+    monkeypatch.setattr(sock_diag, "on_address", lambda ip: [
+        Conn("198.18.1.100"), Conn("::ffff:198.18.1.101"), Conn("198.18.1.102", state=99)])
+    assert handover.HandOver("198.18.1.20", "vip", "node1").look() == {
+        codec.pack(bytes([198, 18, 1, 100]), 40001, 6443),
+        codec.pack(bytes([198, 18, 1, 101]), 40001, 6443)}
+
+
 def test_nothing_is_written_while_nothing_changes(monkeypatch):
     """Not even every VERIFY_PERIOD (what earlier releases rewrote every 10 s): the owner
     reads the headers back, which costs the ring nothing."""

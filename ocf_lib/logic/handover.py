@@ -78,6 +78,8 @@ class HandOver:
     which long-lived connections this node holds on ip. A connection counts once two looks
     in a row saw it established (short requests come and go between them)."""
 
+    period = HANDOVER_PERIOD  # what the watcher waits between two calls
+
     def __init__(self, ip: str, resource: str, node: str,
                  clock: "Clock" = time.monotonic) -> None:
         from ocf_lib.adapters import inet

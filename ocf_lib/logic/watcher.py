@@ -169,8 +169,7 @@ def _address_lost(poller: select.poll, ip: str, nic: str, check_link: bool,
                   hand_over: "HandOver | None") -> str:
     """'' when the guardian ended first, else how the address was lost: removed, its
     interface removed, or (check_link) the link without carrier for LINK_DOWN_GRACE. Every
-    HANDOVER_PERIOD meanwhile, hand_over (when given) runs."""
-    from ocf_lib.logic.handover import HANDOVER_PERIOD
+    hand_over.period meanwhile, hand_over (when given) runs."""
     from ocf_lib.adapters import netlink
     events = netlink.Events()  # subscribed before looking, so that nothing falls between
     poller.register(events.fileno(), select.POLLIN)
@@ -179,7 +178,7 @@ def _address_lost(poller: select.poll, ip: str, nic: str, check_link: bool,
         return f"{ip} is not on {nic}"
     down_since: float | None = None
     # not at once: the watcher starts as the group's next resource does, on this node
-    next_hand_over = time.monotonic() + HANDOVER_PERIOD if hand_over else None
+    next_hand_over = time.monotonic() + hand_over.period if hand_over else None
     reported = ""
     while True:
         due = [t for t in (down_since and down_since + LINK_DOWN_GRACE, next_hand_over) if t]
@@ -199,7 +198,7 @@ def _address_lost(poller: select.poll, ip: str, nic: str, check_link: bool,
             return f"{nic} has had no carrier for {LINK_DOWN_GRACE:g} s"
         if hand_over and next_hand_over and time.monotonic() >= next_hand_over:
             reported = _hand_over(hand_over, reported)
-            next_hand_over = time.monotonic() + HANDOVER_PERIOD
+            next_hand_over = time.monotonic() + hand_over.period
 
 
 def _hand_over(hand_over: "HandOver", reported: str) -> str:
