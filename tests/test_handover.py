@@ -351,3 +351,8 @@ def _wait_for(predicate, what: str, timeout: float = 5) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"not reached in {timeout} s: {what}"
         time.sleep(0.02)
+
+
+def test_the_hand_over_attribute_is_the_resources_not_the_clone_instances() -> None:
+    assert handover.handover_attribute("vip") == "kuth-vip-connections"
+    assert handover.handover_attribute("vip:2") == "kuth-vip-connections"

@@ -152,25 +152,3 @@ def test_without_an_own_network_holding_it_the_vip_prefix_gives_it(
 
 def test_an_ipv6_vip_has_no_broadcast() -> None:
     assert vips.broadcast_for(parse("2001:2::10", "lan0", "64")) is None
-
-
-# -- connections handed over -----------------------------------------------------------------
-
-def test_the_hand_over_attribute_is_the_resources_not_the_clone_instances() -> None:
-    assert vips.handover_attribute("vip") == "kuth-vip-connections"
-    assert vips.handover_attribute("vip:2") == "kuth-vip-connections"
-
-
-@pytest.mark.parametrize("value", [None, "", "none"])
-def test_no_list_hands_over_nothing(value: str | None) -> None:
-    assert vips.handed_over(value) == []
-
-
-def test_a_handed_over_list_keeps_its_well_formed_records() -> None:
-    value = "198.18.1.2,40000,6443 2001:2::7,5,6443 bad 198.18.1.3,x,6443 198.18.1.4,1,"
-    assert vips.handed_over(value) == [("198.18.1.2", 40000, 6443), ("2001:2::7", 5, 6443)]
-
-
-def test_only_the_first_records_of_a_long_list_count() -> None:
-    value = " ".join(f"198.18.1.2,{port},6443" for port in range(1, vips.HANDOVER_MAX + 10))
-    assert len(vips.handed_over(value)) == vips.HANDOVER_MAX
