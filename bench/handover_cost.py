@@ -57,7 +57,7 @@ class Attrd:
         self.values: dict[tuple[str, str], str] = {}
         self.members = members
         self.writes: list[tuple[str, str, int]] = []  # (node, attribute, characters)
-        patch(pacemaker, "member_names", lambda: self.members)
+        patch(pacemaker, "member_names", lambda joined=False: self.members)
         patch(pacemaker, "update_attribute", self.update)
         patch(pacemaker, "delete_attribute",
               lambda name, node: self.values.pop((name, node), None))

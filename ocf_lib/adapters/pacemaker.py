@@ -66,10 +66,11 @@ def attribute_values(name: str) -> dict[str, str]:
     return {node: value for node, query in queries.items() if (value := query.value())}
 
 
-def member_names() -> list[str]:
-    """The names of the cluster's nodes (`crm_node -l`: "ID NAME STATE" lines)."""
+def member_names(joined: bool = False) -> list[str]:
+    """The names of the cluster's nodes (`crm_node -l`: "ID NAME STATE" lines); with joined,
+    only those in the membership now (STATE "member"), not those lost or away."""
     return [fields[1] for fields in map(str.split, _tool(["crm_node", "-l"]).splitlines())
-            if len(fields) >= 2]
+            if len(fields) >= 2 and (not joined or fields[2:3] == ["member"])]
 
 
 def _tool(argv: list[str]) -> str:

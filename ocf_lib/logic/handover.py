@@ -124,7 +124,9 @@ class HandOver:
     def verify(self) -> None:
         """Learn the other nodes, and whether each still holds the header last written; a
         node that does not gets everything anew at the next update."""
-        members = pacemaker.member_names()
+        # A node that left and came back lost what attrd held for it, while the local copy
+        # of its value may survive: its return changes the peers, which rewrites all.
+        members = pacemaker.member_names(joined=True)
         peers = [peer for peer in members if peer != self.node]
         if self.delta is not None:
             held = pacemaker.attribute_values(self.attribute)
