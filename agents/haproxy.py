@@ -122,9 +122,9 @@ def answers(cfg: Config, ha: hx.Instance) -> list[dict[str, str]]:
 def keep_watch(cfg: Config, ha: hx.Instance) -> None:
     master = ha.master_pid()
     if master:
-        from ocf_lib.logic import watcher
-        watcher.keep(ha.state, enabled=cfg.watch, resource=cfg.env.instance,
-                     node=cfg.env.node, target=["process", str(master)], log=cfg.log)
+        from ocf_lib.helpers import watch
+        watch.keep(ha.state, enabled=cfg.watch, resource=cfg.env.instance,
+                   node=cfg.env.node, target=watch.ProcessTarget(master), log=cfg.log)
 
 
 # -- actions -------------------------------------------------------------------------------
@@ -178,8 +178,8 @@ def stop(cfg: Config) -> int:
         ha = instance(cfg)
     except OcfError:
         return OCF.SUCCESS  # a configuration that cannot work never started anything
-    from ocf_lib.logic import watcher
-    watcher.end(ha.state)
+    from ocf_lib.helpers import watch
+    watch.end(ha.state)
     left = ha.stop(grace=min(cfg.stop_grace, cfg.env.remaining() / 2),
                    deadline=cfg.env.deadline)
     if left:

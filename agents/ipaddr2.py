@@ -269,12 +269,11 @@ def served(vip: vips.Vip) -> "tuple[vips.netlink.Address, vips.netlink.Link] | N
 
 
 def keep_watch(cfg: Config, vip: vips.Vip) -> None:
-    from ocf_lib.logic import watcher
-    watcher.keep(cfg.env.state(), enabled=cfg.watch, resource=cfg.env.instance,
-                 node=cfg.env.node,
-                 target=["address", vip.ip, vip.nic or "", "1" if cfg.check_link_status else "0",
-                         "1" if cfg.reset_connections else "0"],
-                 log=cfg.log)
+    from ocf_lib.helpers import watch
+    target = watch.AddressTarget(vip.ip, vip.nic or "", check_link=cfg.check_link_status,
+                                 hand_over=cfg.reset_connections)
+    watch.keep(cfg.env.state(), enabled=cfg.watch, resource=cfg.env.instance,
+               node=cfg.env.node, target=target, log=cfg.log)
 
 
 def taking_over(cfg: Config, vip: vips.Vip) -> "handover.TakeOver | None":
@@ -423,8 +422,8 @@ def remove(vip: vips.Vip) -> None:
 
 @agent.action("stop", timeout=20, locked=True)
 def stop(cfg: Config) -> int:
-    from ocf_lib.logic import watcher
-    watcher.end(cfg.env.state())
+    from ocf_lib.helpers import watch
+    watch.end(cfg.env.state())
     vips.stop_announcer(cfg.env.state(), cfg.log)
     cfg.env.state().remove(PLACEMENT)
     try:

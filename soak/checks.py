@@ -19,7 +19,7 @@ from lab.nodes import Node
 from lab.topology import KUBE_PORT
 from ocf_lib.logic.vip import REFUSE_AFTER_STOP, REFUSER
 
-MARK = "kuth-watcher"    # in every watcher's command line (ocf_lib.logic.watcher)
+MARK = "kuth-watcher"    # in every watcher's command line (ocf_lib.helpers.watch)
 RSCTMP = "/run/resource-agents"
 
 
@@ -62,8 +62,8 @@ def placement(cluster: Cluster, status: Status, vip: str, haproxy: str, clone: b
 
 def leaks(cluster: Cluster, status: Status, resources: list[str], old_workers_allowed: bool,
           ip: str) -> list[str]:
-    """Nothing an agent made outlives its resource on a node: watchers (one per resource
-    at most), state files (the lock may stay, and a refuser's record), haproxy's old
+    """Nothing an agent made outlives its resource on a node: watchers (one per node at
+    most), state files and watch registrations (the lock may stay, and a refuser's record), haproxy's old
     workers (beyond their bound), node attributes; and no refuser where the VIP ip is,
     nor past its bound."""
     problems = []
@@ -92,19 +92,13 @@ def cmdlines(node: Node) -> dict[int, list[str]]:
 
 
 def _watchers(node: Node, here: set[str]) -> list[str]:
-    """Watchers run only for resources active on the node, one each."""
-    problems, seen = [], {}
-    for pid, argv in cmdlines(node).items():
-        if MARK in argv[:5]:
-            resource = argv[argv.index(MARK) + 2].split(":")[0]
-            seen.setdefault(resource, []).append(pid)
-    for resource, pids in seen.items():
-        if resource not in here:
-            problems.append(f"watcher {pids} of {resource} on {node.name}, where it is not "
-                            f"active")
-        elif len(pids) > 1:
-            problems.append(f"{len(pids)} watchers of {resource} on {node.name}: {pids}")
-    return problems
+    """One watcher at most on a node, and none where no resource is active."""
+    pids = sorted(pid for pid, argv in cmdlines(node).items() if MARK in argv[:5])
+    if len(pids) > 1:
+        return [f"{len(pids)} watchers on {node.name}: {pids}"]
+    if pids and not here:
+        return [f"watcher {pids} on {node.name}, where no resource is active"]
+    return []
 
 
 def _state_files(node: Node, here: set[str]) -> list[str]:
@@ -114,12 +108,17 @@ def _state_files(node: Node, here: set[str]) -> list[str]:
     except OSError:
         return []
     problems = []
+    for registry in [n for n in names if n.startswith("kuth-watch-")]:
+        try:
+            names += os.listdir(node.path(f"{RSCTMP}/{registry}"))
+        except OSError:
+            pass
     for name in names:
         # A refuser's record stays after stop, where the resource is no longer active; the
         # refuser itself is checked by _refusers. haproxy's copy of the last accepted
         # configuration (and when it was handed over) stays by design: a later start there
         # runs it if the file is refused (ocf_lib.logic.haproxy_accepted).
-        if not name.startswith("kuth-") or name.endswith((".lock", ".refuser", ".accepted.cfg",
+        if not name.startswith("kuth-") or name.startswith("kuth-watch-") or name.endswith((".lock", ".refuser", ".accepted.cfg",
                                                           ".accepted.published")):
             continue
         instance = name.split("-", 2)[-1]  # <instance>.<suffix>, the instance maybe r:N

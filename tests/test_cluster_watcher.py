@@ -17,7 +17,7 @@ from lab.guide import haproxy_config
 from lab.nodes import Node
 from lab.topology import KUBE_PORT, VIP_NETWORK
 
-from ocf_lib.logic.watcher import MARK
+from ocf_lib.helpers.watch import MARK
 
 VIP = f"{VIP_NETWORK}.20"
 VIP_RSC = "virtual-ip-resource"

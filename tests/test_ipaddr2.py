@@ -582,19 +582,20 @@ def test_reload_re_arms_the_watcher_with_the_new_settings(lan, tmp_path):
     from ocfshim import STATE_DIR
     from test_watcher import Pacemaker
     pcmk = Pacemaker(tmp_path)
-    watched = os.path.join(STATE_DIR, "kuth-IPaddr2-test-rsc.watcher-of")
     node, _ = lan
+    watched = os.path.join(STATE_DIR, f"kuth-watch-{os.stat(f'/run/netns/{node.name}').st_ino}",
+                           "kuth-IPaddr2-test-rsc")
     params = {**V4, "reset_connections": "false"}
     try:
         assert agent("start", params, node, extra=pcmk.env).rc == 0
-        assert open(watched).read().endswith("address 198.18.0.10 lan0 1 0")
+        assert open(watched).read().endswith("ip=198.18.0.10\nnic=lan0\ncheck_link=1\nhand_over=0\n")
         assert agent("reload", {**params, "check_link_status": "false"}, node,
                      extra=pcmk.env).rc == 0
-        assert open(watched).read().endswith("address 198.18.0.10 lan0 0 0")
+        assert open(watched).read().endswith("ip=198.18.0.10\nnic=lan0\ncheck_link=0\nhand_over=0\n")
         assert agent("reload", {**params, "watch": "false"}, node, extra=pcmk.env).rc == 0
         assert not os.path.exists(watched)
         assert agent("reload", params, node, extra=pcmk.env).rc == 0
-        assert open(watched).read().endswith("address 198.18.0.10 lan0 1 0")
+        assert open(watched).read().endswith("ip=198.18.0.10\nnic=lan0\ncheck_link=1\nhand_over=0\n")
         time.sleep(0.3)
         assert pcmk.reports() == [], "no report for a reload"
         node.ip("addr", "del", "198.18.0.10/24", "dev", "lan0")

@@ -10,7 +10,8 @@ import pytest
 from lab.haproxy import FRONT, SERVERS, wait_for
 from ocfshim import HaAgentNode, run_agent
 from ocf_lib.adapters import process
-from ocf_lib.logic.watcher import MARK, quiet_reason
+from ocf_lib.helpers.watch import MARK
+from ocf_lib.helpers.watcher import quiet_reason
 
 CRM_MON_OK = """<pacemaker-result api-version="2.2" request="crm_mon --output-as=xml">
   <summary><cluster_options stonith-enabled="false" maintenance-mode="{maintenance}"/></summary>
@@ -289,3 +290,42 @@ def test_vip_monitor_stays_cheap_and_replaces_a_dead_watcher(vip, pcmk):
                      extra=pcmk.env).rc == 0
     assert len(vip_watchers(node)) == 1 and vip_watchers(node) != [first]
     assert pcmk.reports() == []
+
+
+# -- registrations ----------------------------------------------------------------------------
+
+def test_a_registration_reads_back_what_was_written():
+    from ocf_lib.helpers.watch import AddressTarget, ProcessTarget, Watch
+    for target in (ProcessTarget(4321), AddressTarget("2001:2::10", "lan0", True, False)):
+        watch = Watch("vip:1", "node1", "/run/x.lock", target)
+        back = Watch.parse(watch.text())
+        assert back is not None and back.text() == watch.text()
+        assert (back.resource, back.node, back.lock) == ("vip:1", "node1", "/run/x.lock")
+        assert back.target.kind == target.kind and back.target.fields() == target.fields()
+
+
+@pytest.mark.parametrize("text", ["", "kind=process\n", "resource=r\nnode=n\nlock=l\n"
+                                  "kind=process\npid=x\n", "resource=r\nnode=n\nlock=l\n"
+                                  "kind=disk\n"])
+def test_what_is_not_a_registration_parses_to_none(text):
+    from ocf_lib.helpers.watch import Watch
+    assert Watch.parse(text) is None
+
+
+def test_the_resources_of_a_node_share_one_watcher(vip, pcmk):
+    """A second address on the node is watched by the same process; stopping one leaves the
+    other watched; the watcher leaves with the last one."""
+    node, _ = vip
+    second = {**V4, "ip": "198.18.0.11"}
+    assert run_agent("IPaddr2", "start", second, ns=node, extra=pcmk.env,
+                     instance="second-rsc").rc == 0
+    [watcher] = vip_watchers(node)
+    assert run_agent("IPaddr2", "stop", V4, ns=node, extra=pcmk.env).rc == 0
+    node.ip("addr", "del", "198.18.0.11/24", "dev", "lan0")
+    wait_for(pcmk.reports, timeout=5, what="a failure report")
+    assert [r.split(" ", 1)[1] for r in pcmk.reports()] == [
+        "--fail --resource second-rsc --node node1"]
+    assert vip_watchers(node) in ([watcher], [])
+    wait_for(lambda: not vip_watchers(node), what="the watcher leaving with nothing to watch")
+    assert run_agent("IPaddr2", "stop", second, ns=node, extra=pcmk.env,
+                     instance="second-rsc").rc == 0

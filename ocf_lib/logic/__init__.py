@@ -2,6 +2,5 @@
 
 vip (a floating address: where it belongs, served or not, added and removed),
 handover (its long-lived connections told to the other nodes, tickled after a takeover),
-haproxy_runtime (an HAProxy master-worker started, checked, reloaded and stopped),
-watcher (a detached process that reports a crash or a lost address to Pacemaker at once).
+haproxy_runtime (an HAProxy master-worker started, checked, reloaded and stopped).
 """

@@ -3,7 +3,7 @@ nodes, so that the node that takes the address over after losing the owner can t
 their clients (ocf_lib.adapters.tickle) instead of leaving them on a dead connection until
 their own timeout.
 
-The owner's address watcher (ocf_lib.logic.watcher) runs a HandOver; the start that takes
+The owner's watcher (ocf_lib.helpers.watcher) runs a HandOver; the start that takes
 the address over leaves a tickler (TakeOver). Neither is on a monitor's or a stop's path:
 the agent imports this module only in start, the watcher only when it hands over.
 

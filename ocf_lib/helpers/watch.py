@@ -1,0 +1,214 @@
+"""What a resource asks the node's watcher (ocf_lib.helpers.watcher) to watch, and how it
+asks: a registration file per resource in the node's registry, and a SIGHUP.
+
+One watcher serves every resource of a node (of a network namespace: it follows that
+namespace's addresses), so that a node with many addresses pays for one interpreter, not
+one each. The registry is `<HA_RSCTMP>/kuth-watch-<netns inode>/`:
+
+- `<resource state stem>`: one registration (a Watch), written atomically by start, reload
+  and monitor, removed by stop; its first line is a token that changes with every new
+  registration, so that the watcher tells a target registered again from the one it has
+  already reported;
+- `watcher.pid`: "PID STARTTIME VERSION" of the running watcher;
+- `lock`: taken by an agent that registers and by the watcher before it leaves for lack of
+  registrations, so that no registration falls between its last look and its exit.
+
+monitor calls keep() on every run: when nothing needs doing it costs two small reads and
+a stat, and imports nothing but this module.
+"""
+
+import os
+
+MARK = "kuth-watcher"  # in the watcher's command line: `pgrep -f kuth-watcher`
+RECORD = "watcher.pid"
+LOCK = "lock"
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ocf_lib.ocf.log import Logger
+    from ocf_lib.ocf.state import StateDir
+
+
+class ProcessTarget:
+    """A process whose end is a failure of the resource (haproxy's master)."""
+
+    kind = "process"
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def fields(self) -> list[tuple[str, str]]:
+        return [("pid", str(self.pid))]
+
+
+class AddressTarget:
+    """A floating address whose removal (or its interface's) is a failure, and with
+    check_link a link without carrier for the watcher's grace; with hand_over, the watcher
+    also keeps the other nodes told of the address's long-lived connections."""
+
+    kind = "address"
+
+    def __init__(self, ip: str, nic: str, check_link: bool, hand_over: bool) -> None:
+        self.ip, self.nic = ip, nic
+        self.check_link, self.hand_over = check_link, hand_over
+
+    def fields(self) -> list[tuple[str, str]]:
+        return [("ip", self.ip), ("nic", self.nic), ("check_link", _flag(self.check_link)),
+                ("hand_over", _flag(self.hand_over))]
+
+
+Target = ProcessTarget | AddressTarget
+
+
+class Watch:
+    """One registration: resource on node, its lock (held by its start, stop and reload:
+    a failure while one runs is theirs to handle), and its target."""
+
+    def __init__(self, resource: str, node: str, lock: str, target: Target) -> None:
+        self.resource, self.node, self.lock, self.target = resource, node, lock, target
+
+    def text(self) -> str:
+        items = [("resource", self.resource), ("node", self.node), ("lock", self.lock),
+                 ("kind", self.target.kind), *self.target.fields()]
+        return "".join(f"{key}={value}\n" for key, value in items)
+
+    @classmethod
+    def parse(cls, text: str) -> "Watch | None":
+        """The Watch of text() (a registration's body), None when it is not one."""
+        values = dict(line.partition("=")[::2] for line in text.splitlines())
+        try:
+            kind = values["kind"]
+            if kind == ProcessTarget.kind:
+                target: Target = ProcessTarget(int(values["pid"]))
+            elif kind == AddressTarget.kind:
+                target = AddressTarget(values["ip"], values["nic"], values["check_link"] == "1",
+                                       values["hand_over"] == "1")
+            else:
+                return None
+            return cls(values["resource"], values["node"], values["lock"], target)
+        except (KeyError, ValueError):
+            return None
+
+
+def _flag(value: bool) -> str:
+    return "1" if value else "0"
+
+
+def registry() -> str:
+    """This node's registry directory (see the module's docstring)."""
+    netns = os.stat("/proc/self/ns/net").st_ino
+    return os.path.join(os.environ.get("HA_RSCTMP") or "/run/resource-agents",
+                        f"kuth-watch-{netns}")
+
+
+def running_watcher(directory: str) -> tuple[int, bool] | None:
+    """(pid, of this library's version) of the watcher serving directory, None when none
+    runs."""
+    from ocf_lib.ocf.state import process_start_time
+    try:
+        with open(os.path.join(directory, RECORD)) as record:
+            pid, start, version = record.read().split()
+    except (OSError, ValueError):
+        return None
+    if not pid.isdigit() or process_start_time(int(pid)) != start:
+        return None
+    from ocf_lib import __version__
+    return int(pid), version == __version__
+
+
+def keep(state: "StateDir", *, enabled: bool, resource: str, node: str, target: Target,
+         log: "Logger") -> None:
+    """Have the node's watcher watch target for resource when watching is enabled and
+    Pacemaker runs the agent (node, this node's name, is set only then: only then is
+    there a node to report for); end() a registration left from before when watching is
+    disabled. A watcher that cannot start is logged: the monitor still notices what it
+    would have."""
+    if not node:
+        return
+    if not enabled:  # watch=false set on a running resource (through a reload)
+        end(state)
+        return
+    directory = registry()
+    body = Watch(resource, node, state.path("lock"), target).text()
+    path = os.path.join(directory, state.stem)
+    try:
+        with open(path) as registered:
+            current = registered.read()
+    except OSError:
+        current = ""
+    found = running_watcher(directory)
+    if current.partition("\n")[2] == body and found and found[1]:
+        return
+    try:
+        register(directory, path, body if current.partition("\n")[2] != body else None)
+    except OSError as err:
+        log.warning(f"cannot start the {MARK}: {err}")
+    state.end_recorded("watcher")  # a watcher of its own, from a version before this one
+    state.remove("watcher-of")
+
+
+def register(directory: str, path: str, body: str | None) -> None:
+    """Write the registration (body; None: keep the one there) and make the watcher read
+    it: signal the running one, or start one (ending one of another version first)."""
+    import fcntl
+    import time
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    with open(os.path.join(directory, LOCK), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if body is not None:
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as new:
+                new.write(f"token={time.time_ns()}.{os.getpid()}\n{body}")
+            os.replace(tmp, path)
+        found = running_watcher(directory)
+        if found and found[1]:
+            os.kill(found[0], 1)  # SIGHUP: read the registry again
+            return
+        if found:
+            os.kill(found[0], 15)  # of another version: the new one waits for its exit
+        _spawn(directory)
+
+
+def _spawn(directory: str) -> None:
+    """Start the watcher of directory, detached, and record it; its guardian is this
+    agent's parent (pacemaker-execd): when that ends, the node has left the cluster.
+    SIGHUP stays blocked until the watcher has a handler for it: a registration signalled
+    meanwhile must not end it."""
+    import sys
+    from ocf_lib import __version__
+    from ocf_lib.adapters import process
+    from ocf_lib.ocf.state import pid_record
+    lib_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    script = os.path.join(lib_root, "ocf_lib", "helpers", "watcher.py")
+    argv = [sys.executable, "-IS", script, MARK, lib_root, directory, str(os.getppid())]
+
+    def run() -> None:
+        import _signal
+        _signal.pthread_sigmask(_signal.SIG_BLOCK, {_signal.SIGHUP})
+        os.execv(argv[0], argv)
+
+    pid = process.spawn_detached(run)
+    record = os.path.join(directory, RECORD)
+    with open(f"{record}.{os.getpid()}.tmp", "w") as new:
+        new.write(f"{pid_record(pid)} {__version__}\n")
+    os.replace(f"{record}.{os.getpid()}.tmp", record)
+
+
+def end(state: "StateDir") -> None:
+    """Stop watching for this resource (before an intended stop). Never fails: the
+    watcher also stands back while the resource's stop holds its lock, and reports nothing
+    for a registration gone."""
+    from ocf_lib.ocf.state import remove_file
+    directory = registry()
+    try:
+        remove_file(os.path.join(directory, state.stem))
+    except OSError:
+        pass
+    found = running_watcher(directory)
+    if found:
+        try:
+            os.kill(found[0], 1)
+        except ProcessLookupError:
+            pass
+    state.end_recorded("watcher")
+    state.remove("watcher-of")
