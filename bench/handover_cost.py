@@ -61,8 +61,8 @@ class Attrd:
         patch(pacemaker, "update_attribute", self.update)
         patch(pacemaker, "delete_attribute",
               lambda name, node: self.values.pop((name, node), None))
-        patch(pacemaker, "attribute_values", lambda name: {
-            node: self.values[name, node] for node in self.members
+        patch(pacemaker, "attribute_values", lambda name, members=None: {
+            node: self.values[name, node] for node in members or self.members
             if (name, node) in self.values})
 
     def update(self, name: str, value: str, *, node: str, private: bool) -> None:

@@ -142,6 +142,50 @@ def test_a_look_counts_established_connections_with_ipv4_clients_of_dual_stack_s
         codec.pack(bytes([198, 18, 1, 101]), 40001, 6443)}
 
 
+def test_the_addresses_of_a_node_share_each_look_and_each_check(monkeypatch):
+    """50 addresses cost one dump of the connections a round, and one question to the
+    membership and one list asked back of each other node every VERIFY_PERIOD; a node that
+    lost its lists gets every address's anew."""
+    from ocf_lib.adapters import sock_diag
+    attrd = Attrd(monkeypatch, members=("node1", "node2"))
+    asked = {"dumps": 0, "members": 0, "values": 0}
+    members, values = handover.pacemaker.member_names, handover.pacemaker.attribute_values
+
+    def count(kind, call):
+        def counted(*args, **kwargs):
+            asked[kind] += 1
+            return call(*args, **kwargs)
+        return counted
+
+    class Conn:
+        state = sock_diag.ESTABLISHED
+
+        def __init__(self, local, port):
+            self.local, self.remote = (local, 6443), ("198.18.1.100", port)
+
+    ips = [f"198.18.2.{n}" for n in range(50)]
+    monkeypatch.setattr(handover.pacemaker, "member_names", count("members", members))
+    monkeypatch.setattr(handover.pacemaker, "attribute_values", count("values", values))
+    monkeypatch.setattr(sock_diag, "on_addresses", count("dumps", lambda wanted: {
+        ip: [Conn(ip, 40000 + n)] for n, ip in enumerate(wanted)}))
+    group = handover.HandOvers("node1", clock=attrd.clock)
+    for n, ip in enumerate(ips):
+        group.add(ip, f"vip{n}")
+    for _ in range(30):  # 60 s
+        assert group() == {}
+        attrd.now += handover.HANDOVER_PERIOD
+    assert asked == {"dumps": 30, "members": 2, "values": 1}
+    assert attrd.handed_to("node2") == set()  # the fake reads vip's list: none here
+    assert super(Attrd, attrd).handed_to("node2", "kuth-vip7-connections") == {
+        codec.pack(bytes([198, 18, 1, 100]), 40007, 6443)}
+    written = len(attrd.writes)
+    attrd.values.clear()  # node2 left and came back
+    attrd.now += handover.VERIFY_PERIOD
+    group()
+    assert len(attrd.writes) == written + 50
+    assert super(Attrd, attrd).handed_to("node2", "kuth-vip49-connections") != set()
+
+
 def test_nothing_is_written_while_nothing_changes(monkeypatch):
     """Not even every VERIFY_PERIOD (what earlier releases rewrote every 10 s): the owner
     reads the headers back, which costs the ring nothing."""

@@ -58,11 +58,13 @@ class AttributeQuery:
         return None
 
 
-def attribute_values(name: str) -> dict[str, str]:
-    """The values of the transient attribute name on every member that has one, by node,
-    each asked for by name at once (`attrd_updater -Q -A` answers, on a node that has just
-    rejoined, with its own values only). PacemakerError when the members are unknown."""
-    queries = {node: AttributeQuery(name, node) for node in member_names()}
+def attribute_values(name: str, members: list[str] | None = None) -> dict[str, str]:
+    """The values of the transient attribute name on every member (of members, when the
+    caller knows them) that has one, by node, each asked for by name at once
+    (`attrd_updater -Q -A` answers, on a node that has just rejoined, with its own values
+    only). PacemakerError when the members are unknown."""
+    queries = {node: AttributeQuery(name, node)
+               for node in (member_names() if members is None else members)}
     return {node: value for node, query in queries.items() if (value := query.value())}
 
 

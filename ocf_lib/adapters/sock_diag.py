@@ -16,6 +16,10 @@ import struct
 
 from ocf_lib.adapters import inet, netlink
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 _NETLINK_SOCK_DIAG = 4
 _SOCK_DIAG_BY_FAMILY, _SOCK_DESTROY = 20, 21
 # struct inet_diag_req_v2: family, protocol, extensions, pad, states, then the socket id.
@@ -69,10 +73,27 @@ def on_address(ip: str) -> list[Connection]:
     every network namespace and sized by the machine's memory (about 2 ms with 24 GiB), so
     it is made only for a family in which something listens that could have accepted them:
     a dump of listeners alone (a small table) tells."""
-    family, packed = inet.parse_ip(ip)
+    return on_addresses([ip])[ip]
+
+
+def on_addresses(ips: list[str]) -> dict[str, list[Connection]]:
+    """on_address() of each of ips, with the dumps of one look shared by all of them: what
+    a node's watcher pays to follow many addresses stays that of one."""
     channel = netlink.Channel(_NETLINK_SOCK_DIAG)
     try:
-        return _matching(channel, _accepting(channel, family, packed), _STATES)
+        listeners: dict[int, list[bytes]] = {}
+
+        def listening(family: int) -> list[bytes]:
+            if family not in listeners:
+                listeners[family] = _dump(channel, family, 1 << _LISTEN)
+            return listeners[family]
+
+        owners = {form: ip for ip in ips for form in _accepting(listening, *inet.parse_ip(ip))}
+        found: dict[str, list[Connection]] = {ip: [] for ip in ips}
+        for conn in _matching(channel, set(owners), _STATES):
+            size = 4 if conn.family == _socket.AF_INET else 16
+            found[owners[conn.family, conn.sockid[4:4 + size]]].append(conn)
+        return found
     finally:
         channel.close()
 
@@ -122,21 +143,21 @@ def _local(body: bytes) -> bytes:
     return body[_MESSAGE_HEAD.size + 4:_MESSAGE_HEAD.size + 4 + size]
 
 
-def _accepting(channel: "netlink.Channel", family: int, packed: bytes
+def _accepting(listening: "Callable[[int], list[bytes]]", family: int, packed: bytes
                ) -> set[tuple[int, bytes]]:
     """The (family, local address) forms under which connections to the address may have
-    been accepted by the sockets listening now: on it or on the wildcard address, and for
-    IPv4 also by an IPv6 socket on ::ffff:address, or on :: without IPV6_V6ONLY."""
-    listening = 1 << _LISTEN
+    been accepted by the sockets listening now (listening(family): their dump): on it or on
+    the wildcard address, and for IPv4 also by an IPv6 socket on ::ffff:address, or on ::
+    without IPV6_V6ONLY."""
     any4, any6, mapped = bytes(4), bytes(16), _V4_MAPPED + packed
     forms = set()
     if family == _socket.AF_INET:
-        if any(_local(b) in (packed, any4) for b in _dump(channel, family, listening)):
+        if any(_local(b) in (packed, any4) for b in listening(family)):
             forms.add((family, packed))
         if any(_local(b) == mapped or (_local(b) == any6 and _dual_stack(b))
-               for b in _dump(channel, _socket.AF_INET6, listening)):
+               for b in listening(_socket.AF_INET6)):
             forms.add((_socket.AF_INET6, mapped))
-    elif any(_local(b) in (packed, any6) for b in _dump(channel, family, listening)):
+    elif any(_local(b) in (packed, any6) for b in listening(family)):
         forms.add((family, packed))
     return forms
 

@@ -9,8 +9,8 @@ poll() for all of it at once, with no polling loop and no CPU while it waits:
 - a floating address: the kernel's netlink notifications report it removed (by hand, or
   with its interface) and, when the resource checks the link, a link that stays without
   carrier for LINK_DOWN_GRACE (a brief flap is not a failure). For an address that hands
-  over its long-lived connections (ocf_lib.logic.handover.HandOver), a round of that
-  every HandOver.period.
+  over its long-lived connections, a round of ocf_lib.logic.handover.HandOvers (all such
+  addresses at once) every HandOvers.period.
 
 When a target fails and no action of its resource is under way (start, stop and reload
 hold the resource's lock), its registration is still the one that failed, and the cluster,
@@ -34,7 +34,7 @@ import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ocf_lib.helpers.watch import AddressTarget, Watch
-    from ocf_lib.logic.handover import HandOver
+    from ocf_lib.logic.handover import HandOvers
 
 LINK_DOWN_GRACE = 1.0  # seconds a link may lose its carrier before it is a failure
 SINGLETON = "watcher.lock"  # held by the running watcher for its whole life
@@ -49,15 +49,6 @@ class Armed:
         self.fd = -1  # the process's pidfd
         self.index = 0  # the address's interface
         self.down_since: float | None = None
-        self.hand_over: "HandOver | None" = None
-        self.next_hand_over = 0.0
-        self.reported = ""  # the hand-over failure last logged
-
-    def due(self) -> float | None:
-        """When this target next needs a look without a notification."""
-        times = [t for t in (self.down_since and self.down_since + LINK_DOWN_GRACE,
-                             self.hand_over and self.next_hand_over) if t]
-        return min(times) if times else None
 
 
 class Watcher:
@@ -69,6 +60,9 @@ class Watcher:
         self.by_fd: dict[int, Armed] = {}
         self.finished: set[str] = set()  # tokens failed, whose registrations go
         self.events = None
+        self.hand_overs: "HandOvers | None" = None
+        self.next_hand_over = 0.0
+        self.reported: dict[str, str] = {}  # the hand-over failure last logged, by resource
         self.guardian = -1
         if guardian > 1:
             self.guardian = os.pidfd_open(guardian)
@@ -86,7 +80,10 @@ class Watcher:
         while True:
             if not self.armed and self.leave():
                 return "no resource to watch is left"
-            dues = [t for t in (a.due() for a in self.armed.values()) if t]
+            dues = [a.down_since + LINK_DOWN_GRACE for a in self.armed.values()
+                    if a.down_since is not None]
+            if self.hand_overs and self.hand_overs.members:
+                dues.append(self.next_hand_over)
             timeout = max(int((min(dues) - time.monotonic()) * 1000) + 1, 0) if dues else None
             try:
                 ready = [fd for fd, _ in self.poller.poll(timeout)]
@@ -182,12 +179,17 @@ class Watcher:
             return
         armed.index = link.index
         if target.hand_over:
-            from ocf_lib.logic.handover import HandOver
-            armed.hand_over = HandOver(target.ip, armed.watch.resource, armed.watch.node)
-            # not at once: the registration comes as the group's next resource starts here
-            armed.next_hand_over = time.monotonic() + armed.hand_over.period
+            if self.hand_overs is None:
+                from ocf_lib.logic.handover import HandOvers
+                self.hand_overs = HandOvers(armed.watch.node)
+            if not self.hand_overs.members:
+                # not at once: the registration comes as the group's next resource starts
+                self.next_hand_over = time.monotonic() + self.hand_overs.period
+            self.hand_overs.add(target.ip, armed.watch.resource)
 
     def disarm(self, armed: Armed) -> None:
+        if self.hand_overs:
+            self.hand_overs.remove(armed.watch.resource)
         if armed.fd >= 0:
             self.poller.unregister(armed.fd)
             del self.by_fd[armed.fd]
@@ -218,9 +220,17 @@ class Watcher:
             if armed.down_since is not None and now >= armed.down_since + LINK_DOWN_GRACE:
                 self.failed(armed, f"{armed.watch.target.nic} has had no carrier for "  # type: ignore[union-attr]
                                    f"{LINK_DOWN_GRACE:g} s")
-            elif armed.hand_over and now >= armed.next_hand_over:
-                armed.reported = hand_over(armed.hand_over, armed.reported)
-                armed.next_hand_over = time.monotonic() + armed.hand_over.period
+        if self.hand_overs and self.hand_overs.members and now >= self.next_hand_over:
+            self.hand_over()
+            self.next_hand_over = time.monotonic() + self.hand_overs.period
+
+    def hand_over(self) -> None:
+        """One round of the hand-overs; a failure goes to syslog once, not every round."""
+        failures = self.hand_overs()  # type: ignore[misc]
+        for resource, failure in failures.items():
+            if self.reported.get(resource) != failure:
+                _log(f"{resource}: cannot hand over the connections: {failure}")
+        self.reported = failures
 
     def failed(self, armed: Armed, failure: str) -> None:
         """Stop watching armed; report its failure from a thread of its own (Pacemaker's
@@ -260,19 +270,6 @@ class Watcher:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if self.still_registered(armed):
                 os.unlink(os.path.join(self.directory, armed.name))
-
-
-def hand_over(handing: "HandOver", reported: str) -> str:
-    """One round of a hand-over; a failure goes to syslog once, not every round. Returns
-    the failure last reported."""
-    from ocf_lib.adapters.pacemaker import PacemakerError
-    try:
-        handing()
-        return ""
-    except (OSError, PacemakerError) as err:
-        if str(err) != reported:
-            _log(f"cannot hand over the connections on {handing.ip}: {err}")
-        return str(err)
 
 
 def action_under_way(lock_path: str) -> bool:

@@ -38,6 +38,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ocf_lib.adapters import sock_diag
     from ocf_lib.adapters.tickle import Tickle
 
     Clock = Callable[[], float]
@@ -101,7 +102,10 @@ class HandOver:
 
     def __call__(self) -> None:
         """One round; OSError or PacemakerError when the list could not be read or told."""
-        now = self.look()
+        self.round(self.look())
+
+    def round(self, now: set[codec.Record]) -> None:
+        """One round with the connections established now (look())."""
         current = now & self.seen
         self.seen = now
         if len(current) > HANDOVER_MAX:
@@ -110,12 +114,14 @@ class HandOver:
             self.verify()
         self.update(current)
 
-    def look(self) -> set[codec.Record]:
-        """The established connections on the address, clients in its family (an IPv4
-        client of a dual-stack socket appears as ::ffff:a.b.c.d)."""
+    def look(self, connections: "list[sock_diag.Connection] | None" = None
+             ) -> set[codec.Record]:
+        """The established connections on the address (of connections, when given: those
+        sock_diag.on_addresses found for it), clients in its family (an IPv4 client of a
+        dual-stack socket appears as ::ffff:a.b.c.d)."""
         from ocf_lib.adapters import inet, sock_diag
         found = set()
-        for conn in sock_diag.on_address(self.ip):
+        for conn in sock_diag.on_address(self.ip) if connections is None else connections:
             if conn.state == sock_diag.ESTABLISHED:
                 client = inet.parse_ip(conn.remote[0])[1][-self.size:]
                 found.add(codec.pack(client, conn.remote[1], conn.local[1]))
@@ -124,14 +130,24 @@ class HandOver:
     def verify(self) -> None:
         """Learn the other nodes, and whether each still holds the header last written; a
         node that does not gets everything anew at the next update."""
-        # A node that left and came back lost what attrd held for it, while the local copy
-        # of its value may survive: its return changes the peers, which rewrites all.
         members = pacemaker.member_names(joined=True)
-        peers = [peer for peer in members if peer != self.node]
-        if self.delta is not None:
-            held = pacemaker.attribute_values(self.attribute)
-            if peers != self.peers or any(held.get(peer) != self.header for peer in peers):
-                self.delta = None
+        self.verified_as([peer for peer in members if peer != self.node], self.lost(members))
+
+    def lost(self, members: list[str]) -> bool:
+        """Whether a member lacks the header last written (attrd drops what was written
+        for a node while it was away)."""
+        if self.delta is None:
+            return False
+        held = pacemaker.attribute_values(self.attribute, members)
+        return any(held.get(peer) != self.header for peer in members if peer != self.node)
+
+    def verified_as(self, peers: list[str], lost: bool) -> None:
+        """Take peers as the other nodes; everything is written anew at the next update when
+        they changed or a peer lost its list. A node that left and came back lost what attrd
+        held for it, while the local copy of its value may survive: its return changes the
+        peers, which rewrites all."""
+        if lost or peers != self.peers:
+            self.delta = None
         self.peers = peers
         self.verified = self.clock()
 
@@ -190,6 +206,58 @@ class HandOver:
         for peer in self.peers:
             pacemaker.update_attribute(name, value, node=peer, private=True)
         self.bucket.spend(len(value) * len(self.peers))
+
+
+class HandOvers:
+    """Every address of a node that hands over, served together by the node's watcher:
+    one look at the connections of all of them (sock_diag.on_addresses) every period, and
+    one question to the membership every VERIFY_PERIOD, with one address's list asked
+    back of every other node (attrd drops all a node held when it was away, so one tells
+    for all). The cost of an idle node stays that of one address, whatever their number."""
+
+    period = HANDOVER_PERIOD  # what the watcher waits between two calls
+
+    def __init__(self, node: str, clock: "Clock" = time.monotonic) -> None:
+        self.node, self.clock = node, clock
+        self.members: dict[str, HandOver] = {}  # by resource
+        self.verified = -VERIFY_PERIOD
+
+    def add(self, ip: str, resource: str) -> None:
+        self.members[resource] = HandOver(ip, resource, self.node, self.clock)
+
+    def remove(self, resource: str) -> None:
+        self.members.pop(resource, None)
+
+    def __call__(self) -> dict[str, str]:
+        """One round for every address; what failed, by resource (a failure of one
+        address leaves the others' rounds alone)."""
+        from ocf_lib.adapters import sock_diag
+        from ocf_lib.adapters.pacemaker import PacemakerError
+        failures = {}
+        if self.members and self.clock() >= self.verified + VERIFY_PERIOD:
+            try:
+                self.verify()
+            except (OSError, PacemakerError) as err:
+                failures = dict.fromkeys(self.members, str(err))
+        try:
+            found = sock_diag.on_addresses([h.ip for h in self.members.values()])
+        except OSError as err:
+            return dict.fromkeys(self.members, str(err))
+        for resource, hand_over in self.members.items():
+            try:
+                hand_over.round(hand_over.look(found[hand_over.ip]))
+            except (OSError, PacemakerError) as err:
+                failures[resource] = str(err)
+        return failures
+
+    def verify(self) -> None:
+        members = pacemaker.member_names(joined=True)
+        peers = [peer for peer in members if peer != self.node]
+        sample = next((h for h in self.members.values() if h.delta is not None), None)
+        lost = sample.lost(members) if sample else False
+        for hand_over in self.members.values():
+            hand_over.verified_as(peers, lost)
+        self.verified = self.clock()
 
 
 class HandedOver:
