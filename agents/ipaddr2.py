@@ -6,6 +6,7 @@ The executable Pacemaker runs is agents/IPaddr2, which imports this module.
 import os
 import sys
 
+from ocf_lib.helpers import refuser as refusing
 from ocf_lib.logic import vip as vips
 from ocf_lib.ocf.agent import BOOLEAN, INTEGER, OCF, STRING, Agent, Config, OcfError
 
@@ -170,7 +171,7 @@ connections, written when they change and every 10 s); the start of the node tha
 the address over leaves a process (kuth-tickler) that, once the address is announced, sends
 each client a TCP ACK that its kernel answers; the new owner resets that answer and the
 client reconnects ("tickle ACKs", as CTDB does). false: none of this.""")
-agent.param("refuse_after_stop", INTEGER, default=vips.REFUSE_AFTER_STOP, minimum=0,
+agent.param("refuse_after_stop", INTEGER, default=refusing.REFUSE_AFTER_STOP, minimum=0,
             maximum=3600,
             shortdesc="Seconds to refuse connections after stop",
             longdesc="""After stop has removed the address, this node answers each new TCP
@@ -300,7 +301,8 @@ def announce(cfg: Config, vip: vips.Vip, count: int, background: bool) -> None:
             cfg.log.warning(f"sending {fits} of {count} announcements: the rest would "
                             f"outlast the {cfg.env.action} timeout")
             count = fits
-    vips.announce(vip, count=count, interval_ms=cfg.arp_interval, mode=mode,
+    from ocf_lib.helpers import announcer
+    announcer.announce(vip, count=count, interval_ms=cfg.arp_interval, mode=mode,
                   background=background, state=cfg.env.state(), log=cfg.log)
 
 
@@ -372,7 +374,7 @@ def recorded_placement(cfg: Config) -> dict[str, str] | None:
 
 @agent.action("start", timeout=20, locked=True)
 def start(cfg: Config) -> int:
-    vips.stop_refuser(cfg.env.state(), cfg.log)  # it must never answer for an address here
+    refusing.stop_refuser(cfg.env.state(), cfg.log)  # it must never answer for an address here
     vip = on_this_node(cfg)
     warn_without_effect(cfg, vip)
     if vip.is_ipv6:  # before the address is there: no connection may pick it meanwhile
@@ -424,7 +426,8 @@ def remove(vip: vips.Vip) -> None:
 def stop(cfg: Config) -> int:
     from ocf_lib.helpers import watch
     watch.end(cfg.env.state())
-    vips.stop_announcer(cfg.env.state(), cfg.log)
+    from ocf_lib.helpers import announcer
+    announcer.stop_announcer(cfg.env.state(), cfg.log)
     cfg.env.state().remove(PLACEMENT)
     try:
         vip = configured(cfg)
@@ -438,9 +441,9 @@ def stop(cfg: Config) -> int:
         return OCF.SUCCESS
     address, link = found
     vip.nic, vip.prefixlen = link.name, address.prefixlen
-    vips.stop_refuser(cfg.env.state(), cfg.log)  # an earlier stop's, if the address came back
-    refuser = vips.open_refuser(vip, cfg.log) if cfg.refuse_after_stop else None
-    pending = vips.spawn_refuser(refuser, vip, cfg.refuse_after_stop, cfg.env.state(),
+    refusing.stop_refuser(cfg.env.state(), cfg.log)  # an earlier stop's, if the address came back
+    refuser = refusing.open_refuser(vip, cfg.log) if cfg.refuse_after_stop else None
+    pending = refusing.spawn_refuser(refuser, vip, cfg.refuse_after_stop, cfg.env.state(),
                                  cfg.log) if refuser else None
     gone = False
     try:  # the SYNs for the address queue in the refuser from now on

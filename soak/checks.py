@@ -17,7 +17,7 @@ from lab import processes
 from lab.cluster import Cluster, Status
 from lab.nodes import Node
 from lab.topology import KUBE_PORT
-from ocf_lib.logic.vip import REFUSE_AFTER_STOP, REFUSER
+from ocf_lib.helpers.refuser import REFUSE_AFTER_STOP, REFUSER
 
 MARK = "kuth-watcher"    # in every watcher's command line (ocf_lib.helpers.watch)
 RSCTMP = "/run/resource-agents"

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from lab.netns import Netns
 from lab.processes import alive
 from lab.processes import name as process_name
-from ocf_lib.logic.vip import REFUSER
+from ocf_lib.helpers.refuser import REFUSER
 
 SCALE = int(os.environ.get("KUTH_FUZZ_SCALE", "1") or 1)
 SEED = os.environ.get("KUTH_FUZZ_SEED")
@@ -193,7 +193,7 @@ def processes(ns: Netns) -> list[int]:
 
 
 def refusers(ns: Netns) -> list[int]:
-    """The live refusers in the namespace (ocf_lib.logic.vip.REFUSER): what IPaddr2's stop
+    """The live refusers in the namespace (ocf_lib.helpers.refuser.REFUSER): what IPaddr2's stop
     leaves behind for a few seconds, by design. They end by themselves; start ends its
     resource's before adding the address, and any ends once its address is on the node
     again (tests/test_refuse.py). With one resource, none runs while its address is served."""

@@ -9,6 +9,7 @@ KUTH_WATCHER_ROUNDS=100). Set KUTH_CLUSTER_LOGS=DIR to keep every node's logs.
 """
 from __future__ import annotations
 
+import glob
 import os
 
 from lab import constraints, processes
@@ -46,15 +47,26 @@ listen taken
 """
 
 
-def watchers(node: Node, resource: str | None = None) -> list[int]:
-    """Processes of the node with the watcher's mark in their command line (of resource's
-    watcher only, when given)."""
-    found = []
-    for pid in node.netns.pids():
-        argv = processes.cmdline(pid)
-        if MARK in argv and (resource is None or resource in argv[argv.index(MARK):]):
-            found.append(pid)
+def watchers(node: Node) -> list[int]:
+    """Processes of the node with the watcher's mark in their command line."""
+    return [pid for pid in node.netns.pids() if MARK in processes.cmdline(pid)]
+
+
+def watched(node: Node) -> set[str]:
+    """The resources registered with the node's watcher (ocf_lib.helpers.watch)."""
+    found = set()
+    for registry in glob.glob(node.path("/run/resource-agents/kuth-watch-*")):
+        for name in os.listdir(registry):
+            if name.startswith("kuth-") and not name.endswith(".tmp"):
+                with open(os.path.join(registry, name)) as registration:
+                    found.update(line.split("=", 1)[1] for line in registration.read().split(
+                        "\n") if line.startswith("resource="))
     return found
+
+
+def watching(node: Node, resource: str) -> bool:
+    """The node's one watcher runs and watches resource."""
+    return len(watchers(node)) == 1 and resource in watched(node)
 
 
 def start_guide(cluster: Cluster) -> str:
@@ -95,7 +107,7 @@ def test_reloads_never_report_a_failure(cluster: Cluster) -> None:
                   "--parameter-value", f"round-{round_}"])
         cluster.settle()
     assert cluster.locate(HAPROXY) == [active]
-    assert len(watchers(cluster.node(active), HAPROXY)) == 1
+    assert watching(cluster.node(active), HAPROXY)
     assert cluster.client.get(f"http://{VIP}:{KUBE_PORT}/", timeout=2).status == 200
     assert_no_failure(cluster)
 
@@ -110,18 +122,19 @@ def test_planned_moves_never_report_a_failure(cluster: Cluster) -> None:
         assert cluster.locate(HAPROXY) == [active]
     node.run(["crm_resource", "--clear", "--resource", VIP_RSC])
     cluster.settle()
-    assert [len(watchers(n, HAPROXY)) for n in cluster.nodes] == [
-        int(n.name == active) for n in cluster.nodes]
+    assert [(len(watchers(n)), HAPROXY in watched(n)) for n in cluster.nodes] == [
+        (int(n.name == active), n.name == active) for n in cluster.nodes]
     assert_no_failure(cluster)
 
 
 def test_no_watcher_is_left_after_stop(cluster: Cluster) -> None:
     active = start_guide(cluster)
-    assert len(watchers(cluster.node(active), HAPROXY)) == 1
+    assert watching(cluster.node(active), HAPROXY)
     cluster.crm("resource", "stop", VIP_RSC)  # haproxy stops first (order)
     cluster.settle()
     assert cluster.locate(HAPROXY) == [] and cluster.locate(VIP_RSC) == []
     assert {n.name: watchers(n) for n in cluster.nodes} == {n: [] for n in cluster.names}
+    assert {n.name: watched(n) for n in cluster.nodes} == {n: set() for n in cluster.names}
     assert {n.name: n.pids("haproxy") for n in cluster.nodes} == {n: [] for n in cluster.names}
 
 

@@ -18,6 +18,8 @@ import pytest
 from hardening import refusers
 from lab import AGENTS
 from ocf_lib.adapters import announce, inet, refuse
+from ocf_lib.helpers import refuser as refusing
+from ocf_lib.helpers import registry
 from ocf_lib.logic import vip as vips
 from ocfshim import STATE_DIR, agent_env, imported_modules, mac_of, neighbour_mac
 from ocfshim import ipaddr2 as agent
@@ -449,7 +451,7 @@ def test_the_refuser_is_not_ended_by_this_nodes_own_announcements(lan):
     assert agent("stop", V4, node).rc == 0
     node.run(PYTHON, "-c", "from ocf_lib.adapters import announce\n"
              f"announce.announce('lan0', {V4['ip']!r}, count=2, interval_ms=10)")
-    time.sleep(vips.REFUSE_AFTER_ANNOUNCEMENT + 0.2)
+    time.sleep(refusing.REFUSE_AFTER_ANNOUNCEMENT + 0.2)
     assert len(refusers(node)) == 1
     assert refused_at_once(peer, V4["ip"]) is True
 
@@ -594,9 +596,9 @@ def test_a_refuser_started_ahead_waits_and_ends_unused_when_the_address_did_not_
 
     monkeypatch.setenv("HA_RSCTMP", str(tmp_path))
     state, unused = StateDir("IPaddr2", "test-rsc"), Unused()
-    pending = vips.PendingRefuser(unused, vips.parse("198.18.0.10", "lan0", "24", "", "", "forever"),
-                                  10, state, log=None)
-    pid = state.recorded_pid("refuser")
+    pending = refusing.PendingRefuser(unused, vips.parse("198.18.0.10", "lan0", "24", "", "",
+                                                         "forever"), 10, state, log=None)
+    pid = registry.running(state, "refuser")
     time.sleep(0.2)
     assert pid and os.path.exists(f"/proc/{pid}")  # waiting for its stop's word
     if ending == "no":

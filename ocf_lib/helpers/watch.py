@@ -94,7 +94,7 @@ def _flag(value: bool) -> str:
     return "1" if value else "0"
 
 
-def registry() -> str:
+def registry_dir() -> str:
     """This node's registry directory (see the module's docstring)."""
     netns = os.stat("/proc/self/ns/net").st_ino
     return os.path.join(os.environ.get("HA_RSCTMP") or "/run/resource-agents",
@@ -128,7 +128,7 @@ def keep(state: "StateDir", *, enabled: bool, resource: str, node: str, target: 
     if not enabled:  # watch=false set on a running resource (through a reload)
         end(state)
         return
-    directory = registry()
+    directory = registry_dir()
     body = Watch(resource, node, state.path("lock"), target).text()
     path = os.path.join(directory, state.stem)
     try:
@@ -143,7 +143,8 @@ def keep(state: "StateDir", *, enabled: bool, resource: str, node: str, target: 
         register(directory, path, body if current.partition("\n")[2] != body else None)
     except OSError as err:
         log.warning(f"cannot start the {MARK}: {err}")
-    state.end_recorded("watcher")  # a watcher of its own, from a version before this one
+    from ocf_lib.helpers import registry
+    registry.end(state, "watcher")  # a watcher of its own, from a version before this one
     state.remove("watcher-of")
 
 
@@ -199,7 +200,7 @@ def end(state: "StateDir") -> None:
     watcher also stands back while the resource's stop holds its lock, and reports nothing
     for a registration gone."""
     from ocf_lib.ocf.state import remove_file
-    directory = registry()
+    directory = registry_dir()
     try:
         remove_file(os.path.join(directory, state.stem))
     except OSError:
@@ -210,5 +211,6 @@ def end(state: "StateDir") -> None:
             os.kill(found[0], 1)
         except ProcessLookupError:
             pass
-    state.end_recorded("watcher")
+    from ocf_lib.helpers import registry
+    registry.end(state, "watcher")
     state.remove("watcher-of")

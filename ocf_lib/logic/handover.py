@@ -32,7 +32,7 @@ import time
 
 from ocf_lib.adapters import pacemaker, process
 from ocf_lib.logic import handover_codec as codec
-from ocf_lib.logic.vip import _give_go, _went
+from ocf_lib.helpers.go import give_go, went
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -362,7 +362,7 @@ class TakeOver:
     def announced(self) -> None:
         """The address is here and announced: the tickles may go. Never fails (a tickler
         gone has nothing to tickle)."""
-        _give_go(self._announced, True)
+        give_go(self._announced, True)
 
 
 def _take_over(ip: str, resource: str, node: str, go: int) -> None:
@@ -375,7 +375,7 @@ def _take_over(ip: str, resource: str, node: str, go: int) -> None:
     handed = HandedOver(resource, node)
     handed.ask_shards()
     tickles = tickle.prepare(ip, handed.records())
-    if not _went(go, TICKLER_WAIT):
+    if not went(go, TICKLER_WAIT):
         return  # start failed, or never got there
     process.hurry()  # its tickles are on clients' path now
     for problem in handed.problems:

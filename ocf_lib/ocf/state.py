@@ -103,21 +103,6 @@ class StateDir:
         except OSError:
             pass
 
-    def recorded_pid(self, suffix: str) -> int | None:
-        """The pid recorded (with pid_record) under suffix, if that very process still runs."""
-        return live_pid(self.read(suffix))
-
-    def end_recorded(self, suffix: str) -> None:
-        """SIGKILL the helper process recorded under suffix (if it still runs) and forget it.
-        A pid reused by another process since is left alone."""
-        pid = self.recorded_pid(suffix)
-        if pid is not None:
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-        self.remove(suffix)
-
     def lock(self, deadline: float) -> "ResourceLock":
         """Hold the resource's lock until released; wait for it until `deadline`
         (time.monotonic()). Pacemaker never runs two actions of one resource at once on a node,
