@@ -6,9 +6,10 @@ The executable Pacemaker runs is agents/IPaddr2, which imports this module.
 import os
 import sys
 
-from ocf_lib.helpers import refuser as refusing
 from ocf_lib.logic import vip as vips
 from ocf_lib.ocf.agent import BOOLEAN, INTEGER, OCF, STRING, Agent, Config, OcfError
+
+REFUSE_AFTER_STOP = 10  # seconds: the default bound of the refuser stop leaves
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -171,7 +172,7 @@ connections, written when they change and every 10 s); the start of the node tha
 the address over leaves a process (kuth-tickler) that, once the address is announced, sends
 each client a TCP ACK that its kernel answers; the new owner resets that answer and the
 client reconnects ("tickle ACKs", as CTDB does). false: none of this.""")
-agent.param("refuse_after_stop", INTEGER, default=refusing.REFUSE_AFTER_STOP, minimum=0,
+agent.param("refuse_after_stop", INTEGER, default=REFUSE_AFTER_STOP, minimum=0,
             maximum=3600,
             shortdesc="Seconds to refuse connections after stop",
             longdesc="""After stop has removed the address, this node answers each new TCP
@@ -374,6 +375,7 @@ def recorded_placement(cfg: Config) -> dict[str, str] | None:
 
 @agent.action("start", timeout=20, locked=True)
 def start(cfg: Config) -> int:
+    from ocf_lib.helpers import refuser as refusing
     refusing.stop_refuser(cfg.env.state(), cfg.log)  # it must never answer for an address here
     vip = on_this_node(cfg)
     warn_without_effect(cfg, vip)
@@ -441,6 +443,7 @@ def stop(cfg: Config) -> int:
         return OCF.SUCCESS
     address, link = found
     vip.nic, vip.prefixlen = link.name, address.prefixlen
+    from ocf_lib.helpers import refuser as refusing
     refusing.stop_refuser(cfg.env.state(), cfg.log)  # an earlier stop's, if the address came back
     refuser = refusing.open_refuser(vip, cfg.log) if cfg.refuse_after_stop else None
     pending = refusing.spawn_refuser(refuser, vip, cfg.refuse_after_stop, cfg.env.state(),

@@ -36,7 +36,7 @@ from typing import IO
 
 REPO = Path(__file__).resolve().parent.parent
 from lab.netns import Netns, NetnsPool
-from ocf_lib.helpers.refuser import REFUSE_AFTER_STOP
+from agents.ipaddr2 import REFUSE_AFTER_STOP
 
 DEFAULT_AGENT = REPO / "agents" / "IPaddr2"
 DEFAULT_REFERENCE = Path("/usr/lib/ocf/resource.d/heartbeat/IPaddr2")

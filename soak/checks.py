@@ -17,7 +17,8 @@ from lab import processes
 from lab.cluster import Cluster, Status
 from lab.nodes import Node
 from lab.topology import KUBE_PORT
-from ocf_lib.helpers.refuser import REFUSE_AFTER_STOP, REFUSER
+from agents.ipaddr2 import REFUSE_AFTER_STOP
+from ocf_lib.helpers.refuser import REFUSER
 
 MARK = "kuth-watcher"    # in every watcher's command line (ocf_lib.helpers.watch)
 RSCTMP = "/run/resource-agents"

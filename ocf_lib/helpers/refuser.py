@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from ocf_lib.ocf.state import StateDir
 
 REFUSER = "kuth-refuser"  # the refuser's process name: `pgrep kuth-refuser`
-REFUSE_AFTER_STOP = 10  # seconds: the default bound of a refuser
 REFUSE_AFTER_ANNOUNCEMENT = 0.5  # seconds a refuser goes on once the new owner has announced
 
 
