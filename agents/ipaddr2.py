@@ -284,10 +284,14 @@ def taking_over(cfg: Config, vip: vips.Vip) -> "handover.TakeOver | None":
     Never fails: they reconnect on their own timeout at worst."""
     if not (cfg.env.node and cfg.watch and cfg.reset_connections):
         return None
+    from ocf_lib.helpers import registry
     from ocf_lib.logic import handover
+    from ocf_lib.ocf.state import StateError
     try:
-        return handover.TakeOver(vip.ip, cfg.env.instance, cfg.env.node)
-    except OSError as err:
+        take_over = handover.TakeOver(vip.ip, cfg.env.instance, cfg.env.node)
+        registry.record(cfg.env.state(), TICKLER_RECORD, take_over.pid)  # a stop ends it
+        return take_over
+    except (OSError, StateError) as err:
         cfg.log.warning(f"cannot tickle the clients of connections handed over: {err}")
         return None
 
@@ -331,6 +335,7 @@ def unlabel(cfg: Config, vip: vips.Vip) -> None:
         cfg.log.warning(f"{' '.join(err.argv)}: {err}")
 
 
+TICKLER_RECORD = "tickler"  # the takeover's tickler, recorded in the state directory
 PLACEMENT = "placement"  # the state file that records where and how start added the address
 
 
@@ -428,8 +433,9 @@ def remove(vip: vips.Vip) -> None:
 def stop(cfg: Config) -> int:
     from ocf_lib.helpers import watch
     watch.end(cfg.env.state())
-    from ocf_lib.helpers import announcer
+    from ocf_lib.helpers import announcer, registry
     announcer.stop_announcer(cfg.env.state(), cfg.log)
+    registry.end(cfg.env.state(), TICKLER_RECORD, cfg.log)  # it would tickle from an address gone
     cfg.env.state().remove(PLACEMENT)
     try:
         vip = configured(cfg)

@@ -377,7 +377,7 @@ def test_a_takeover_without_a_list_or_without_its_start_announcing_tickles_nobod
     failed = handover.TakeOver("198.18.1.20", "vip", "node2")
     os.close(failed._announced)  # what the end of a failed start's process does
     _wait_for(lambda: not any(_is_tickler(t.pid) for t in (announced, failed)),
-              "the ticklers ended")
+              "the ticklers ended", timeout=20)  # at nice 10, on a busy machine
     assert not tickled.exists()
     assert "-D" not in (tmp_path / "argv").read_text()
 
