@@ -10,7 +10,7 @@ poll() for all of it at once, with no polling loop and no CPU while it waits:
   with its interface) and, when the resource checks the link, a link that stays without
   carrier for LINK_DOWN_GRACE (a brief flap is not a failure). For an address that hands
   over its long-lived connections, a round of ocf_lib.logic.handover.HandOvers (all such
-  addresses at once) every HandOvers.period.
+  addresses at once) every HandOvers.period, in a thread of its own.
 
 When a target fails and no action of its resource is under way (start, stop and reload
 hold the resource's lock), its registration is still the one that failed, and the cluster,
@@ -61,8 +61,6 @@ class Watcher:
         self.finished: set[str] = set()  # tokens failed, whose registrations go
         self.events = None
         self.hand_overs: "HandOvers | None" = None
-        self.next_hand_over = 0.0
-        self.reported: dict[str, str] = {}  # the hand-over failure last logged, by resource
         self.guardian = -1
         if guardian > 1:
             self.guardian = os.pidfd_open(guardian)
@@ -82,8 +80,6 @@ class Watcher:
                 return "no resource to watch is left"
             dues = [a.down_since + LINK_DOWN_GRACE for a in self.armed.values()
                     if a.down_since is not None]
-            if self.hand_overs and self.hand_overs.members:
-                dues.append(self.next_hand_over)
             timeout = max(int((min(dues) - time.monotonic()) * 1000) + 1, 0) if dues else None
             try:
                 ready = [fd for fd, _ in self.poller.poll(timeout)]
@@ -180,11 +176,11 @@ class Watcher:
         armed.index = link.index
         if target.hand_over:
             if self.hand_overs is None:
+                import threading
                 from ocf_lib.logic.handover import HandOvers
                 self.hand_overs = HandOvers(armed.watch.node)
-            if not self.hand_overs.members:
-                # not at once: the registration comes as the group's next resource starts
-                self.next_hand_over = time.monotonic() + self.hand_overs.period
+                threading.Thread(target=self.hand_over, args=(self.hand_overs,),
+                                 daemon=True).start()
             self.hand_overs.add(target.ip, armed.watch.resource)
 
     def disarm(self, armed: Armed) -> None:
@@ -214,23 +210,26 @@ class Watcher:
                                                              or time.monotonic())
 
     def timers(self) -> None:
-        """Links without carrier past their grace; hand-over rounds due."""
+        """Links without carrier past their grace."""
         now = time.monotonic()
         for armed in list(self.armed.values()):
             if armed.down_since is not None and now >= armed.down_since + LINK_DOWN_GRACE:
                 self.failed(armed, f"{armed.watch.target.nic} has had no carrier for "  # type: ignore[union-attr]
                                    f"{LINK_DOWN_GRACE:g} s")
-        if self.hand_overs and self.hand_overs.members and now >= self.next_hand_over:
-            self.hand_over()
-            self.next_hand_over = time.monotonic() + self.hand_overs.period
 
-    def hand_over(self) -> None:
-        """One round of the hand-overs; a failure goes to syslog once, not every round."""
-        failures = self.hand_overs()  # type: ignore[misc]
-        for resource, failure in failures.items():
-            if self.reported.get(resource) != failure:
-                _log(f"{resource}: cannot hand over the connections: {failure}")
-        self.reported = failures
+    def hand_over(self, hand_overs: "HandOvers") -> None:
+        """The hand-overs' rounds, in a thread of their own: at 50,000 connections a round
+        and the attrd_updater runs it waits for take a while, during which a crash must
+        still be reported at once. Not at once: a registration comes as the group's next
+        resource starts on this node. A failure goes to syslog once, not every round."""
+        reported: dict[str, str] = {}
+        while True:
+            time.sleep(hand_overs.period)
+            failures = hand_overs()
+            for resource, failure in failures.items():
+                if reported.get(resource) != failure:
+                    _log(f"{resource}: cannot hand over the connections: {failure}")
+            reported = failures
 
     def failed(self, armed: Armed, failure: str) -> None:
         """Stop watching armed; report its failure from a thread of its own (Pacemaker's

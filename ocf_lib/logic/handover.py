@@ -233,29 +233,30 @@ class HandOvers:
         address leaves the others' rounds alone)."""
         from ocf_lib.adapters import sock_diag
         from ocf_lib.adapters.pacemaker import PacemakerError
+        members = dict(self.members)  # the watcher adds and removes meanwhile
         failures = {}
-        if self.members and self.clock() >= self.verified + VERIFY_PERIOD:
+        if members and self.clock() >= self.verified + VERIFY_PERIOD:
             try:
-                self.verify()
+                self.verify(members)
             except (OSError, PacemakerError) as err:
-                failures = dict.fromkeys(self.members, str(err))
+                failures = dict.fromkeys(members, str(err))
         try:
-            found = sock_diag.on_addresses([h.ip for h in self.members.values()])
+            found = sock_diag.on_addresses([h.ip for h in members.values()])
         except OSError as err:
-            return dict.fromkeys(self.members, str(err))
-        for resource, hand_over in self.members.items():
+            return dict.fromkeys(members, str(err))
+        for resource, hand_over in members.items():
             try:
                 hand_over.round(hand_over.look(found[hand_over.ip]))
             except (OSError, PacemakerError) as err:
                 failures[resource] = str(err)
         return failures
 
-    def verify(self) -> None:
+    def verify(self, hand_overs: dict[str, HandOver]) -> None:
         members = pacemaker.member_names(joined=True)
         peers = [peer for peer in members if peer != self.node]
-        sample = next((h for h in self.members.values() if h.delta is not None), None)
+        sample = next((h for h in hand_overs.values() if h.delta is not None), None)
         lost = sample.lost(members) if sample else False
-        for hand_over in self.members.values():
+        for hand_over in hand_overs.values():
             hand_over.verified_as(peers, lost)
         self.verified = self.clock()
 
