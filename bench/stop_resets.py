@@ -40,13 +40,17 @@ PER_CLIENT = 9000  # connections a client process opens, from an address of its 
 SO_RCVBUFFORCE, SO_TIMESTAMPNS = 33, 35  # not in Python's socket module
 CASE = Case("inet", "198.18.0.10", "24")  # the agent's defaults otherwise
 
-# Accepts forever and holds every connection; the port is shared with the other listeners.
+# Listens on argv[1] (an IPv6 one taking IPv4 clients too), accepts forever and holds every
+# connection; the port is shared with the other listeners.
 LISTENER = """
-import socket
-s = socket.socket()
+import socket, sys
+family = socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET
+s = socket.socket(family)
+if family == socket.AF_INET6:
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-s.bind(('0.0.0.0', %d))
+s.bind((sys.argv[1], %d))
 s.listen(4096)
 print('listening', flush=True)
 held = []
@@ -60,7 +64,7 @@ import json, socket, sys
 vip, source, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 held = []
 for _ in range(count):
-    s = socket.socket()
+    s = socket.socket(socket.AF_INET6 if ':' in vip else socket.AF_INET)
     s.bind((source, 0))
     s.connect((vip, %d))
     s.setblocking(False)
@@ -82,17 +86,20 @@ print(json.dumps(seen), flush=True)
 
 
 class Crowd:
-    """count idle connections from the client host to vip:PORT on the node, held by
-    listener processes on the node and client processes on the client host; `seen()` tells
-    what the clients' sockets saw, `close()` ends every process."""
+    """count idle connections from the client host to vip:PORT on the node (both on the
+    link NIC), held by listener processes on the node (on the wildcard address bind) and
+    client processes on the client host, each from an address of its own that it adds
+    there; `seen()` tells what the clients' sockets saw, `close()` ends every process."""
 
-    def __init__(self, node: Netns, client: Netns, vip: str, count: int) -> None:
-        self.listeners = [self._started(node, "/usr/bin/python3", "-c", LISTENER)
+    def __init__(self, node: Netns, client: Netns, vip: str, count: int,
+                 bind: str = "0.0.0.0") -> None:
+        self.listeners = [self._started(node, "/usr/bin/python3", "-c", LISTENER, bind)
                           for _ in range(math.ceil(count / PER_LISTENER) + 1)]
         self.clients = []
         for number, start in enumerate(range(0, count, PER_CLIENT)):
-            source = f"198.18.0.{100 + number}"
-            client.ip("addr", "replace", f"{source}/24", "dev", NIC)
+            source = f"2001:2::{100 + number:x}" if ":" in vip else f"198.18.0.{100 + number}"
+            client.ip("addr", "replace", source + ("/64" if ":" in vip else "/24"), "dev", NIC,
+                      *(["nodad"] if ":" in vip else []))
             self.clients.append(client.popen(
                 "/usr/bin/python3", "-c", CLIENT, vip, source,
                 str(min(PER_CLIENT, count - start)), stdin=subprocess.PIPE,

@@ -361,7 +361,7 @@ def test_a_kernel_that_cannot_destroy_sockets_is_a_warning_not_a_failure(monkeyp
     from ocf_lib.adapters import iproute, sock_diag
     from ocf_lib.logic import vip as vips
 
-    def unsupported(connections):
+    def unsupported(ip):
         raise sock_diag.Unsupported(95, "this kernel cannot destroy sockets")
 
     class Log:
@@ -372,8 +372,7 @@ def test_a_kernel_that_cannot_destroy_sockets_is_a_warning_not_a_failure(monkeyp
             self.warnings.append(text)
 
     monkeypatch.setattr(iproute, "delete_local_route", lambda dev, ip: None)  # not on this host
-    monkeypatch.setattr(sock_diag, "on_address", lambda ip: ["a connection"])
-    monkeypatch.setattr(sock_diag, "destroy", unsupported)
+    monkeypatch.setattr(sock_diag, "reset", unsupported)
     log = Log()
     vips.reset_connections(vips.parse("198.18.0.10", "lan0", "24", "", "", "forever"), log)
     assert log.warnings == ["connections on 198.18.0.10 left open: [Errno 95] this kernel "

@@ -9,12 +9,15 @@ on peer, each from an address of its own.
 import socket
 import struct
 
+import pytest
+
 from bench.stop_resets import Crowd
 from ocf_lib.adapters import sock_diag
 from ocfshim import ipaddr2 as agent
 
 PYTHON = "/usr/bin/python3"
 V4 = {"ip": "198.18.0.10", "nic": "lan0", "cidr_netmask": "24"}
+V6 = {"ip": "2001:2::10", "nic": "lan0", "cidr_netmask": "64", "nodad": "true"}
 
 
 def test_the_dump_filter_passes_sockets_on_the_address_alone():
@@ -54,11 +57,62 @@ print(sock_diag.destroy(connections), sock_diag.destroy(connections * 1000))
 def test_connections_already_gone_count_none_and_fail_nothing(lan):
     """The kernel refuses each destroy of a socket that is gone (ENOENT); a whole batch of
     such refusals fits in what destroy reads back, and none of them is an error."""
+    assert run_with_crowd(lan, DESTROY_TWICE, 1) == (["1", "0"], 1)
+
+
+# Resets the connections on argv[1] with a dump that loses its first connection, as one
+# that resumed past a socket would: prints how many were reset and how many were lost.
+LOSE_ONE = """
+import sys
+from ocf_lib.adapters import sock_diag
+whole = sock_diag._dump_parts
+lost = []
+def losing(channel, dump_family, states, family=0, packed=b''):
+    for part in whole(channel, dump_family, states, family, packed):
+        if packed and part and not lost:
+            lost.append(part.pop(0))
+        yield part
+sock_diag._dump_parts = losing
+print(sock_diag.reset(sys.argv[1]), len(lost))
+"""
+
+
+def test_a_connection_the_dump_passed_over_is_still_reset(lan):
+    """reset's last look: a socket the streamed dump did not report (the kernel resumes a
+    dump by position, and sockets destroyed meanwhile shift it) is found and reset."""
+    assert run_with_crowd(lan, LOSE_ONE, 500) == (["500", "1"], 500)
+
+
+def run_with_crowd(lan, code: str, count: int) -> tuple[list[str], int]:
+    """Start the IPv4 address on node, open count connections to it from peer and run code
+    in node with the address as argv[1]: the words it printed, and how many clients were
+    reset by then."""
     node, peer = lan
     assert agent("start", V4, node).rc == 0
-    crowd = Crowd(node, peer, V4["ip"], 1)
+    crowd = Crowd(node, peer, V4["ip"], count)
     try:
-        assert node.run(PYTHON, "-c", DESTROY_TWICE, V4["ip"]).stdout.split() == ["1", "0"]
-        assert crowd.seen()["reset"] == 1
+        return node.run(PYTHON, "-c", code, V4["ip"]).stdout.split(), crowd.seen()["reset"]
     finally:
         crowd.close()
+
+
+@pytest.mark.parametrize("params,bind,count", [(V4, "0.0.0.0", 5000), (V4, "::", 2000),
+                                               (V6, "::", 2000)],
+                         ids=["ipv4", "ipv4-on-a-dual-stack-socket", "ipv6"])
+def test_stop_resets_every_one_of_thousands_of_connections(lan, params, bind, count):
+    """Stop destroys the connections while the kernel's dump of them goes on, in batches:
+    each client still gets its reset (the client sockets are asked afterwards, ECONNRESET),
+    and only the address's connections are touched."""
+    node, peer = lan
+    assert agent("start", params, node).rc == 0
+    crowd = Crowd(node, peer, params["ip"], count, bind)
+    own = Crowd(node, peer, "198.18.0.1", 10)  # on the node's own address: left open
+    try:
+        out = agent("stop", params, node)
+        assert out.rc == 0, out
+        assert f"reset {count} connection(s)" in out.stderr
+        assert crowd.seen() == {"reset": count, "open": 0, "closed": 0, "other": 0}
+        assert own.seen() == {"reset": 0, "open": 10, "closed": 0, "other": 0}
+    finally:
+        crowd.close()
+        own.close()

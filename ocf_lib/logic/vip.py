@@ -259,9 +259,10 @@ def enter_netns(name: str, script: str, action: str) -> None:
 
 def reset_connections(vip: Vip, log: "Logger") -> None:
     """Close every TCP connection this node holds on the address, each client getting a
-    reset (see ocf_lib.adapters.sock_diag); call it while the address is still here, just
-    before removing it. First the node stops taking packets for the address (its local
-    route goes, over netlink: no fork): a client that reconnects at once would otherwise
+    reset, the first ones while the kernel is still listing the rest (see
+    ocf_lib.adapters.sock_diag.reset); call it while the address is still here, just before
+    removing it. First the node stops taking packets for the address (its local route
+    goes, over netlink: no fork): a client that reconnects at once would otherwise
     land here again, in the moment before the address goes, on a connection nobody will
     answer. A kernel that cannot is a warning, never a failure: the address must still go."""
     from ocf_lib.adapters import iproute, sock_diag
@@ -270,7 +271,7 @@ def reset_connections(vip: Vip, log: "Logger") -> None:
     except (iproute.IprouteError, ValueError) as err:
         log.warning(f"new connections to {vip.ip} still taken until it goes: {err}")
     try:
-        closed = sock_diag.destroy(sock_diag.on_address(vip.ip))
+        closed = sock_diag.reset(vip.ip)
     except OSError as err:  # Unsupported among them
         log.warning(f"connections on {vip.ip} left open: {err}")
         return
