@@ -8,8 +8,10 @@ kernel send each client a reset at once, so it reconnects to the address's new o
 Destroy while the address is still on the node: once it is gone, the kernel has no route
 for a reset from it and the client hears nothing (checked on this platform).
 
-SOCK_DESTROY needs CAP_NET_ADMIN and a kernel built with CONFIG_INET_DIAG_DESTROY;
-without it `destroy` raises Unsupported, which the caller reports as a warning.
+`reset` closes every connection on an address (what stop does), `on_address` and
+`destroy` do the same in two steps for those who look at the list first. SOCK_DESTROY needs
+CAP_NET_ADMIN and a kernel built with CONFIG_INET_DIAG_DESTROY; without it `reset` and
+`destroy` raise Unsupported, which the caller reports as a warning.
 """
 import _socket
 import struct
@@ -45,6 +47,7 @@ _NLM_F_REQUEST, _NLM_F_DUMP, _NLMSG_ERROR = 0x1, 0x300, 2
 _ERRNO = struct.Struct("=i")
 _SOL_NETLINK, _NETLINK_CAP_ACK = 270, 10
 _BATCH = 128  # destroys a send carries
+_RECV_SIZE = 65536  # the kernel fills at most 32 KiB of a dump at a time
 _ROOM = 128 * 1024  # receive buffer (the kernel doubles it): a batch's refusals, ~770 B each
 
 # TCP states (include/net/tcp_states.h) worth closing: every one with a peer that may still
@@ -94,11 +97,12 @@ class Connection:
     def remote(self) -> tuple[str, int]:
         return self._end(20, 1)
 
-    def _end(self, offset: int, port: int) -> tuple[str, int]:
+    def _end(self, offset: int, which: int) -> tuple[str, int]:
+        """One end's address (at offset in the socket id) and port (first or second)."""
         size = 4 if self.family == _socket.AF_INET else 16
         start = _MESSAGE_HEAD.size + offset
         return (_socket.inet_ntop(self.family, self.message[start:start + size]),
-                _PORTS.unpack_from(self.message, _MESSAGE_HEAD.size)[port])
+                _PORTS.unpack_from(self.message, _MESSAGE_HEAD.size)[which])
 
     def __repr__(self) -> str:
         return f"Connection({self.local[0]}:{self.local[1]} <- {self.remote[0]}:{self.remote[1]})"
@@ -217,7 +221,7 @@ class _Destroyer:
         gone = 0
         while True:
             try:
-                data = self.channel.sock.recv(65536, _socket.MSG_DONTWAIT)
+                data = self.channel.sock.recv(_RECV_SIZE, _socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return gone
             offset = 0
@@ -270,8 +274,8 @@ def _dump_parts(channel: "netlink.Channel", dump_family: int, states: int, famil
     done = False
     while not done:
         part: list[bytes] = []
-        done = netlink._collect(channel.sock.recv(65536), channel.seq, _SOCK_DIAG_BY_FAMILY,
-                                part)
+        done = netlink._collect(channel.sock.recv(_RECV_SIZE), channel.seq,
+                                _SOCK_DIAG_BY_FAMILY, part)
         yield part
 
 
