@@ -7,11 +7,13 @@ connections are bench.stop_resets's: listeners sharing the port on node, client 
 on peer, each from an address of its own.
 """
 import socket
+import subprocess
 import struct
 
 import pytest
 
 from bench.stop_resets import Crowd
+from lab import REPO
 from ocf_lib.adapters import sock_diag
 from ocfshim import ipaddr2 as agent
 
@@ -23,11 +25,11 @@ V6 = {"ip": "2001:2::10", "nic": "lan0", "cidr_netmask": "64", "nodad": "true"}
 def test_the_dump_filter_passes_sockets_on_the_address_alone():
     """INET_DIAG_REQ_BYTECODE with one S_COND: a match jumps to the program's end (yes =
     the instruction's 16 or 28 bytes), a mismatch 4 bytes beyond it (no); any port (-1)."""
-    v4 = sock_diag._local_filter(socket.AF_INET, socket.inet_aton("198.18.0.10"))
+    v4 = sock_diag._local_filter([(socket.AF_INET, socket.inet_aton("198.18.0.10"))])
     assert v4 == (struct.pack("=HH", 20, 1) + struct.pack("=BBH", 7, 16, 20)
                   + struct.pack("=BBxxi", socket.AF_INET, 32, -1) + bytes([198, 18, 0, 10]))
-    v6 = sock_diag._local_filter(socket.AF_INET6, socket.inet_pton(socket.AF_INET6,
-                                                                   "2001:2::10"))
+    v6 = sock_diag._local_filter([(socket.AF_INET6, socket.inet_pton(socket.AF_INET6,
+                                                                     "2001:2::10"))])
     assert v6[:12] == (struct.pack("=HH", 32, 1) + struct.pack("=BBH", 7, 28, 32)
                        + struct.pack("=BBxx", socket.AF_INET6, 128))
     assert v6[16:] == socket.inet_pton(socket.AF_INET6, "2001:2::10")
@@ -67,9 +69,9 @@ import sys
 from ocf_lib.adapters import sock_diag
 whole = sock_diag._dump_parts
 lost = []
-def losing(channel, dump_family, states, family=0, packed=b''):
-    for part in whole(channel, dump_family, states, family, packed):
-        if packed and part and not lost:
+def losing(channel, dump_family, states, local=None):
+    for part in whole(channel, dump_family, states, local):
+        if local and part and not lost:
             lost.append(part.pop(0))
         yield part
 sock_diag._dump_parts = losing
@@ -116,3 +118,43 @@ def test_stop_resets_every_one_of_thousands_of_connections(lan, params, bind, co
     finally:
         crowd.close()
         own.close()
+
+
+def test_one_look_finds_the_connections_of_several_addresses_apart(lan):
+    """on_addresses: one filtered dump for many addresses (a chain of conditions the kernel
+    accepts), each connection under its own address, none of the node's other ones."""
+    node, peer = lan
+    ips = [f"198.18.0.{n}" for n in range(10, 50)]  # a program of 39 JMPs
+    for ip in ips:
+        node.ip("addr", "add", f"{ip}/24", "dev", "lan0")
+    server = node.popen("/usr/bin/python3", "-c", """
+import socket, time
+listener = socket.socket(socket.AF_INET6)
+listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+listener.bind(("::", 6443)); listener.listen(100)
+held = []
+while True:
+    held.append(listener.accept()[0])
+""")
+    client = peer.popen("/usr/bin/python3", "-c", f"""
+import socket, sys, time
+held = []
+for n, ip in enumerate({ips + ["198.18.0.1"]!r}):
+    for _ in range(n + 1):
+        held.append(socket.create_connection((ip, 6443), timeout=5))
+print("ok", flush=True); time.sleep(60)
+""", stdout=subprocess.PIPE)
+    try:
+        assert client.stdout.readline().strip() == b"ok"
+        found = node.run("/usr/bin/python3", "-c", f"""
+import sys; sys.path.insert(0, {REPO!r})
+from ocf_lib.adapters import sock_diag
+found = sock_diag.on_addresses({ips[1:]!r})
+print(" ".join(f"{{ip}}={{len(c)}}:{{len({{x.local[0] for x in c}})}}" for ip, c in found.items()))
+""").stdout.split()
+        assert found == [f"{ip}={n + 2}:1" for n, ip in enumerate(ips[1:])]
+    finally:
+        client.kill()
+        server.kill()
+        client.wait()
+        server.wait()

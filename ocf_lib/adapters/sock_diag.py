@@ -20,7 +20,7 @@ from ocf_lib.adapters import inet, netlink
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 _NETLINK_SOCK_DIAG = 4
 _SOCK_DIAG_BY_FAMILY, _SOCK_DESTROY = 20, 21
@@ -35,7 +35,7 @@ _MESSAGE_HEAD = struct.Struct("=BBBB")
 # A dump's filter (INET_DIAG_REQ_BYTECODE), one instruction: struct inet_diag_bc_op (code,
 # bytes to skip on a match, on a mismatch), then struct inet_diag_hostcond (family, prefix
 # length, port or -1 for any) and the address.
-_BYTECODE, _BC_S_COND = 1, 7
+_BYTECODE, _BC_JMP, _BC_S_COND = 1, 1, 7
 _ATTRIBUTE = struct.Struct("=HH")  # struct nlattr: length, type
 _BC_OP = struct.Struct("=BBH")
 _HOSTCOND = struct.Struct("=BBxxi")
@@ -119,12 +119,34 @@ def on_address(ip: str) -> list[Connection]:
     a dump of listeners alone (a small table) tells. The kernel passes on only the sockets
     on ip (a filter sent with the dump): the node's others (a proxy's connections to its
     backends, as many again) cost no message."""
-    family, packed = inet.parse_ip(ip)
+    return on_addresses([ip])[ip]
+
+
+def on_addresses(ips: list[str]) -> dict[str, list[Connection]]:
+    """on_address() of each of ips, with one walk of each table for all of them (a filter
+    passes the sockets on any of them): what a node's watcher pays to follow many addresses
+    stays that of one."""
     channel = netlink.Channel(_NETLINK_SOCK_DIAG)
     try:
-        return [Connection(message)
-                for dump_family in _accepting(channel, family, packed)
-                for message in _dump(channel, dump_family, _STATES, family, packed)]
+        listeners: dict[int, list[bytes]] = {}
+
+        def listening(family: int) -> list[bytes]:
+            if family not in listeners:
+                listeners[family] = _dump(channel, family, 1 << _LISTEN)
+            return listeners[family]
+
+        wanted: dict[int, dict[tuple[int, bytes], str]] = {}  # dump family: address: ip
+        for ip in ips:
+            family, packed = inet.parse_ip(ip)
+            for dump_family in _accepting(listening, family, packed):
+                wanted.setdefault(dump_family, {})[family, packed] = ip
+        found: dict[str, list[Connection]] = {ip: [] for ip in ips}
+        for dump_family, addresses in sorted(wanted.items()):
+            owners = {(packed if dump_family == family else _V4_MAPPED + packed): ip
+                      for (family, packed), ip in addresses.items()}
+            for message in _dump(channel, dump_family, _STATES, list(addresses)):
+                found[owners[_local(message)]].append(Connection(message))
+        return found
     finally:
         channel.close()
 
@@ -145,7 +167,7 @@ def time_waits(ip: str) -> list[Connection]:
     try:
         return [Connection(message)
                 for dump_family in sorted({family, _socket.AF_INET6})
-                for message in _dump(channel, dump_family, 1 << TIME_WAIT, family, packed)]
+                for message in _dump(channel, dump_family, 1 << TIME_WAIT, [(family, packed)])]
     finally:
         channel.close()
 
@@ -167,9 +189,12 @@ def reset(ip: str) -> int:
     destroyer = _Destroyer()
     closed = 0
     try:
-        for dump_family in _accepting(channel, family, packed):
+        def listening(family: int) -> list[bytes]:
+            return _dump(channel, family, 1 << _LISTEN)
+
+        for dump_family in _accepting(listening, family, packed):
             waiting: list[bytes] = []
-            for part in _dump_parts(channel, dump_family, _STATES, family, packed):
+            for part in _dump_parts(channel, dump_family, _STATES, [(family, packed)]):
                 closed += destroyer.send(waiting)
                 waiting = part
             closed += destroyer.send(waiting)
@@ -253,21 +278,22 @@ _DESTROY_HEAD = {  # a destroy request but for the socket id
     for family in (_socket.AF_INET, _socket.AF_INET6)}
 
 
-def _dump(channel: "netlink.Channel", dump_family: int, states: int, family: int = 0,
-          packed: bytes = b"") -> list[bytes]:
+def _dump(channel: "netlink.Channel", dump_family: int, states: int,
+          local: "list[tuple[int, bytes]] | None" = None) -> list[bytes]:
     """The messages of a whole dump (see _dump_parts)."""
-    return [message for part in _dump_parts(channel, dump_family, states, family, packed)
+    return [message for part in _dump_parts(channel, dump_family, states, local)
             for message in part]
 
 
-def _dump_parts(channel: "netlink.Channel", dump_family: int, states: int, family: int = 0,
-                packed: bytes = b"") -> "Iterator[list[bytes]]":
+def _dump_parts(channel: "netlink.Channel", dump_family: int, states: int,
+                local: "list[tuple[int, bytes]] | None" = None) -> "Iterator[list[bytes]]":
     """The TCP sockets of dump_family in states, a part (a datagram) at a time, as the
-    kernel sends them: with packed, only those whose local address it is (family's; an IPv4
-    one also as ::ffff:packed in an IPv6 dump, which the kernel's filter matches too)."""
+    kernel sends them: with local, (family, packed address) pairs, only those whose local
+    address is one of them (an IPv4 one also as ::ffff:packed in an IPv6 dump, which the
+    kernel's filter matches too)."""
     request = _REQUEST.pack(dump_family, _socket.IPPROTO_TCP, 0, states) + bytes(_SOCKID_SIZE)
-    if packed:
-        request += _local_filter(family, packed)
+    if local:
+        request += _local_filter(local)
     channel.seq += 1
     channel.sock.send(_HEADER.pack(_HEADER.size + len(request), _SOCK_DIAG_BY_FAMILY,
                                    _NLM_F_REQUEST | _NLM_F_DUMP, channel.seq, 0) + request)
@@ -279,14 +305,25 @@ def _dump_parts(channel: "netlink.Channel", dump_family: int, states: int, famil
         yield part
 
 
-def _local_filter(family: int, packed: bytes) -> bytes:
-    """A dump's filter (attribute INET_DIAG_REQ_BYTECODE): local address packed, any port.
-    A match jumps past the instruction, to the end of the program (the socket is passed on);
-    a mismatch 4 bytes beyond it (dropped)."""
-    condition = _HOSTCOND.pack(family, len(packed) * 8, -1) + packed
-    size = _BC_OP.size + len(condition)
-    return (_ATTRIBUTE.pack(_ATTRIBUTE.size + size, _BYTECODE)
-            + _BC_OP.pack(_BC_S_COND, size, size + 4) + condition)
+def _local_filter(local: "list[tuple[int, bytes]]") -> bytes:
+    """A dump's filter (attribute INET_DIAG_REQ_BYTECODE): a local address of local, any
+    port. The last address's instruction jumps on a match past itself, to the end of the
+    program (the socket is passed on), on a mismatch 4 bytes beyond it (dropped). Each one
+    before it jumps on a match to a JMP right after it, which always jumps to the end (a
+    match's jump is one byte: it cannot reach the end of a long program), and on a mismatch
+    past that JMP, to the next address."""
+    conditions = [_HOSTCOND.pack(family, len(packed) * 8, -1) + packed
+                  for family, packed in local]
+    total = sum(_BC_OP.size + len(c) for c in conditions) + _BC_OP.size * (len(local) - 1)
+    program, offset = b"", 0
+    for condition in conditions[:-1]:
+        size = _BC_OP.size + len(condition)
+        program += _BC_OP.pack(_BC_S_COND, size, size + _BC_OP.size) + condition
+        program += _BC_OP.pack(_BC_JMP, _BC_OP.size, total - offset - size)
+        offset += size + _BC_OP.size
+    size = _BC_OP.size + len(conditions[-1])
+    program += _BC_OP.pack(_BC_S_COND, size, size + 4) + conditions[-1]
+    return _ATTRIBUTE.pack(_ATTRIBUTE.size + total, _BYTECODE) + program
 
 
 def _local(message: bytes) -> bytes:
@@ -294,21 +331,21 @@ def _local(message: bytes) -> bytes:
     return message[_MESSAGE_HEAD.size + 4:_MESSAGE_HEAD.size + 4 + size]
 
 
-def _accepting(channel: "netlink.Channel", family: int, packed: bytes) -> list[int]:
+def _accepting(listening: "Callable[[int], list[bytes]]", family: int, packed: bytes
+               ) -> list[int]:
     """The families of the sockets under which connections to the address may have been
-    accepted by the sockets listening now: on it or on the wildcard address, and for IPv4
-    also IPv6 ones (as ::ffff:address) when a socket listens there, or on :: without
-    IPV6_V6ONLY."""
-    listening = 1 << _LISTEN
+    accepted by the sockets listening now (listening(family): a dump of them): on it or on
+    the wildcard address, and for IPv4 also IPv6 ones (as ::ffff:address) when a socket
+    listens there, or on :: without IPV6_V6ONLY."""
     any4, any6, mapped = bytes(4), bytes(16), _V4_MAPPED + packed
     families = []
     if family == _socket.AF_INET:
-        if any(_local(m) in (packed, any4) for m in _dump(channel, family, listening)):
+        if any(_local(m) in (packed, any4) for m in listening(family)):
             families.append(family)
         if any(_local(m) == mapped or (_local(m) == any6 and _dual_stack(m))
-               for m in _dump(channel, _socket.AF_INET6, listening)):
+               for m in listening(_socket.AF_INET6)):
             families.append(_socket.AF_INET6)
-    elif any(_local(m) in (packed, any6) for m in _dump(channel, family, listening)):
+    elif any(_local(m) in (packed, any6) for m in listening(family)):
         families.append(family)
     return families
 
