@@ -110,8 +110,8 @@ def _state_files(node: Node, here: set[str]) -> list[str]:
         return []
     problems = []
     for registry in [n for n in names if n.startswith("kuth-watch-")]:
-        try:
-            names += os.listdir(node.path(f"{RSCTMP}/{registry}"))
+        try:  # the watcher's registrations, named kuth-<agent>-<instance>
+            names += [f"{registry}/{n}" for n in os.listdir(node.path(f"{RSCTMP}/{registry}"))]
         except OSError:
             pass
     for name in names:
@@ -119,11 +119,12 @@ def _state_files(node: Node, here: set[str]) -> list[str]:
         # refuser itself is checked by _refusers. haproxy's copy of the last accepted
         # configuration (and when it was handed over) stays by design: a later start there
         # runs it if the file is refused (ocf_lib.logic.haproxy_accepted).
-        if not name.startswith("kuth-") or name.startswith("kuth-watch-") or name.endswith((".lock", ".refuser", ".accepted.cfg",
-                                                          ".accepted.published")):
+        base = name.rsplit("/", 1)[-1]
+        if not base.startswith("kuth-") or base.startswith("kuth-watch-") or base.endswith(
+                (".lock", ".refuser", ".accepted.cfg", ".accepted.published")):
             continue
-        instance = name.split("-", 2)[-1]  # <instance>.<suffix>, the instance maybe r:N
-        if not any(instance.startswith((f"{r}.", f"{r}:")) for r in here):
+        instance = base.split("-", 2)[-1]  # <instance>[.<suffix>], the instance maybe r:N
+        if not any(instance == r or instance.startswith((f"{r}.", f"{r}:")) for r in here):
             problems.append(f"state file {RSCTMP}/{name} on {node.name}, where the resource "
                             f"is not active")
     return problems
