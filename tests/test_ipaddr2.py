@@ -253,6 +253,19 @@ def test_monitor_imports_only_cheap_modules(lan):
     assert agent("stop", V4, node).rc == 0
 
 
+def test_stop_imports_only_cheap_modules(lan):
+    """Stop lies on the clients' path in a failover: it resets the connections, refuses
+    new ones and removes the address without heavy imports (array would load collections;
+    command is for `ip` runs, which stop does not make)."""
+    node, _ = lan
+    assert agent("start", V4, node).rc == 0
+    imported = imported_modules("IPaddr2", "stop", V4, ns=node)
+    assert "ocf_lib.adapters.refuse" in imported
+    assert not imported & (HEAVY_MODULES | {"array", "ocf_lib.adapters.command"}), \
+        sorted(imported)
+    assert "198.18.0.10/24" not in node.addresses("lan0")
+
+
 def test_missing_ip_binary_is_not_installed(lan, tmp_path):
     """A node without iproute2's `ip`: start says ERR_INSTALLED with the program's name."""
     node, _ = lan

@@ -9,13 +9,11 @@ acknowledgement, as ip prints it), so that the cluster's exit reason reads the s
 The rarer changes and the route lookup run `ip` itself. Every value that becomes an
 argument comes from untrusted resource parameters and is checked before anything runs.
 """
-from __future__ import annotations
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-from ocf_lib.adapters import command, inet, netlink
+from ocf_lib.adapters import inet, netlink
 
 IP = "ip"
 TIMEOUT = 10.0  # seconds; `ip` answers in milliseconds unless the kernel is stuck
@@ -274,7 +272,9 @@ def _as_ip_says(err: "netlink.NetlinkError") -> str:
 
 
 def _ip(args: list[str]) -> str:
-    """Run ip with args; its stdout, or IprouteError with ip's first stderr line."""
+    """Run ip with args; its stdout, or IprouteError with ip's first stderr line. command
+    is imported here: the changes on stop's and start's path go over netlink."""
+    from ocf_lib.adapters import command
     argv = [IP, *args]
     try:
         result = command.run(argv, timeout=TIMEOUT)
