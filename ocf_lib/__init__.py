@@ -1,7 +1,8 @@
 """ocf_lib: the library under the kuth OCF resource agents.
 
 Modules on an agent's monitor path import only cheap built-in modules (os, sys, time,
-struct, _socket, select, fcntl, syslog, errno): Pacemaker runs monitor every few seconds on
+_struct, _socket, select, fcntl, syslog, errno; the C modules under struct and socket,
+without their Python wrappers): Pacemaker runs monitor every few seconds on
 every node, and `re`, `enum`, `json`, `socket`, `subprocess`, `logging` or `typing` would each
 add milliseconds to every run. Heavier modules are imported inside the functions that need
 them. For the same reason those modules do without `from __future__ import annotations`

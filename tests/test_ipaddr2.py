@@ -249,7 +249,7 @@ def test_monitor_imports_only_cheap_modules(lan):
     assert agent("start", V4, node).rc == 0
     imported = imported_modules("IPaddr2", "monitor", V4, ns=node, interval_ms=10000)
     assert "ocf_lib.adapters.netlink" in imported
-    assert not imported & HEAVY_MODULES, sorted(imported & HEAVY_MODULES)
+    assert not imported & (HEAVY_MODULES | {"struct"}), sorted(imported)  # _struct serves
     assert agent("stop", V4, node).rc == 0
 
 

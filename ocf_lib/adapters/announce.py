@@ -9,9 +9,9 @@ The frames are built here with `struct` and sent over an AF_PACKET socket instea
 node whichever arping variant happens to be installed.
 """
 import _socket
+import _struct
 import errno
 import select
-import struct
 import syslog
 import time
 
@@ -36,8 +36,8 @@ _TARGET_LLADDR_OPTION = 2
 _MIN_ETHERNET_FRAME = 60
 _SO_ATTACH_FILTER = 26  # on every Linux architecture but parisc; _socket does not name it
 _ANNOUNCING = "sending ARP or Neighbor Advertisements"
-_ETHERNET = struct.Struct("!6s6sH")
-_ARP = struct.Struct("!HHBBH6s4s6s4s")
+_ETHERNET = _struct.Struct("!6s6sH")
+_ARP = _struct.Struct("!HHBBH6s4s6s4s")
 
 
 class AnnounceError(Exception):
@@ -147,11 +147,11 @@ def na_frame(mac: bytes, ip6: bytes) -> bytes:
     Receivers drop Neighbor Discovery packets whose hop limit is not 255 (RFC 4861 7.1.2),
     proof that they came from the link itself.
     """
-    icmp = struct.pack("!BBHI16sBB6s", _NEIGHBOR_ADVERTISEMENT, 0, 0, _NA_OVERRIDE, ip6,
+    icmp = _struct.pack("!BBHI16sBB6s", _NEIGHBOR_ADVERTISEMENT, 0, 0, _NA_OVERRIDE, ip6,
                        _TARGET_LLADDR_OPTION, 1, mac)
     checksum = inet.transport_checksum(ip6, _ALL_NODES, _ICMPV6, icmp)
-    icmp = icmp[:2] + struct.pack("!H", checksum) + icmp[4:]
-    ipv6 = struct.pack("!IHBB16s16s", 6 << 28, len(icmp), _ICMPV6, 255, ip6, _ALL_NODES)
+    icmp = icmp[:2] + _struct.pack("!H", checksum) + icmp[4:]
+    ipv6 = _struct.pack("!IHBB16s16s", 6 << 28, len(icmp), _ICMPV6, 255, ip6, _ALL_NODES)
     return _ETHERNET.pack(_ALL_NODES_MAC, mac, ETH_P_IPV6) + ipv6 + icmp
 
 
@@ -272,10 +272,10 @@ def _attach_filter(sock: _socket.socket, program: list[tuple[int, int, int, int]
     class Byte(_ctypes._SimpleCData):
         _type_ = "B"
 
-    code = b"".join(struct.pack("=HBBI", *op) for op in program)
+    code = b"".join(_struct.pack("=HBBI", *op) for op in program)
     instructions = (Byte * len(code)).from_buffer_copy(code)
     sock.setsockopt(_socket.SOL_SOCKET, _SO_ATTACH_FILTER,
-                    struct.pack("@HP", len(program), _ctypes.addressof(instructions)))
+                    _struct.pack("@HP", len(program), _ctypes.addressof(instructions)))
 
 
 def _send_repeatedly(sock: _socket.socket, ifname: str, frame: bytes, count: int,

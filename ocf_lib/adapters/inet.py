@@ -6,7 +6,7 @@ arithmetic on packed addresses.
 """
 
 import _socket
-import struct
+import _struct
 
 AF_INET = _socket.AF_INET
 AF_INET6 = _socket.AF_INET6
@@ -124,13 +124,13 @@ def transport_checksum(source: bytes, destination: bytes, protocol: int, segment
     """The Internet checksum of a TCP segment or ICMPv6 message over the pseudo-header of
     its IP version, told by the length of the packed addresses (RFC 793 3.1, RFC 8200 8.1)."""
     if len(source) == 4:
-        pseudo = struct.pack("!4s4sxBH", source, destination, protocol, len(segment))
+        pseudo = _struct.pack("!4s4sxBH", source, destination, protocol, len(segment))
     else:
-        pseudo = struct.pack("!16s16sI3xB", source, destination, len(segment), protocol)
+        pseudo = _struct.pack("!16s16sI3xB", source, destination, len(segment), protocol)
     return checksum(pseudo + segment)
 
 
-_TCP_HEADER = struct.Struct("!HHIIBBHHH")  # ports, seq, ack, offset, flags, window, sum, urg
+_TCP_HEADER = _struct.Struct("!HHIIBBHHH")  # ports, seq, ack, offset, flags, window, sum, urg
 TCP_SYN, TCP_RST, TCP_ACK = 0x02, 0x04, 0x10
 
 
@@ -142,7 +142,7 @@ def tcp_segment(source: bytes, source_port: int, destination: bytes, destination
     header = _TCP_HEADER.pack(source_port, destination_port, seq, ack, 5 << 4, flags, window,
                               0, 0)
     checksum = transport_checksum(source, destination, _socket.IPPROTO_TCP, header)
-    return header[:16] + struct.pack("!H", checksum) + header[18:]
+    return header[:16] + _struct.pack("!H", checksum) + header[18:]
 
 
 def checksum(data: bytes) -> int:
@@ -150,7 +150,7 @@ def checksum(data: bytes) -> int:
     transport checksums over their pseudo-header."""
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = sum(_struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF

@@ -12,7 +12,7 @@ its dumps and socket destroys.
 """
 
 import _socket
-import struct
+import _struct
 
 _NETLINK_ROUTE = 0
 _RECV_SIZE = 65536  # the kernel sizes dump batches to the reader's buffer, up to 32 KiB
@@ -27,16 +27,16 @@ _RTM_NEWADDRLABEL, _RTM_DELADDRLABEL, _RTM_GETADDRLABEL = 72, 73, 74
 _SOL_NETLINK, _NETLINK_CAP_ACK, _NETLINK_EXT_ACK = 270, 10, 11
 _NLMSGERR_ATTR_MSG = 1
 
-_NLMSGHDR = struct.Struct("=IHHII")     # len, type, flags, seq, pid
-_IFINFOMSG = struct.Struct("=BxHiII")   # family, type, index, flags, change
-_IFADDRMSG = struct.Struct("=BBBBI")    # family, prefixlen, flags, scope, index
-_RTMSG = struct.Struct("=BBBBBBBBI")     # family, dst_len, src_len, tos, table, protocol,
+_NLMSGHDR = _struct.Struct("=IHHII")     # len, type, flags, seq, pid
+_IFINFOMSG = _struct.Struct("=BxHiII")   # family, type, index, flags, change
+_IFADDRMSG = _struct.Struct("=BBBBI")    # family, prefixlen, flags, scope, index
+_RTMSG = _struct.Struct("=BBBBBBBBI")     # family, dst_len, src_len, tos, table, protocol,
 #                                          scope, type, flags
-_IFADDRLBLMSG = struct.Struct("=BxBBII")  # family, prefixlen, flags, index, seq
-_CACHEINFO = struct.Struct("=IIII")     # preferred, valid, created, updated
-_RTATTR = struct.Struct("=HH")          # len, type
-_U32 = struct.Struct("=I")
-_ERRNO = struct.Struct("=i")
+_IFADDRLBLMSG = _struct.Struct("=BxBBII")  # family, prefixlen, flags, index, seq
+_CACHEINFO = _struct.Struct("=IIII")     # preferred, valid, created, updated
+_RTATTR = _struct.Struct("=HH")          # len, type
+_U32 = _struct.Struct("=I")
+_ERRNO = _struct.Struct("=i")
 
 _IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU, _IFLA_OPERSTATE, _IFLA_EXT_MASK = 1, 3, 4, 16, 29
 _RTEXT_FILTER_SKIP_STATS = 1 << 3  # leave out counters: they are most of a link's dump

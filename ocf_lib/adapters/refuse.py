@@ -20,18 +20,18 @@ through a router is answered through it. Frames tagged for a VLAN other than the
 are left alone.
 """
 import _socket
+import _struct
 import errno
-import struct
 
 from ocf_lib.adapters import announce, inet
 
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
 _PACKET_HOST, _PACKET_OUTGOING = 0, 4
-_ETHERNET = struct.Struct("!6s6sH")
-_IPV4 = struct.Struct("!BBHHHBBH4s4s")  # version+IHL, TOS, length, id, frag, TTL, proto, sum
-_IPV6 = struct.Struct("!IHBB16s16s")    # version+class+flow, payload length, next, hops
-_TCP_START = struct.Struct("!HHI")      # ports, sequence number
+_ETHERNET = _struct.Struct("!6s6sH")
+_IPV4 = _struct.Struct("!BBHHHBBH4s4s")  # version+IHL, TOS, length, id, frag, TTL, proto, sum
+_IPV6 = _struct.Struct("!IHBB16s16s")    # version+class+flow, payload length, next, hops
+_TCP_START = _struct.Struct("!HHI")      # ports, sequence number
 _TTL = 64
 _KEEP = 256  # bytes of a frame the filter keeps: every header the refuser reads
 _MIN_ETHERNET_FRAME = 60
@@ -78,7 +78,7 @@ def program(family: int, address: bytes) -> list[tuple[int, int, int, int]]:
     to address for this host, and what may announce address (ARP naming it as sender's
     address; ICMPv6 Neighbor Advertisements for it), never this host's own outgoing
     frames nor frames tagged for a VLAN; everything else never wakes the refuser."""
-    words = list(struct.unpack(f"!{len(address) // 4}I", address))
+    words = list(_struct.unpack(f"!{len(address) // 4}I", address))
     if family == inet.AF_INET:
         code = [(_LD_W, _VLAN_TAG_PRESENT), ("jeq", 0, None, "drop"),
                 (_LD_H, 12), ("jeq", announce.ETH_P_ARP, "announcement", None),
@@ -181,7 +181,7 @@ def reset_frame(own_mac: bytes, address: bytes, syn: Syn) -> bytes:
     if syn.family == inet.AF_INET:
         ip = _IPV4.pack(0x45, 0, _IPV4.size + len(tcp), 0, 0x4000, _TTL, _socket.IPPROTO_TCP,
                         0, address, syn.client)  # DF set: the id may then be 0 (RFC 6864)
-        ip = ip[:10] + struct.pack("!H", inet.checksum(ip)) + ip[12:]
+        ip = ip[:10] + _struct.pack("!H", inet.checksum(ip)) + ip[12:]
         ethertype = ETH_P_IP
     else:
         ip = _IPV6.pack(6 << 28, len(tcp), _socket.IPPROTO_TCP, _TTL, address, syn.client)

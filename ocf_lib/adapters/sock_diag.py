@@ -14,7 +14,7 @@ CAP_NET_ADMIN and a kernel built with CONFIG_INET_DIAG_DESTROY; without it `rese
 `destroy` raise Unsupported, which the caller reports as a warning.
 """
 import _socket
-import struct
+import _struct
 
 from ocf_lib.adapters import inet, netlink
 
@@ -25,26 +25,26 @@ if TYPE_CHECKING:
 _NETLINK_SOCK_DIAG = 4
 _SOCK_DIAG_BY_FAMILY, _SOCK_DESTROY = 20, 21
 # struct inet_diag_req_v2: family, protocol, extensions, pad, states, then the socket id.
-_REQUEST = struct.Struct("=BBBxI")
+_REQUEST = _struct.Struct("=BBBxI")
 # struct inet_diag_sockid: ports (big-endian), addresses (16 bytes each, network order),
 # interface and cookie (host order). Kept raw: SOCK_DESTROY names a socket by it.
 _SOCKID_SIZE = 48
-_PORTS = struct.Struct("!HH")
+_PORTS = _struct.Struct("!HH")
 # struct inet_diag_msg: family, state, timer, retransmits, then the socket id.
-_MESSAGE_HEAD = struct.Struct("=BBBB")
+_MESSAGE_HEAD = _struct.Struct("=BBBB")
 # A dump's filter (INET_DIAG_REQ_BYTECODE), one instruction: struct inet_diag_bc_op (code,
 # bytes to skip on a match, on a mismatch), then struct inet_diag_hostcond (family, prefix
 # length, port or -1 for any) and the address.
 _BYTECODE, _BC_JMP, _BC_S_COND = 1, 1, 7
-_ATTRIBUTE = struct.Struct("=HH")  # struct nlattr: length, type
-_BC_OP = struct.Struct("=BBH")
-_HOSTCOND = struct.Struct("=BBxxi")
+_ATTRIBUTE = _struct.Struct("=HH")  # struct nlattr: length, type
+_BC_OP = _struct.Struct("=BBH")
+_HOSTCOND = _struct.Struct("=BBxxi")
 # struct nlmsghdr (length, type, flags, sequence, port id), for the requests sent here: dumps
 # read as they come, and destroys in batches. Without NLM_F_ACK the kernel answers a
 # destroy only when it refuses it (struct nlmsgerr).
-_HEADER = struct.Struct("=IHHII")
+_HEADER = _struct.Struct("=IHHII")
 _NLM_F_REQUEST, _NLM_F_DUMP, _NLMSG_ERROR = 0x1, 0x300, 2
-_ERRNO = struct.Struct("=i")
+_ERRNO = _struct.Struct("=i")
 _SOL_NETLINK, _NETLINK_CAP_ACK = 270, 10
 _BATCH = 128  # destroys a send carries
 _RECV_SIZE = 65536  # the kernel fills at most 32 KiB of a dump at a time
