@@ -200,7 +200,7 @@ def configured(cfg: Config) -> vips.Vip:
                                  "real server")
     vips.check_proto(cfg.proto)
     ip = instance_ip(cfg)
-    vips.enter_netns(cfg.network_namespace, os.path.realpath(sys.argv[0]), cfg.env.action)
+    vips.enter_netns(cfg.network_namespace, sys.argv[0], cfg.env.action)
     return vips.parse(ip, cfg.nic, cfg.cidr_netmask or cfg.netmask, cfg.broadcast,
                       cfg.iflabel, cfg.preferred_lft)
 

@@ -242,7 +242,8 @@ def wait_for_dad(vip: Vip, deadline: float) -> None:
 def enter_netns(name: str, script: str, action: str) -> None:
     """Re-run this action of script inside the network namespace `name` (made by `ip netns
     add`); nothing when name is empty or this already runs inside it. NotOnThisNode when the
-    namespace does not exist here, NotInstalled without `ip`."""
+    namespace does not exist here, NotInstalled without `ip`. Only then
+    is script resolved to its real path (a dozen system calls that every monitor passed)."""
     if not name or os.environ.get("KUTH_NETNS") == name:
         return
     if name.startswith(("-", ".")) or "/" in name or not name.isprintable() or len(name) > 255:
@@ -251,7 +252,8 @@ def enter_netns(name: str, script: str, action: str) -> None:
         raise NotOnThisNode(f"network namespace {name!r} does not exist on this node")
     os.environ["KUTH_NETNS"] = name
     try:
-        os.execvp("ip", ["ip", "netns", "exec", name, sys.executable, "-IS", script, action])
+        os.execvp("ip", ["ip", "netns", "exec", name, sys.executable, "-IS",
+                         os.path.realpath(script), action])
     except FileNotFoundError:
         raise NotInstalled("ip (iproute2) is not installed on this node; network_namespace "
                            "needs it") from None
