@@ -121,7 +121,7 @@ def answers(cfg: Config, ha: hx.Instance) -> list[dict[str, str]]:
 
 def keep_watch(cfg: Config, ha: hx.Instance) -> None:
     master = ha.master_pid()
-    if master:
+    if master and cfg.env.node:  # outside Pacemaker: no cluster to report to
         from ocf_lib.helpers import watch
         watch.keep(ha.state, enabled=cfg.watch, resource=cfg.env.instance,
                    node=cfg.env.node, target=watch.ProcessTarget(master), log=cfg.log)

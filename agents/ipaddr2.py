@@ -271,6 +271,8 @@ def served(vip: vips.Vip) -> "tuple[vips.netlink.Address, vips.netlink.Link] | N
 
 
 def keep_watch(cfg: Config, vip: vips.Vip) -> None:
+    if not cfg.env.node:  # outside Pacemaker: no cluster to report to
+        return
     from ocf_lib.helpers import watch
     target = watch.AddressTarget(vip.ip, vip.nic or "", check_link=cfg.check_link_status,
                                  hand_over=cfg.reset_connections)

@@ -118,13 +118,11 @@ def running_watcher(directory: str) -> tuple[int, bool] | None:
 
 def keep(state: "StateDir", *, enabled: bool, resource: str, node: str, target: Target,
          log: "Logger") -> None:
-    """Have the node's watcher watch target for resource when watching is enabled and
-    Pacemaker runs the agent (node, this node's name, is set only then: only then is
-    there a node to report for); end() a registration left from before when watching is
-    disabled. A watcher that cannot start is logged: the monitor still notices what it
-    would have."""
-    if not node:
-        return
+    """Have the node's watcher watch target for resource when watching is enabled; end()
+    a registration left from before when watching is disabled. For the agent to call only
+    when Pacemaker runs it (node, this node's name, is set only then: only then is there a
+    node to report for). A watcher that cannot start is logged: the monitor still notices
+    what it would have."""
     if not enabled:  # watch=false set on a running resource (through a reload)
         end(state)
         return
