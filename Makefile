@@ -15,6 +15,8 @@ BENCH_PACKAGES := $(TEST_PACKAGES) time python3-requests
 CLUSTER_PACKAGES := pacemaker pacemaker-cli-utils corosync crmsh pcs
 # The failover benchmark: the cluster's packages, keepalived to compare with, and the plot.
 FAILOVER_PACKAGES := $(TEST_PACKAGES) $(CLUSTER_PACKAGES) keepalived python3-matplotlib
+# The scale benchmark: the cluster's packages and the plot.
+SCALE_PACKAGES := $(TEST_PACKAGES) $(CLUSTER_PACKAGES) python3-matplotlib
 # The demo's cluster: the agents' needs, HAProxy and the cluster stack (curl to explore it).
 DEMO_PACKAGES := $(LAB_PACKAGES) haproxy $(CLUSTER_PACKAGES) curl
 # Building the Debian package (its Build-Depends; dpkg-buildpackage also wants build-essential,
@@ -23,7 +25,8 @@ DEMO_PACKAGES := $(LAB_PACKAGES) haproxy $(CLUSTER_PACKAGES) curl
 DEB_PACKAGES := build-essential debhelper dh-python pybuild-plugin-pyproject python3-setuptools \
 	python3-wheel lintian debootstrap dpkg-dev zstd git
 
-.PHONY: demo check check-here check-debian13 check-unit deps deb bench bench-failover soak metadata clean
+.PHONY: demo check check-here check-debian13 check-unit deps deb bench bench-failover bench-scale soak \
+	metadata clean
 
 ## check: the whole test suite on this machine, then (unless it is Debian 13 itself) again in a
 ## minimal Debian 13 root (tools/debian13-root); ends with each release's pass count
@@ -71,6 +74,14 @@ bench:
 bench-failover:
 	tools/install-packages $(FAILOVER_PACKAGES)
 	$(PYTHON) -m bench.failover
+
+## bench-scale: idle long-lived connections (100 to 50,000) through the VIP at a planned move
+## and a node loss, K VIPs (1 to 50) on one node at rest, and the hand-over's cost on attrd and
+## the ring, for ocf:kuth:IPaddr2 and ocf:heartbeat:IPaddr2 in a real cluster (about 70 minutes);
+## a subset: ARGS="--connections 100,2000 --vips 1,10 --ring ''" (see bench/scale.py)
+bench-scale:
+	tools/install-packages $(SCALE_PACKAGES)
+	$(PYTHON) -m bench.scale $(ARGS)
 
 ## soak: random events (moves, crashes, partitions, reloads...) on the lab's 2- and 3-node
 ## clusters with invariants checked after each; MINUTES=30 by default, SEED=S to repeat a run

@@ -4,10 +4,13 @@ large Kubernetes cluster's watches are to the VIP, without a thread or an HTTP p
 Every process here is held to 20,000 open files and cannot raise it, so a side that holds
 more is several processes (at most PER_PROCESS connections each):
 
-    holders.py serve PORT         accept on *:PORT (SO_REUSEPORT, so several processes share
-                                  the port) and hold every connection; a client that sends
-                                  a request (a GET of lab.traffic) gets a short HTTP answer
-                                  and its connection closed, so short requests work too
+    holders.py serve PORT [PROCESSES]
+                                  accept on *:PORT in PROCESSES processes (SO_REUSEPORT;
+                                  the others end with the first, so a service manager
+                                  stops them all with it) and hold every connection; a
+                                  client that sends a request (a GET of lab.traffic) gets a
+                                  short HTTP answer and its connection closed, so short
+                                  requests work too
     holders.py hold HOST PORT COUNT FIRST SOURCE [CHURN]
                                   open COUNT connections to HOST:PORT from the address
                                   SOURCE, numbered from FIRST; say nothing on them and watch
@@ -31,6 +34,7 @@ import errno
 import os
 import random
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -43,6 +47,20 @@ BACKLOG = 4_096
 CONNECT_TIMEOUT = 5.0
 ANSWER = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nheld\n"
 IP_BIND_ADDRESS_NO_PORT = 24  # linux/in.h: the port is chosen at connect, per destination
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def serve_all(port: int, processes: int) -> None:
+    """serve(port) in processes processes: this one and children that end with it."""
+    import ctypes
+    parent = os.getpid()
+    for _ in range(processes - 1):
+        if os.fork() == 0:
+            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent:  # it ended before prctl
+                os._exit(0)
+            serve(port)
+    serve(port)
 
 
 def serve(port: int) -> None:
@@ -168,9 +186,9 @@ def hold(host: str, port: int, count: int, first: int, source: str, churn: float
 SCRIPT = os.path.abspath(__file__)
 
 
-def serve_command(port: int) -> list[str]:
-    """The argv of one server process on port."""
-    return [sys.executable, "-IS", SCRIPT, "serve", str(port)]
+def serve_command(port: int, processes: int = 1) -> list[str]:
+    """The argv of a server on port in processes processes."""
+    return [sys.executable, "-IS", SCRIPT, "serve", str(port), str(processes)]
 
 
 def processes_for(count: int) -> int:
@@ -259,11 +277,11 @@ class Held:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["serve"] and len(sys.argv) == 3:
-        serve(int(sys.argv[2]))
+    if sys.argv[1:2] == ["serve"] and len(sys.argv) in (3, 4):
+        serve_all(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) == 4 else 1)
     elif sys.argv[1:2] == ["hold"] and len(sys.argv) in (7, 8):
         hold(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6],
              float(sys.argv[7]) if len(sys.argv) == 8 else 0.0)
     else:
-        sys.exit("usage: holders.py serve PORT | "
+        sys.exit("usage: holders.py serve PORT [PROCESSES] | "
                  "holders.py hold HOST PORT COUNT FIRST SOURCE [CHURN]")

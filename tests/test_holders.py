@@ -12,23 +12,22 @@ PORT = 6444
 
 @pytest.fixture
 def servers(lan):
-    """Two server processes sharing PORT on node (198.18.0.1); a third source address on peer."""
+    """A server of two processes sharing PORT on node (198.18.0.1); a third source address on
+    peer. Yields node, peer and the server's first process."""
     node, peer = lan
     peer.ip("addr", "add", "198.18.0.3/24", "dev", "lan0")
-    procs = [node.popen(*holders.serve_command(PORT), stdin=subprocess.DEVNULL)
-             for _ in range(2)]
+    proc = node.popen(*holders.serve_command(PORT, 2), stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 5
-    while f":{PORT} " not in node.run("ss", "-Hltn").stdout:
+    while node.run("ss", "-Hltn").stdout.count(f":{PORT} ") < 2:
         assert time.monotonic() < deadline, "servers not listening"
         time.sleep(0.05)
-    yield node, peer
-    for proc in procs:
-        proc.kill()
-        proc.wait()
+    yield node, peer, proc
+    proc.kill()
+    proc.wait()
 
 
 def test_connections_reset_by_the_server_are_reported_with_their_time(servers, monkeypatch):
-    node, peer = servers
+    node, peer, _ = servers
     monkeypatch.setattr(holders, "PER_PROCESS", 150)
     with holders.Held(peer.exec_argv, "198.18.0.1", PORT, 300,
                       ["198.18.0.2", "198.18.0.3"]) as held:
@@ -46,11 +45,11 @@ def test_connections_reset_by_the_server_are_reported_with_their_time(servers, m
         assert held.still_open() == 0
 
 
-def test_connections_closed_by_the_server_process_are_reported_closed(servers):
-    node, peer = servers
+def test_a_stopped_server_ends_every_connection_of_its_processes(servers):
+    node, peer, server = servers
     with holders.Held(peer.exec_argv, "198.18.0.1", PORT, 50, ["198.18.0.2"]) as held:
         held.wait_ready(30)
-        node.kill_all()  # every server process ends: its connections end with a FIN
+        server.terminate()  # as a service manager stops it: the other process goes with it
         deadline = time.monotonic() + 5
         while held.still_open() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -59,7 +58,7 @@ def test_connections_closed_by_the_server_process_are_reported_closed(servers):
 
 
 def test_churn_replaces_connections_without_reporting_them(servers):
-    node, peer = servers
+    node, peer, _ = servers
     with holders.Held(peer.exec_argv, "198.18.0.1", PORT, 200, ["198.18.0.2"],
                       churn=0.05) as held:
         held.wait_ready(30)
@@ -72,7 +71,7 @@ def test_churn_replaces_connections_without_reporting_them(servers):
 
 
 def test_a_request_is_answered_and_its_connection_closed(servers):
-    node, peer = servers
+    node, peer, _ = servers
     reply = peer.run("python3", "-c", "import urllib.request; print(urllib.request.urlopen("
                      f"'http://198.18.0.1:{PORT}/', timeout=5).read().decode())").stdout
     assert reply.strip() == "held"
