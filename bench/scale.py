@@ -37,13 +37,14 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench import failover
 from bench.failover import HAPROXY_RSC, VIP, VIP_RSC
-from lab import constraints, holders
+from lab import constraints, holders, processes
 from lab.cluster import Cluster
 from lab.command import ClusterError
 from lab.guide import haproxy_config
@@ -63,6 +64,7 @@ HAPROXY_MAXCONN = 9_900  # 2 files a connection: 19,800 of the 20,000 a process 
 BACKEND_PORT = 6444  # the servers behind haproxy, beside the stand-ins' 6443
 SOURCES = [f"{VIP_NETWORK}.{101 + n}" for n in range(8)]  # client addresses, one a process
 MOVE_S = 1.0  # a planned move's connections must end within this
+MOVE_WAIT_S = 10.0  # how long a planned move's later ends are waited for
 OVER_OUTAGE_S = 0.5  # a node loss's: within the short requests' outage + this
 SILENT_S = 30.0  # still open this long after a node loss: waits for its client's timeout
 READY_S = 180.0
@@ -81,6 +83,7 @@ class ConnectionRow:
     server: str  # "haproxy" or "nodes"
     handed_over: int | None = None  # what the survivor had been handed before the loss
     move_ended: int = 0
+    move_last_end: float | None = None  # the last connection's end (within MOVE_WAIT_S)
     loss_outage: float = 0.0
     loss_reset: int = 0
     loss_silent: int = 0
@@ -93,6 +96,7 @@ class VipRow:
     agent: str
     count: int
     processes: int
+    kinds: str  # which, as "kuth-watcher x10, kuth-refuser"
     rss_mb: float
     pss_mb: float
     cpu_s_per_min: float
@@ -242,8 +246,11 @@ class Bench:
             event = time.monotonic()
             done = driver.move()
             self.cluster.wait_for(done, 60, interval=0.1, what="move done")
-            time.sleep(max(0.0, event + MOVE_S + 0.2 - time.monotonic()))
+            while held.still_open() and time.monotonic() < event + MOVE_WAIT_S:
+                time.sleep(0.1)
+            time.sleep(0.2)  # the last reports on their way
             row.move_ended = held.ends(event, event + MOVE_S)
+            row.move_last_end = last_end(held, event)
         driver.after_move()
         self.served(time.monotonic())
         with self.hold(count) as held:
@@ -258,18 +265,22 @@ class Bench:
             time.sleep(max(0.0, event + SILENT_S - time.monotonic()))
             row.loss_reset = held.ends(event, event + row.loss_outage + OVER_OUTAGE_S)
             row.loss_silent = held.still_open()
-            row.loss_last_end = max((at - event for _, at in held.ended.values()),
-                                    default=None)
+            row.loss_last_end = last_end(held, event)
         driver.after_crash()
-        last = "-" if row.loss_last_end is None else f"{row.loss_last_end:.2f} s"
         self.say(f"{agent} {topology}, {count:,} connections ({row.server}): planned move "
-                 f"{row.move_ended:,} ended within {MOVE_S:.0f} s; node loss: outage "
+                 f"{row.move_ended:,} ended within {MOVE_S:.0f} s (last end after "
+                 f"{seconds(row.move_last_end)}); node loss: outage "
                  f"{row.loss_outage:.2f} s, {row.loss_reset:,} reset within outage + "
-                 f"{OVER_OUTAGE_S} s (last end after {last}), {row.loss_silent:,} silent "
-                 f"after {SILENT_S:.0f} s"
+                 f"{OVER_OUTAGE_S} s (last end after {seconds(row.loss_last_end)}), "
+                 f"{row.loss_silent:,} silent after {SILENT_S:.0f} s"
                  + (f"; {row.handed_over:,} handed over" if row.handed_over is not None
                     else ""))
         return row
+
+
+def last_end(held: holders.Held, since: float) -> float | None:
+    """Seconds from since to the last connection's end reported; None when none ended."""
+    return max((at - since for _, at in list(held.ended.values())), default=None)
 
 
 def run_connections(bench: Bench, agents: list[str], topologies: list[str],
@@ -286,17 +297,25 @@ def run_connections(bench: Bench, agents: list[str], topologies: list[str],
 
 # -- what a node's processes cost -------------------------------------------------------------
 
-def node_processes(node: Node, needle: str) -> list[int]:
-    """The node's processes whose command line contains needle."""
-    found = []
+def resident(node: Node) -> dict[int, str]:
+    """Our resident processes on the node: those whose command line contains "kuth-", but
+    HAProxy's own (its pid file and sockets are named after ocf:kuth:haproxy's resource);
+    each with the first word of its command line that names it."""
+    found = {}
     for pid in node.netns.pids():
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if needle.encode() in f.read():
-                    found.append(pid)
-        except OSError:
-            pass
+        if processes.name(pid) == "haproxy":
+            continue
+        words = [os.path.basename(word) for word in processes.cmdline(pid)]
+        label = next((word for word in words if "kuth-" in word), None)
+        if label is not None:
+            found[pid] = label
     return found
+
+
+def kinds(labels: Iterable[str]) -> str:
+    """'kuth-watcher x10, kuth-refuser': how many of each label."""
+    counted = Counter(labels)
+    return ", ".join(f"{label} x{n}" if n > 1 else label for label, n in sorted(counted.items()))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -374,11 +393,11 @@ def run_vips(bench: Bench, agents: list[str], counts: list[int], seconds: float)
                 c.settle(120)
                 time.sleep(5)  # what the starts left behind settles
                 node = c.node(c.locate(HAPROXY_RSC)[0])
-                pids = node_processes(node, "kuth-")
-                rss, pss = (sum(values) for values in zip((0, 0), *map(memory_kb, pids)))
-                cpu = cpu_over(lambda: node_processes(node, "kuth-"), seconds)
-                row = VipRow(agent, count, len(pids), rss / 1024, pss / 1024,
-                             cpu * 60 / seconds, monitor_exec_ms(c, ids))
+                found = resident(node)
+                rss, pss = (sum(values) for values in zip((0, 0), *map(memory_kb, found)))
+                cpu = cpu_over(lambda: list(resident(node)), seconds)
+                row = VipRow(agent, count, len(found), kinds(found.values()), rss / 1024,
+                             pss / 1024, cpu * 60 / seconds, monitor_exec_ms(c, ids))
             except (ClusterError, OSError) as err:
                 bench.say(f"{agent}, {count} VIPs: stopped: {err}")
                 continue
@@ -426,6 +445,10 @@ def stat(values: list[float], fmt: str) -> str:
     return failover.stat(values, fmt)
 
 
+def seconds(value: float | None, unit: str = " s") -> str:
+    return "-" if value is None else f"{value:.2f}{unit}"
+
+
 def cpu_model() -> str:
     with open("/proc/cpuinfo", encoding="utf-8") as f:
         for line in f:
@@ -438,25 +461,25 @@ def connections_table(rows: list[ConnectionRow]) -> list[str]:
     lines = ["| connections | stack | served by | handed over before the loss | planned move: "
              f"ended within {MOVE_S:.0f} s | node loss: requests' outage s | node loss: reset "
              f"within outage + {OVER_OUTAGE_S} s | node loss: last end s | node loss: still silent "
-             f"after {SILENT_S:.0f} s |", "|---|---|---|---|---|---|---|---|---|"]
+             f"after {SILENT_S:.0f} s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         if row.error:
             lines.append(f"| {row.count:,} | {row.agent} {row.topology} | {row.server} | "
-                         f"stopped: {row.error} | | | | | |")
+                         f"stopped: {row.error} | | | | | | |")
             continue
         handed = "-" if row.handed_over is None else f"{row.handed_over:,}"
-        last = "-" if row.loss_last_end is None else f"{row.loss_last_end:.2f}"
         lines.append(f"| {row.count:,} | {row.agent} {row.topology} | {row.server} | {handed} | "
-                     f"{row.move_ended:,} | {row.loss_outage:.2f} | {row.loss_reset:,} | "
-                     f"{last} | {row.loss_silent:,} |")
+                     f"{row.move_ended:,} | {seconds(row.move_last_end, '')} | "
+                     f"{row.loss_outage:.2f} | {row.loss_reset:,} | "
+                     f"{seconds(row.loss_last_end, '')} | {row.loss_silent:,} |")
     return lines
 
 
 def vips_table(rows: list[VipRow], seconds: float) -> list[str]:
-    lines = ["| VIPs (+ ocf:kuth:haproxy) | VIP agent | resident kuth- processes | RSS MB | "
+    lines = ["| VIPs (+ ocf:kuth:haproxy) | VIP agent | resident processes | which | RSS MB | "
              f"PSS MB | CPU s a minute (over {seconds:.0f} s) | VIPs' monitor exec-time ms "
-             "(max / median) |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.count} | {r.agent} | {r.processes} | {r.rss_mb:.1f} | {r.pss_mb:.1f} | "
+             "(max / median) |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.count} | {r.agent} | {r.processes} | {r.kinds or '-'} | {r.rss_mb:.1f} | {r.pss_mb:.1f} | "
               f"{r.cpu_s_per_min:.2f} | {stat(r.monitor_ms, '.0f')} |" for r in rows]
     return lines
 
@@ -500,7 +523,7 @@ def report(bench: Bench, args: argparse.Namespace, seconds: float, png: Path) ->
     if bench.vips:
         text += ["", "## K VIPs on one node at rest", "",
                  "Every VIP and ocf:kuth:haproxy on one node, monitors every 20 s; processes: "
-                 "that node's whose command line contains `kuth-`; RSS and PSS summed from "
+                 "that node's whose command line contains `kuth-`, but haproxy's own; RSS and PSS summed from "
                  "/proc/PID/smaps_rollup; CPU from utime + stime; exec-time: each VIP's last "
                  "recurring monitor as `crm_mon --include=operations` reports it.", "",
                  *vips_table(bench.vips, args.idle_seconds)]

@@ -50,9 +50,18 @@ IP_BIND_ADDRESS_NO_PORT = 24  # linux/in.h: the port is chosen at connect, per d
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
+def open_files_to_the_limit() -> None:
+    """Let this process open as many files as its hard limit allows: started through `su -`
+    (ocf:heartbeat:anything), it gets PAM's soft limit of 1,024."""
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def serve_all(port: int, processes: int) -> None:
     """serve(port) in processes processes: this one and children that end with it."""
     import ctypes
+    open_files_to_the_limit()
     parent = os.getpid()
     for _ in range(processes - 1):
         if os.fork() == 0:
@@ -164,6 +173,7 @@ class Holder:
 
 def hold(host: str, port: int, count: int, first: int, source: str, churn: float) -> None:
     """Hold count connections numbered first.. until killed; see the module's docstring."""
+    open_files_to_the_limit()
     holder = Holder(host, port, source)
     numbers = range(first, first + count)
     for number in numbers:
