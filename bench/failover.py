@@ -432,11 +432,12 @@ class ExecdActions:
                        for r in names if r in found)
 
 
-def execd_started(node: Node, resource: str, since_wall: float) -> float | None:
-    """The wall-clock time of the first start of resource that node's pacemaker-execd logged
-    after since_wall (its log has milliseconds, no year)."""
+def execd_started(node: Node, resource: str, since_wall: float, action: str = "start"
+                  ) -> float | None:
+    """The wall-clock time of the first action (start, stop...) of resource that node's
+    pacemaker-execd logged after since_wall (its log has milliseconds, no year)."""
     year = datetime.date.today().year
-    needle = f"executing - rsc:{resource} action:start "
+    needle = f"executing - rsc:{resource} action:{action} "
     for line in node.read("/var/log/pacemaker/pacemaker.log").splitlines():
         if needle not in line:
             continue

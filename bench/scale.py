@@ -234,6 +234,14 @@ class Bench:
                               what="a request served through the VIP")
         return min(sent for sent, ok in list(self.traffic.results) if ok and sent >= since)
 
+    def first_stop(self, node: Node, since: float) -> float:
+        """When node's pacemaker-execd began the first stop of the VIP or what serves it
+        after since (on time.monotonic()); since when its log does not say."""
+        offset = time.time() - time.monotonic()
+        stops = [failover.execd_started(node, rsc, since + offset, action="stop")
+                 for rsc in (VIP_RSC, HAPROXY_RSC)]
+        return min((wall - offset for wall in stops if wall is not None), default=since)
+
     def connections_row(self, agent: str, topology: str, count: int) -> ConnectionRow:
         """A planned move, then a node loss, each with count fresh connections."""
         row = ConnectionRow(agent, topology, count,
@@ -243,12 +251,14 @@ class Bench:
         driver.setup()
         self.served(time.monotonic())
         with self.hold(count) as held:
-            event = time.monotonic()
+            old = self.cluster.node(driver.active())
+            asked = time.monotonic()
             done = driver.move()
             self.cluster.wait_for(done, 60, interval=0.1, what="move done")
-            while held.still_open() and time.monotonic() < event + MOVE_WAIT_S:
+            while held.still_open() and time.monotonic() < asked + MOVE_WAIT_S:
                 time.sleep(0.1)
             time.sleep(0.2)  # the last reports on their way
+            event = self.first_stop(old, asked)
             row.move_ended = held.ends(event, event + MOVE_S)
             row.move_last_end = last_end(held, event)
         driver.after_move()
@@ -515,7 +525,9 @@ def report(bench: Bench, args: argparse.Namespace, seconds: float, png: Path) ->
             "for a reset or an end (epoll). Up to "
             f"{HAPROXY_MAX:,} served by ocf:kuth:haproxy (maxconn {HAPROXY_MAXCONN:,}); past "
             "that by servers on the nodes themselves, run by ocf:heartbeat:anything in "
-            "haproxy's place. Planned move: `crm resource move` of the VIP. Node loss: the "
+            "haproxy's place. Planned move: `crm resource move` of the VIP, timed from the "
+            "first stop (the VIP's or its server's) on the old node as its pacemaker-execd "
+            "logs it. Node loss: the "
             "active node crashes and is fenced; the requests' outage is the longest time "
             "between served requests from the crash on; last end: when the last connection "
             "was reset or ended, after the crash. ocf:heartbeat:IPaddr2 hands nothing "
