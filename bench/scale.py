@@ -68,6 +68,7 @@ MOVE_WAIT_S = 10.0  # how long a planned move's later ends are waited for
 OVER_OUTAGE_S = 0.5  # a node loss's: within the short requests' outage + this
 SILENT_S = 30.0  # still open this long after a node loss: waits for its client's timeout
 READY_S = 180.0
+SETTLE_S = 15.0  # after K VIPs started, before their cost is measured
 RING_CONNECTIONS = 50_000
 RING_CHURN = 0.01
 EXTRA_VIP = f"{VIP_NETWORK}.{{}}"  # the K VIPs: .30 to .79
@@ -329,13 +330,14 @@ def kinds(labels: Iterable[str]) -> str:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (0 once it is gone)."""
+    """utime + stime of a process and of its children it has waited for (an attrd_updater
+    or ip a watcher ran); 0 once it is gone."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as f:
             fields = f.read().rpartition(")")[2].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def memory_kb(pid: int) -> tuple[int, int]:
@@ -352,13 +354,13 @@ def memory_kb(pid: int) -> tuple[int, int]:
     return values["Rss:"], values["Pss:"]
 
 
-def cpu_over(pids: Callable[[], list[int]], seconds: float) -> float:
-    """CPU seconds that the processes pids() names used over seconds (a process found only
-    at the end counts whole; one gone by then is left out)."""
+def cpu_over(pids: Callable[[], list[int]], seconds: float) -> tuple[list[int], float]:
+    """The processes pids() names at the start and the end of seconds, and the CPU seconds
+    they used in between (see cpu_seconds)."""
     first = {pid: cpu_seconds(pid) for pid in pids()}
     time.sleep(seconds)
-    last = {pid: cpu_seconds(pid) for pid in pids()}
-    return sum(used - first.get(pid, 0.0) for pid, used in last.items())
+    last = {pid: cpu_seconds(pid) for pid in pids() if pid in first}
+    return list(last), sum(used - first[pid] for pid, used in last.items())
 
 
 def monitor_exec_ms(cluster: Cluster, resources: list[str]) -> list[float]:
@@ -401,13 +403,14 @@ def run_vips(bench: Bench, agents: list[str], counts: list[int], seconds: float)
                 c.wait_for(lambda: all(c.locate(rid) for rid in ids), 120,
                            what=f"{count} VIPs started")
                 c.settle(120)
-                time.sleep(5)  # what the starts left behind settles
+                time.sleep(SETTLE_S)
                 node = c.node(c.locate(HAPROXY_RSC)[0])
                 found = resident(node)
-                rss, pss = (sum(values) for values in zip((0, 0), *map(memory_kb, found)))
-                cpu = cpu_over(lambda: list(resident(node)), seconds)
-                row = VipRow(agent, count, len(found), kinds(found.values()), rss / 1024,
-                             pss / 1024, cpu * 60 / seconds, monitor_exec_ms(c, ids))
+                pids, cpu = cpu_over(lambda: list(resident(node)), seconds)
+                rss, pss = (sum(values) for values in zip((0, 0), *map(memory_kb, pids)))
+                row = VipRow(agent, count, len(pids), kinds(found[pid] for pid in pids),
+                             rss / 1024, pss / 1024, cpu * 60 / seconds,
+                             monitor_exec_ms(c, ids))
             except (ClusterError, OSError) as err:
                 bench.say(f"{agent}, {count} VIPs: stopped: {err}")
                 continue
@@ -438,7 +441,7 @@ def run_ring(bench: Bench, agents: list[str], count: int, seconds: float) -> Non
                 driver.lose_active()  # the survivor-to-be holds the hand-over: steady state
                 attrd = lambda: [p for n in c.nodes for p in n.pids("pacemaker-attr")]
                 before = ring_bytes(c)
-                cpu = cpu_over(attrd, seconds)
+                _, cpu = cpu_over(attrd, seconds)
                 sent = ring_bytes(c) - before
         except (ClusterError, OSError) as err:
             bench.say(f"{agent}, ring at {count:,} connections: stopped: {err}")
@@ -534,10 +537,13 @@ def report(bench: Bench, args: argparse.Namespace, seconds: float, png: Path) ->
             "over.", "", *connections_table(bench.connections)]
     if bench.vips:
         text += ["", "## K VIPs on one node at rest", "",
-                 "Every VIP and ocf:kuth:haproxy on one node, monitors every 20 s; processes: "
-                 "that node's whose command line contains `kuth-`, but haproxy's own; RSS and PSS summed from "
-                 "/proc/PID/smaps_rollup; CPU from utime + stime; exec-time: each VIP's last "
-                 "recurring monitor as `crm_mon --include=operations` reports it.", "",
+                 "Every VIP and ocf:kuth:haproxy on one node, monitors every 20 s. Processes: "
+                 "that node's whose command line contains `kuth-`, but haproxy's own, alive "
+                 f"at the start and the end of the window, which begins {SETTLE_S:.0f} s after "
+                 "the starts. RSS and PSS summed from /proc/PID/smaps_rollup; CPU: utime + "
+                 "stime, with the children they waited for (attrd_updater, ip); exec-time: "
+                 "each VIP's last recurring monitor as `crm_mon --include=operations` reports "
+                 "it.", "",
                  *vips_table(bench.vips, args.idle_seconds)]
     if bench.ring:
         text += ["", "## The hand-over's cost on attrd and the ring", "",
