@@ -77,7 +77,7 @@ bench-failover:
 
 ## bench-scale: idle long-lived connections (100 to 50,000) through the VIP at a planned move
 ## and a node loss, K VIPs (1 to 50) on one node at rest, and the hand-over's cost on attrd and
-## the ring, for ocf:kuth:IPaddr2 and ocf:heartbeat:IPaddr2 in a real cluster (about 70 minutes);
+## the ring, for ocf:kuth:IPaddr2 and ocf:heartbeat:IPaddr2 in a real cluster (about 35 minutes);
 ## a subset: ARGS="--connections 100,2000 --vips 1,10 --ring ''" (see bench/scale.py)
 bench-scale:
 	tools/install-packages $(SCALE_PACKAGES)

@@ -215,8 +215,8 @@ class Bench:
             proc.wait()
 
     def say(self, text: str) -> None:
-        elapsed = time.monotonic() - self.began
-        print(f"[{elapsed // 60:3.0f}:{elapsed % 60:02.0f}] {text}", flush=True)
+        elapsed = int(time.monotonic() - self.began)
+        print(f"[{elapsed // 60:3d}:{elapsed % 60:02d}] {text}", flush=True)
 
     def hold(self, count: int, churn: float = 0.0) -> holders.Held:
         """count connections through the VIP, open."""
@@ -472,8 +472,9 @@ def cpu_model() -> str:
 
 def connections_table(rows: list[ConnectionRow]) -> list[str]:
     lines = ["| connections | stack | served by | handed over before the loss | planned move: "
-             f"ended within {MOVE_S:.0f} s | node loss: requests' outage s | node loss: reset "
-             f"within outage + {OVER_OUTAGE_S} s | node loss: last end s | node loss: still silent "
+             f"ended within {MOVE_S:.0f} s | planned move: last end s (waited "
+             f"{MOVE_WAIT_S:.0f} s) | node loss: requests' outage s | node loss: reset within "
+             f"outage + {OVER_OUTAGE_S} s | node loss: last end s | node loss: still silent "
              f"after {SILENT_S:.0f} s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         if row.error:
@@ -590,10 +591,10 @@ def plot(bench: Bench, path: Path) -> None:
         memory, cpu = axes
         for agent in sorted({r.agent for r in bench.vips}):
             rows = [r for r in bench.vips if r.agent == agent]
-            memory.plot([r.count for r in rows], [r.rss_mb for r in rows], marker="o",
-                        label=f"{agent} RSS")
+            line, = memory.plot([r.count for r in rows], [r.rss_mb for r in rows], marker="o",
+                                label=f"{agent} RSS")
             memory.plot([r.count for r in rows], [r.pss_mb for r in rows], marker="x",
-                        linestyle="--", label=f"{agent} PSS")
+                        linestyle="--", color=line.get_color(), label=f"{agent} PSS")
             cpu.plot([r.count for r in rows], [r.cpu_s_per_min for r in rows], marker="o",
                      label=agent)
         memory.set_xlabel("VIPs on the node")
