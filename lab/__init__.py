@@ -13,6 +13,7 @@ killed (teardown). One module per concern:
     nodes      a cluster node: network, mount and UTS namespaces, fresh /run, its own disk
     fencing    the power switch (fence device) and its agent sbin/fence_kuth_lab
     apiserver  the kube-apiserver stand-ins (and each node's own name on :80)
+    holders    many idle connections held on both sides, several processes each (bench-scale)
     traffic    the client host: HTTP requests from its namespace, short-request traffic
     guide      the guide's haproxy.cfg, and the same adapted to the cluster
     cluster    Corosync + Pacemaker on 2 or 3 nodes, its status, failures to inject
