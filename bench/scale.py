@@ -277,6 +277,7 @@ class Bench:
             row.loss_reset = held.ends(event, event + row.loss_outage + OVER_OUTAGE_S)
             row.loss_silent = held.still_open()
             row.loss_last_end = last_end(held, event)
+            spread = spread_of_ends(held, event)
         driver.after_crash()
         self.say(f"{agent} {topology}, {count:,} connections ({row.server}): planned move "
                  f"{row.move_ended:,} ended within {MOVE_S:.0f} s (last end after "
@@ -285,8 +286,18 @@ class Bench:
                  f"{OVER_OUTAGE_S} s (last end after {seconds(row.loss_last_end)}), "
                  f"{row.loss_silent:,} silent after {SILENT_S:.0f} s"
                  + (f"; {row.handed_over:,} handed over" if row.handed_over is not None
-                    else ""))
+                    else "") + spread)
         return row
+
+
+def spread_of_ends(held: holders.Held, since: float) -> str:
+    """When the connections ended after since, by tenths of them (the first, every tenth,
+    the last), for the log: where a node loss's resets come late, and in which round."""
+    ends = sorted(at - since for _, at in list(held.ended.values()))
+    if not ends:
+        return ""
+    marks = [ends[min(len(ends) - 1, len(ends) * tenth // 10)] for tenth in range(11)]
+    return "; ends by tenths: " + " ".join(f"{at:.2f}" for at in marks)
 
 
 def last_end(held: holders.Held, since: float) -> float | None:

@@ -138,8 +138,9 @@ class HandOver:
         for a node while it was away)."""
         if self.delta is None:
             return False
-        held = pacemaker.attribute_values(self.attribute, members)
-        return any(held.get(peer) != self.header for peer in members if peer != self.node)
+        peers = [peer for peer in members if peer != self.node]  # never written for itself
+        held = pacemaker.attribute_values(self.attribute, peers)
+        return any(held.get(peer) != self.header for peer in peers)
 
     def verified_as(self, peers: list[str], lost: bool) -> None:
         """Take peers as the other nodes; everything is written anew at the next update when
