@@ -310,7 +310,7 @@ def announce(cfg: Config, vip: vips.Vip, count: int, background: bool) -> None:
             count = fits
     from ocf_lib.helpers import announcer
     announcer.announce(vip, count=count, interval_ms=cfg.arp_interval, mode=mode,
-                  background=background, state=cfg.env.state(), log=cfg.log)
+                       background=background, state=cfg.env.state(), log=cfg.log)
 
 
 def label_for_source_selection(cfg: Config, vip: vips.Vip) -> None:
