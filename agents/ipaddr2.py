@@ -166,12 +166,12 @@ that their connection is gone, and reconnect to the new owner instead of waiting
 own timeout on a connection nobody answers. When the address leaves a node, stop closes every
 TCP connection the node holds on it, with a reset to each client (the kernel's socket
 destroy, as `ss -K`; a kernel without it gets a warning). When a node is lost, its clients
-hear nothing from it: while it runs, its address watcher (watch=true) hands the long-lived
-connections over to the other nodes every 2 s (a private attrd attribute, at most 2000
-connections, written when they change and every 10 s); the start of the node that takes
-the address over leaves a process (kuth-tickler) that, once the address is announced, sends
-each client a TCP ACK that its kernel answers; the new owner resets that answer and the
-client reconnects ("tickle ACKs", as CTDB does). false: none of this.""")
+hear nothing from it: while it runs, the node's watcher (watch=true) hands the long-lived
+connections over to the other nodes (private attrd attributes, up to 65,536 connections,
+looked at every 2 s and written when they change, within a rate limit); the start of the
+node that takes the address over leaves a process (kuth-tickler) that, once the address is
+announced, sends each client a TCP ACK that its kernel answers; the new owner resets that
+answer and the client reconnects ("tickle ACKs", as CTDB does). false: none of this.""")
 agent.param("refuse_after_stop", INTEGER, default=REFUSE_AFTER_STOP, minimum=0,
             maximum=3600,
             shortdesc="Seconds to refuse connections after stop",
