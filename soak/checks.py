@@ -109,18 +109,14 @@ def _state_files(node: Node, here: set[str]) -> list[str]:
     except OSError:
         return []
     problems = []
-    for registry in [n for n in names if n.startswith("kuth-watch-")]:
-        try:  # the watcher's registrations, named kuth-<agent>-<instance>
-            names += [f"{registry}/{n}" for n in os.listdir(node.path(f"{RSCTMP}/{registry}"))]
-        except OSError:
-            pass
     for name in names:
         # A refuser's record stays after stop, where the resource is no longer active; the
         # refuser itself is checked by _refusers. haproxy's copy of the last accepted
         # configuration (and when it was handed over) stays by design: a later start there
-        # runs it if the file is refused (ocf_lib.logic.haproxy_accepted).
-        base = name.rsplit("/", 1)[-1]
-        if not base.startswith("kuth-") or base.startswith("kuth-watch-") or base.endswith(
+        # runs it if the file is refused (ocf_lib.logic.haproxy_accepted). The watcher's
+        # registrations are kuth-watch-<netns>.kuth-<agent>-<instance>.
+        base = name.split(".", 1)[1] if name.startswith("kuth-watch-") else name
+        if not base.startswith("kuth-") or base.endswith(
                 (".lock", ".refuser", ".accepted.cfg", ".accepted.published")):
             continue
         instance = base.split("-", 2)[-1]  # <instance>[.<suffix>], the instance maybe r:N

@@ -55,12 +55,11 @@ def watchers(node: Node) -> list[int]:
 def watched(node: Node) -> set[str]:
     """The resources registered with the node's watcher (ocf_lib.helpers.watch)."""
     found = set()
-    for registry in glob.glob(node.path("/run/resource-agents/kuth-watch-*")):
-        for name in os.listdir(registry):
-            if name.startswith("kuth-") and not name.endswith(".tmp"):
-                with open(os.path.join(registry, name)) as registration:
-                    found.update(line.split("=", 1)[1] for line in registration.read().split(
-                        "\n") if line.startswith("resource="))
+    for registration in glob.glob(node.path("/run/resource-agents/kuth-watch-*.kuth-*")):
+        if not registration.endswith(".tmp"):
+            with open(registration) as text:
+                found.update(line.split("=", 1)[1] for line in text.read().split("\n")
+                             if line.startswith("resource="))
     return found
 
 

@@ -595,8 +595,8 @@ def test_reload_re_arms_the_watcher_with_the_new_settings(lan, tmp_path):
     from test_watcher import Pacemaker
     pcmk = Pacemaker(tmp_path)
     node, _ = lan
-    watched = os.path.join(STATE_DIR, f"kuth-watch-{os.stat(f'/run/netns/{node.name}').st_ino}",
-                           "kuth-IPaddr2-test-rsc")
+    watched = os.path.join(STATE_DIR, f"kuth-watch-{os.stat(f'/run/netns/{node.name}').st_ino}"
+                                      ".kuth-IPaddr2-test-rsc")
     params = {**V4, "reset_connections": "false"}
     try:
         assert agent("start", params, node, extra=pcmk.env).rc == 0

@@ -443,8 +443,8 @@ import os, signal, sys
 sys.path.insert(0, {REPO!r})
 from ocf_lib.helpers import watch
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-watch._spawn({str(tmp_path)!r})
-print(watch.running_watcher({str(tmp_path)!r})[0])
+watch._spawn({str(tmp_path / "kuth-watch-1")!r})
+print(watch.running_watcher({str(tmp_path / "kuth-watch-1")!r})[0])
 """], capture_output=True, text=True, timeout=30)
     assert spawned.returncode == 0, spawned.stderr
     watcher = int(spawned.stdout)

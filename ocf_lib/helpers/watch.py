@@ -3,15 +3,19 @@ asks: a registration file per resource in the node's registry, and a SIGHUP.
 
 One watcher serves every resource of a node (of a network namespace: it follows that
 namespace's addresses), so that a node with many addresses pays for one interpreter, not
-one each. The registry is `<HA_RSCTMP>/kuth-watch-<netns inode>/`:
+one each. The registry is a set of files `<HA_RSCTMP>/kuth-watch-<netns inode>.<part>`:
 
-- `<resource state stem>`: one registration (a Watch), written atomically by start, reload
-  and monitor, removed by stop; its first line is a token that changes with every new
-  registration, so that the watcher tells a target registered again from the one it has
-  already reported;
-- `watcher.pid`: "PID STARTTIME VERSION" of the running watcher;
-- `lock`: taken by an agent that registers and by the watcher before it leaves for lack of
-  registrations, so that no registration falls between its last look and its exit.
+- `.<resource state stem>`: one registration (a Watch), written atomically by start,
+  reload and monitor, removed by stop; its first line is a token that changes with every
+  new registration, so that the watcher tells a target registered again from the one it
+  has already reported;
+- `.pid`: "PID STARTTIME VERSION" of the running watcher, written by the agent that starts
+  it, removed with the last registration;
+- `.lock`: taken by an agent that registers or ends a registration, and by the watcher
+  before it leaves for lack of registrations, so that no registration falls between its
+  last look and its exit; `.watcher.lock`: held by the running watcher.
+
+A stop leaves only the empty lock files, as it leaves its resource's own lock.
 
 monitor calls keep() on every run: when nothing needs doing it costs two small reads and
 a stat, and imports nothing but this module.
@@ -20,13 +24,15 @@ a stat, and imports nothing but this module.
 import os
 
 MARK = "kuth-watcher"  # in the watcher's command line: `pgrep -f kuth-watcher`
-RECORD = "watcher.pid"
+RECORD = "pid"
 LOCK = "lock"
+SINGLETON = "watcher.lock"
+LOCK_WAIT = 5.0  # seconds an agent waits for the registry's lock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ocf_lib.ocf.log import Logger
-    from ocf_lib.ocf.state import StateDir
+    from ocf_lib.ocf.state import ResourceLock, StateDir
 
 
 class ProcessTarget:
@@ -94,19 +100,28 @@ def _flag(value: bool) -> str:
     return "1" if value else "0"
 
 
-def registry_dir() -> str:
-    """This node's registry directory (see the module's docstring)."""
+def registry() -> str:
+    """The prefix of this node's registry files (see the module's docstring)."""
     netns = os.stat("/proc/self/ns/net").st_ino
     return os.path.join(os.environ.get("HA_RSCTMP") or "/run/resource-agents",
                         f"kuth-watch-{netns}")
 
 
-def running_watcher(directory: str) -> tuple[int, bool] | None:
-    """(pid, of this library's version) of the watcher serving directory, None when none
-    runs."""
+def registrations(prefix: str) -> list[str]:
+    """The names (resource state stems) registered under prefix."""
+    base = f"{os.path.basename(prefix)}."
+    names = [entry[len(base):] for entry in os.listdir(os.path.dirname(prefix))
+             if entry.startswith(base)]
+    return [name for name in names
+            if name not in (RECORD, LOCK, SINGLETON) and not name.endswith(".tmp")]
+
+
+def running_watcher(prefix: str) -> tuple[int, bool] | None:
+    """(pid, of this library's version) of the watcher of the registry prefix, None when
+    none runs."""
     from ocf_lib.ocf.state import process_start_time
     try:
-        with open(os.path.join(directory, RECORD)) as record:
+        with open(f"{prefix}.{RECORD}") as record:
             pid, start, version = record.read().split()
     except (OSError, ValueError):
         return None
@@ -114,6 +129,13 @@ def running_watcher(directory: str) -> tuple[int, bool] | None:
         return None
     from ocf_lib import __version__
     return int(pid), version == __version__
+
+
+def locked(prefix: str) -> "ResourceLock":
+    """The registry's lock (a context manager; StateError when it cannot be had)."""
+    import time
+    from ocf_lib.ocf.state import ResourceLock
+    return ResourceLock(f"{prefix}.{LOCK}", time.monotonic() + LOCK_WAIT)
 
 
 def keep(state: "StateDir", *, enabled: bool, resource: str, node: str, target: Target,
@@ -126,50 +148,49 @@ def keep(state: "StateDir", *, enabled: bool, resource: str, node: str, target: 
     if not enabled:  # watch=false set on a running resource (through a reload)
         end(state)
         return
-    directory = registry_dir()
+    prefix = registry()
     body = Watch(resource, node, state.path("lock"), target).text()
-    path = os.path.join(directory, state.stem)
+    path = f"{prefix}.{state.stem}"
     try:
         with open(path) as registered:
             current = registered.read()
     except OSError:
         current = ""
-    found = running_watcher(directory)
+    found = running_watcher(prefix)
     if current.partition("\n")[2] == body and found and found[1]:
         return
+    from ocf_lib.ocf.state import StateError
     try:
-        register(directory, path, body if current.partition("\n")[2] != body else None)
-    except OSError as err:
+        state.ensure()
+        register(prefix, path, body if current.partition("\n")[2] != body else None)
+    except (OSError, StateError) as err:
         log.warning(f"cannot start the {MARK}: {err}")
-    from ocf_lib.helpers import registry
-    registry.end(state, "watcher")  # a watcher of its own, from a version before this one
+    from ocf_lib.helpers import registry as helpers
+    helpers.end(state, "watcher")  # a watcher of its own, from a version before this one
     state.remove("watcher-of")
 
 
-def register(directory: str, path: str, body: str | None) -> None:
+def register(prefix: str, path: str, body: str | None) -> None:
     """Write the registration (body; None: keep the one there) and make the watcher read
     it: signal the running one, or start one (ending one of another version first)."""
-    import fcntl
     import time
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    with open(os.path.join(directory, LOCK), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locked(prefix):
         if body is not None:
             tmp = f"{path}.{os.getpid()}.tmp"
             with open(tmp, "w") as new:
                 new.write(f"token={time.time_ns()}.{os.getpid()}\n{body}")
             os.replace(tmp, path)
-        found = running_watcher(directory)
+        found = running_watcher(prefix)
         if found and found[1]:
             os.kill(found[0], 1)  # SIGHUP: read the registry again
             return
         if found:
             os.kill(found[0], 15)  # of another version: the new one waits for its exit
-        _spawn(directory)
+        _spawn(prefix)
 
 
-def _spawn(directory: str) -> None:
-    """Start the watcher of directory, detached, and record it; its guardian is this
+def _spawn(prefix: str) -> None:
+    """Start the watcher of the registry prefix, detached, and record it; its guardian is this
     agent's parent (pacemaker-execd): when that ends, the node has left the cluster.
     SIGHUP stays blocked until the watcher has a handler for it: a registration signalled
     meanwhile must not end it."""
@@ -179,7 +200,7 @@ def _spawn(directory: str) -> None:
     from ocf_lib.ocf.state import pid_record
     lib_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     script = os.path.join(lib_root, "ocf_lib", "helpers", "watcher.py")
-    argv = [sys.executable, "-IS", script, MARK, lib_root, directory, str(os.getppid())]
+    argv = [sys.executable, "-IS", script, MARK, lib_root, prefix, str(os.getppid())]
 
     def run() -> None:
         import _signal
@@ -187,28 +208,34 @@ def _spawn(directory: str) -> None:
         os.execv(argv[0], argv)
 
     pid = process.spawn_detached(run)
-    record = os.path.join(directory, RECORD)
+    record = f"{prefix}.{RECORD}"
     with open(f"{record}.{os.getpid()}.tmp", "w") as new:
         new.write(f"{pid_record(pid)} {__version__}\n")
     os.replace(f"{record}.{os.getpid()}.tmp", record)
 
 
 def end(state: "StateDir") -> None:
-    """Stop watching for this resource (before an intended stop). Never fails: the
+    """Stop watching for this resource (before an intended stop); with the last
+    registration goes the watcher's record, and the watcher leaves. Never fails: the
     watcher also stands back while the resource's stop holds its lock, and reports nothing
     for a registration gone."""
-    from ocf_lib.ocf.state import remove_file
-    directory = registry_dir()
-    try:
-        remove_file(os.path.join(directory, state.stem))
-    except OSError:
-        pass
-    found = running_watcher(directory)
-    if found:
+    from ocf_lib.ocf.state import StateError, remove_file
+    prefix = registry()
+    path = f"{prefix}.{state.stem}"
+    if os.path.exists(path):
+        found = running_watcher(prefix)
         try:
-            os.kill(found[0], 1)
-        except ProcessLookupError:
+            remove_file(path)
+            with locked(prefix):
+                if not registrations(prefix):
+                    remove_file(f"{prefix}.{RECORD}")
+        except (OSError, StateError):
             pass
-    from ocf_lib.helpers import registry
-    registry.end(state, "watcher")
+        if found:
+            try:
+                os.kill(found[0], 1)
+            except ProcessLookupError:
+                pass
+    from ocf_lib.helpers import registry as helpers
+    helpers.end(state, "watcher")  # a watcher of its own, from a version before this one
     state.remove("watcher-of")

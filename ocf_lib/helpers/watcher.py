@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from ocf_lib.logic.handover import HandOvers
 
 LINK_DOWN_GRACE = 1.0  # seconds a link may lose its carrier before it is a failure
-SINGLETON = "watcher.lock"  # held by the running watcher for its whole life
 START_WAIT = 10.0  # seconds a new watcher waits for one of another version to leave
 
 
@@ -52,9 +51,9 @@ class Armed:
 
 
 class Watcher:
-    def __init__(self, directory: str, guardian: int) -> None:
+    def __init__(self, prefix: str, guardian: int) -> None:
         import signal
-        self.directory = directory
+        self.prefix = prefix  # of the registry's files (ocf_lib.helpers.watch)
         self.poller = select.poll()
         self.armed: dict[str, Armed] = {}
         self.by_fd: dict[int, Armed] = {}
@@ -102,35 +101,48 @@ class Watcher:
                     except BlockingIOError:
                         break
                 self.rescan()
+                if self.superseded():
+                    return "another watcher took over"
+
+    def superseded(self) -> bool:
+        """The record names another watcher: an agent started one after this one's last
+        registration had gone (the record with it), and this one is to leave."""
+        from ocf_lib.helpers.watch import RECORD
+        try:
+            with open(f"{self.prefix}.{RECORD}") as record:
+                return record.read().split()[:1] != [str(os.getpid())]
+        except OSError:
+            return False
 
     def leave(self) -> bool:
         """True when no registration is left, taking the watcher's record with it under the
         registry's lock (an agent registering meanwhile starts a new watcher)."""
-        import fcntl
-        from ocf_lib.helpers.watch import LOCK, RECORD
-        with open(os.path.join(self.directory, LOCK), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        from ocf_lib.helpers.watch import RECORD, locked
+        from ocf_lib.ocf.state import StateError
+        try:
+            with locked(self.prefix):
+                self.rescan()
+                if self.armed:
+                    return False
+                record = f"{self.prefix}.{RECORD}"
+                try:
+                    with open(record) as mine:
+                        if mine.read().split()[:1] == [str(os.getpid())]:
+                            os.unlink(record)
+                except OSError:
+                    pass
+                return True
+        except StateError:  # an agent holds the lock for long: registering, likely
             self.rescan()
-            if self.armed:
-                return False
-            record = os.path.join(self.directory, RECORD)
-            try:
-                with open(record) as mine:
-                    if mine.read().split()[:1] == [str(os.getpid())]:
-                        os.unlink(record)
-            except OSError:
-                pass
-            return True
+            return not self.armed and self.superseded()
 
     def rescan(self) -> None:
         """Arm every registration that is new or changed, disarm every one gone."""
-        from ocf_lib.helpers.watch import LOCK, RECORD, Watch
+        from ocf_lib.helpers.watch import Watch, registrations
         found: dict[str, tuple[str, str]] = {}
-        for name in os.listdir(self.directory):
-            if name in (LOCK, RECORD, SINGLETON) or name.endswith(".tmp"):
-                continue
+        for name in registrations(self.prefix):
             try:
-                with open(os.path.join(self.directory, name)) as registration:
+                with open(f"{self.prefix}.{name}") as registration:
                     token, _, body = registration.read().partition("\n")
             except OSError:
                 continue
@@ -256,19 +268,21 @@ class Watcher:
 
     def still_registered(self, armed: Armed) -> bool:
         try:
-            with open(os.path.join(self.directory, armed.name)) as registration:
+            with open(f"{self.prefix}.{armed.name}") as registration:
                 return registration.readline().rstrip("\n") == armed.token
         except OSError:
             return False
 
     def unregister(self, armed: Armed) -> None:
         """Remove the registration that failed, unless the resource registered anew."""
-        import fcntl
-        from ocf_lib.helpers.watch import LOCK
-        with open(os.path.join(self.directory, LOCK), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if self.still_registered(armed):
-                os.unlink(os.path.join(self.directory, armed.name))
+        from ocf_lib.helpers.watch import locked
+        from ocf_lib.ocf.state import StateError
+        try:
+            with locked(self.prefix):
+                if self.still_registered(armed):
+                    os.unlink(f"{self.prefix}.{armed.name}")
+        except (OSError, StateError):
+            pass  # left as it is: watched again once the resource registers anew
 
 
 def action_under_way(lock_path: str) -> bool:
@@ -344,11 +358,13 @@ def _log(message: str) -> None:
     syslog.syslog(syslog.LOG_NOTICE, message)
 
 
-def singleton(directory: str) -> int | None:
-    """The lock that makes this the only watcher of directory, held until exit; None when
-    another one still holds it after START_WAIT (one of another version, told to leave)."""
+def singleton(prefix: str) -> int | None:
+    """The lock that makes this the only watcher of the registry prefix, held until exit;
+    None when another one still holds it after START_WAIT (one of another version, told to
+    leave, or one superseded)."""
     import fcntl
-    fd = os.open(os.path.join(directory, SINGLETON), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+    from ocf_lib.helpers.watch import SINGLETON
+    fd = os.open(f"{prefix}.{SINGLETON}", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o600)
     deadline = time.monotonic() + START_WAIT
     while True:
@@ -364,16 +380,16 @@ def singleton(directory: str) -> int | None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 5 or not argv[4].isdigit():
-        sys.stderr.write("usage: watcher.py kuth-watcher LIBROOT REGISTRY GUARDIAN\n")
+        sys.stderr.write("usage: watcher.py kuth-watcher LIBROOT REGISTRY-PREFIX GUARDIAN\n")
         return 2
-    lib_root, directory, guardian = argv[2], argv[3], int(argv[4])
+    lib_root, prefix, guardian = argv[2], argv[3], int(argv[4])
     sys.path.insert(0, lib_root)
     import syslog
     syslog.openlog(argv[1], syslog.LOG_PID, syslog.LOG_DAEMON)
-    if singleton(directory) is None:
-        _log(f"another watcher of {directory} does not leave; this one does")
+    if singleton(prefix) is None:
+        _log(f"another watcher of {prefix} does not leave; this one does")
         return 1
-    watcher = Watcher(directory, guardian)  # the agent that started it has recorded it
+    watcher = Watcher(prefix, guardian)  # the agent that started it has recorded it
     started = time.monotonic()
     outcome = watcher.run()
     _log(f"{outcome}; leaving after {time.monotonic() - started:.0f} s")
