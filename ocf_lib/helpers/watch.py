@@ -172,14 +172,13 @@ def keep(state: "StateDir", *, enabled: bool, resource: str, node: str, target: 
 
 def register(prefix: str, path: str, body: str | None) -> None:
     """Write the registration (body; None: keep the one there) and make the watcher read
-    it: signal the running one, or start one (ending one of another version first)."""
+    it: signal the running one, or start one (ending one of another version first).
+    OSError or StateError when it cannot, with nothing left behind."""
     import time
+    from ocf_lib.ocf.state import write_file
     with locked(prefix):
         if body is not None:
-            tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "w") as new:
-                new.write(f"token={time.time_ns()}.{os.getpid()}\n{body}")
-            os.replace(tmp, path)
+            write_file(path, f"token={time.time_ns()}.{os.getpid()}\n{body}")
         found = running_watcher(prefix)
         if found and found[1]:
             os.kill(found[0], 1)  # SIGHUP: read the registry again
@@ -197,7 +196,7 @@ def _spawn(prefix: str) -> None:
     import sys
     from ocf_lib import __version__
     from ocf_lib.adapters import process
-    from ocf_lib.ocf.state import pid_record
+    from ocf_lib.ocf.state import pid_record, write_file
     lib_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     script = os.path.join(lib_root, "ocf_lib", "helpers", "watcher.py")
     argv = [sys.executable, "-IS", script, MARK, lib_root, prefix, str(os.getppid())]
@@ -208,10 +207,7 @@ def _spawn(prefix: str) -> None:
         os.execv(argv[0], argv)
 
     pid = process.spawn_detached(run)
-    record = f"{prefix}.{RECORD}"
-    with open(f"{record}.{os.getpid()}.tmp", "w") as new:
-        new.write(f"{pid_record(pid)} {__version__}\n")
-    os.replace(f"{record}.{os.getpid()}.tmp", record)
+    write_file(f"{prefix}.{RECORD}", f"{pid_record(pid)} {__version__}\n")
 
 
 def end(state: "StateDir") -> None:

@@ -79,21 +79,9 @@ class StateDir:
             os.close(fd)
 
     def write(self, suffix: str, text: str) -> None:
-        """Replace a state file atomically (write a temporary file, then rename)."""
+        """Replace a state file atomically (see write_file)."""
         self.ensure()
-        final = self.path(suffix)
-        tmp = f"{final}.{os.getpid()}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o600)
-            try:
-                os.write(fd, text.encode())
-            finally:
-                os.close(fd)
-            os.replace(tmp, final)
-        except OSError as err:
-            remove_file(tmp)
-            raise StateError(f"cannot write {final}: {err.strerror}") from None
+        write_file(self.path(suffix), text)
 
     def remove(self, suffix: str) -> None:
         """Forget a state file. Never fails: stop calls it, and a failed stop fences the
@@ -138,6 +126,24 @@ class ResourceLock:
 
     def __exit__(self, *exc: object) -> None:
         os.close(self.fd)
+
+
+def write_file(final: str, text: str) -> None:
+    """Replace the file final atomically (write a temporary file beside it, then rename),
+    private (0600); StateError when it cannot be, with nothing left behind (a full
+    directory, say)."""
+    tmp = f"{final}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+    except OSError as err:
+        remove_file(tmp)
+        raise StateError(f"cannot write {final}: {err.strerror}") from None
 
 
 def remove_file(path: str) -> None:
