@@ -152,7 +152,7 @@ def keep(state: "StateDir", *, enabled: bool, resource: str, node: str, target: 
     body = Watch(resource, node, state.path("lock"), target).text()
     path = f"{prefix}.{state.stem}"
     try:
-        with open(path) as registered:
+        with open(path, errors="surrogateescape") as registered:
             current = registered.read()
     except OSError:
         current = ""
@@ -163,7 +163,7 @@ def keep(state: "StateDir", *, enabled: bool, resource: str, node: str, target: 
     try:
         state.ensure()
         register(prefix, path, body if current.partition("\n")[2] != body else None)
-    except (OSError, StateError) as err:
+    except (OSError, StateError, ValueError) as err:
         log.warning(f"cannot start the {MARK}: {err}")
     from ocf_lib.helpers import registry as helpers
     helpers.end(state, "watcher")  # a watcher of its own, from a version before this one
@@ -175,10 +175,9 @@ def register(prefix: str, path: str, body: str | None) -> None:
     it: signal the running one, or start one (ending one of another version first).
     OSError or StateError when it cannot, with nothing left behind."""
     import time
-    from ocf_lib.ocf.state import write_file
     with locked(prefix):
         if body is not None:
-            write_file(path, f"token={time.time_ns()}.{os.getpid()}\n{body}")
+            _write(path, f"token={time.time_ns()}.{os.getpid()}\n{body}")
         found = running_watcher(prefix)
         if found and found[1]:
             os.kill(found[0], 1)  # SIGHUP: read the registry again
@@ -186,6 +185,24 @@ def register(prefix: str, path: str, body: str | None) -> None:
         if found:
             os.kill(found[0], 15)  # of another version: the new one waits for its exit
         _spawn(prefix)
+
+
+def _write(path: str, text: str) -> None:
+    """Write a registration in place, not through a temporary file: whatever happens to
+    the agent meanwhile, its stop removes all it wrote. The watcher skips a registration
+    it cannot read yet (this agent signals it once done). OSError, with the file removed,
+    when it cannot be written."""
+    from ocf_lib.ocf.state import remove_file
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        try:
+            os.write(fd, text.encode("utf-8", "surrogateescape"))  # names as the env had them
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):
+        remove_file(path)
+        raise
 
 
 def _spawn(prefix: str) -> None:

@@ -142,7 +142,7 @@ class Watcher:
         found: dict[str, tuple[str, str]] = {}
         for name in registrations(self.prefix):
             try:
-                with open(f"{self.prefix}.{name}") as registration:
+                with open(f"{self.prefix}.{name}", errors="surrogateescape") as registration:
                     token, _, body = registration.read().partition("\n")
             except OSError:
                 continue
@@ -154,9 +154,7 @@ class Watcher:
             if name in self.armed:
                 continue
             watch = Watch.parse(body)
-            if watch is None:
-                _log(f"{name}: not a registration, ignored")
-                self.finished.add(token)
+            if watch is None:  # being written: its agent signals once it is done
                 continue
             armed = Armed(name, token, watch)
             self.armed[name] = armed
