@@ -281,32 +281,59 @@ def test_bytes_written_stay_bounded_at_20000_connections_with_1_percent_churn(mo
 
 # -- the tickles: paced, repeated ---------------------------------------------------------------
 
-@pytest.mark.parametrize("count", [1, 999, 2_000, 50_000])
-def test_each_client_is_tickled_in_every_round_in_paced_batches(count):
-    schedule = handover.tickle_schedule(count)
-    batches = -(-count // handover.TICKLE_BATCH)
-    assert len(schedule) == batches * len(handover.TICKLE_ROUNDS)
-    for number, offset in enumerate(handover.TICKLE_ROUNDS):
-        round_ = schedule[number * batches:(number + 1) * batches]
-        assert round_[0][0] == offset
-        assert [first for _, first, _ in round_] == list(range(0, count, handover.TICKLE_BATCH))
-        assert round_[-1][2] == count
-    for (at, first, end), (later, _, _) in zip(schedule, schedule[1:]):
-        assert end - first <= handover.TICKLE_BATCH
-        assert later - at >= handover.TICKLE_GAP - 1e-9
+class FakeTime:
+    """A clock that sleep() moves on, and a send that takes cost seconds of it."""
+
+    def __init__(self, cost: float) -> None:
+        self.now, self.cost = 100.0, cost
+        self.sends: list[tuple[float, int]] = []  # (when it was done, batch)
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds > 0
+        self.now += seconds
+
+    def send(self, batch: int) -> int:
+        self.now += self.cost
+        self.sends.append((self.now, batch))
+        return handover.TICKLE_BATCH
 
 
-def test_50000_clients_are_tickled_within_a_quarter_second_and_again_within_the_second():
-    schedule = handover.tickle_schedule(50_000)
-    batches = len(schedule) // 3
-    assert schedule[batches - 1][0] < 0.25
-    assert schedule[-1][0] < 1.2
+@pytest.mark.parametrize("cost", [0.0, 0.0025, 0.013])
+@pytest.mark.parametrize("batches", [1, 2, 50, 100])
+def test_each_batch_is_sent_in_every_round_paced_and_spaced(batches, cost):
+    """Batches TICKLE_GAP apart at least; one client's tickles TICKLE_SPACING apart at
+    least, also when sending takes longer than the pace allows (13 ms a batch: the lab,
+    where the clients' kernels answer within the send)."""
+    fake = FakeTime(cost)
+    began = fake.now
+    reached = handover.tickle_rounds(batches, fake.send, fake.clock, fake.sleep)
+    assert reached == batches * handover.TICKLE_BATCH, "the first round's, counted once"
+    assert [batch for _, batch in fake.sends] == list(range(batches)) * handover.TICKLE_ROUNDS
+    assert fake.sends[0][0] == began + cost, "the first batch at once"
+    for (at, _), (later, _) in zip(fake.sends, fake.sends[1:]):
+        assert later - at >= min(handover.TICKLE_GAP, cost) - 1e-9
+    for batch in range(batches):
+        times = [at for at, sent in fake.sends if sent == batch]
+        assert all(b - a >= handover.TICKLE_SPACING - 1e-9 for a, b in zip(times, times[1:]))
 
 
-def test_a_round_that_outlasts_the_next_ones_start_delays_it():
-    schedule = handover.tickle_schedule(100_000)  # 0.5 s a round
-    second = schedule[len(schedule) // 3][0]
-    assert second == pytest.approx(100 * handover.TICKLE_GAP)
+def test_50000_clients_are_tickled_within_a_quarter_second_and_twice_more_within_1_4_s():
+    fake = FakeTime(0.0)
+    handover.tickle_rounds(50, fake.send, fake.clock, fake.sleep)
+    assert fake.sends[49][0] - 100 < 0.25
+    assert fake.sends[-1][0] - 100 < 1.4
+
+
+def test_a_round_that_outlasts_the_spacing_delays_the_next_one_without_a_pause():
+    """100 batches at 13 ms each: the first round takes 1.3 s; the second starts once it
+    is done, its first batch long past its spacing, and keeps the pace of the sends."""
+    fake = FakeTime(0.013)
+    handover.tickle_rounds(100, fake.send, fake.clock, fake.sleep)
+    first_round_done, second_begins = fake.sends[99][0], fake.sends[100][0]
+    assert second_begins - first_round_done == pytest.approx(0.013)
 
 
 # -- the takeover: the tickler reads the list while start goes on -------------------------------
@@ -332,9 +359,9 @@ echo "name=\\"$3\\" host=\\"$5\\" value=\\"$(cat "{stored}/$3")\\""
 
 def test_a_takeover_asks_attrd_at_once_and_tickles_once_the_address_is_announced(
         monkeypatch, tmp_path):
-    """The tickler asks for the header when start begins, then for the shards it names,
-    prepares the tickles, and sends them when start says the address is announced; start
-    waits for none of it. A damaged shard costs its own part only. The list is forgotten
+    """The tickler asks for the header when start begins; once start says the address is
+    announced, it asks for the shards the header names and tickles; start waits for none
+    of it. A damaged shard costs its own part only. The list is forgotten
     afterwards (TICKLER_TIDY later)."""
     monkeypatch.setattr(handover, "TICKLER_TIDY", 0.1)
     records = clients(6_000)
@@ -343,8 +370,9 @@ def test_a_takeover_asks_attrd_at_once_and_tickles_once_the_address_is_announced
         "kuth-vip-connections": codec.header(2, [codec.pack(V4, 40001, 6443)], 4),
         "kuth-vip-connections-2-0": parts[0], "kuth-vip-connections-2-1": "damaged"})
     tickled = tmp_path / "tickled"
-    monkeypatch.setattr(handover, "tickle_clients", lambda ip, tickles: tickled.write_text(
-        f"{ip} {len(tickles)}") or len(tickles))
+    monkeypatch.setattr(handover, "end_remains", lambda ip: None)
+    monkeypatch.setattr(handover, "tickle_clients", lambda ip, connections: tickled.write_text(
+        f"{ip} {len(connections)}") or len(connections))
     began = time.monotonic()
     take_over = handover.TakeOver("198.18.1.20", "vip:1", "node2")
     _wait_for(lambda: (tmp_path / "argv").exists(), "the question asked")
@@ -371,7 +399,8 @@ def test_a_takeover_without_a_list_or_without_its_start_announcing_tickles_nobod
     form this one does not read; a start that failed never says announced."""
     fake_attrd_updater(monkeypatch, tmp_path, values)
     tickled = tmp_path / "tickled"
-    monkeypatch.setattr(handover, "tickle_clients", lambda ip, tickles: tickled.touch() or 1)
+    monkeypatch.setattr(handover, "end_remains", lambda ip: None)
+    monkeypatch.setattr(handover, "tickle_clients", lambda ip, connections: tickled.touch() or 1)
     announced = handover.TakeOver("198.18.1.20", "vip", "node2")
     announced.announced()
     failed = handover.TakeOver("198.18.1.20", "vip", "node2")

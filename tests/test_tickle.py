@@ -64,13 +64,14 @@ assert s.recv(1) == b''
 CLIENT_PORT = 41999  # what the client uses for its short request and then for its stream
 # Each formatted with vip, client and port; prints how many tickles went out (at once).
 TICKLE = ("from ocf_lib.adapters import inet, tickle\n"
-          "sent = tickle.Sender({vip!r}).send(tickle.prepare({vip!r}, "
+          "sent = tickle.Sender({vip!r}).send(tickle.Preparer({vip!r}).prepare("
           "[(inet.parse_ip({client!r})[1], {port}, 7000)]))\n"
           "print(sent)")
-TICKLE_CLIENTS = ("from ocf_lib.adapters import inet, tickle\n"
+TICKLE_CLIENTS = ("from ocf_lib.adapters import inet\n"
                   "from ocf_lib.logic import handover\n"
-                  "print(handover.tickle_clients({vip!r}, tickle.prepare({vip!r}, "
-                  "[(inet.parse_ip({client!r})[1], {port}, 7000)])))")
+                  "handover.end_remains({vip!r})\n"
+                  "print(handover.tickle_clients({vip!r}, "
+                  "[(inet.parse_ip({client!r})[1], {port}, 7000)]))")
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -11,10 +11,11 @@ the client reconnects, to the new owner, at once.
 
 The ACKs go out through a raw IP socket bound to the address (the kernel adds the IP
 header and routes it), one datagram per connection. Their timing is the caller's
-(ocf_lib.logic.handover paces and repeats them): prepare() builds the segments once (a
-checksum each, about 2.4 µs), a Sender sends them, a batch at a time (about 2.5 µs each).
+(ocf_lib.logic.handover paces and repeats them): a Preparer builds the segments (about
+1 µs each), a Sender sends them, a batch at a time (about 2.5 µs each).
 """
 import _socket
+import _struct
 
 from ocf_lib.adapters import inet
 
@@ -30,13 +31,47 @@ def ack_segment(local: bytes, port: int, client: bytes, client_port: int) -> byt
                             window=_WINDOW)
 
 
-def prepare(address: str, connections: list[tuple[bytes, int, int]]) -> list[Tickle]:
-    """The tickle from address of each (client's packed address, client's port, port of
-    address), clients of address's family. Pure: a tickler prepares them while the address
-    is still being added."""
-    family, local = inet.parse_ip(address)
-    return [(ack_segment(local, port, client, client_port), _socket.inet_ntop(family, client))
-            for client, client_port, port in connections if len(client) == len(local)]
+def _word_sum(data: bytes) -> int:
+    """The sum of data's 16-bit words (even length), not yet folded."""
+    return sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+
+
+class Preparer:
+    """Builds the tickles from one address, as fast as a takeover needs them (a batch just
+    before it is sent): every tickle's checksum differs from the others' by the clients'
+    address and ports only, so the rest of the sum (this address, the pseudo-header's
+    protocol and length, the ACK's fixed fields) is added up once, and each client's
+    address once (a busy node's clients are a few thousand addresses at most)."""
+
+    def __init__(self, address: str) -> None:
+        self.family, self.local = inet.parse_ip(address)
+        fixed = inet.tcp_segment(bytes(len(self.local)), 0, bytes(len(self.local)), 0, seq=0,
+                                 ack=0, flags=inet.TCP_ACK, window=_WINDOW)
+        # The checksum of that segment between zero addresses and ports is the complement
+        # of everything but the addresses and the ports.
+        self._fixed = (~int.from_bytes(fixed[16:18], "big") & 0xFFFF) + _word_sum(self.local)
+        self._clients: dict[bytes, tuple[int, str]] = {}
+
+    def prepare(self, connections: "list[tuple[bytes, int, int]]") -> list[Tickle]:
+        """The tickle of each (client's packed address, client's port, port of address),
+        clients of address's family."""
+        tickles = []
+        for client, client_port, port in connections:
+            known = self._clients.get(client)
+            if known is None:
+                if len(client) != len(self.local):
+                    continue
+                known = self._clients[client] = (self._fixed + _word_sum(client),
+                                                  _socket.inet_ntop(self.family, client))
+            total = known[0] + port + client_port
+            total = (total & 0xFFFF) + (total >> 16)
+            total = (total & 0xFFFF) + (total >> 16)
+            tickles.append((_ACK.pack(port, client_port, 0, 0, 5 << 4, inet.TCP_ACK, _WINDOW,
+                                      ~total & 0xFFFF, 0), known[1]))
+        return tickles
+
+
+_ACK = _struct.Struct("!HHIIBBHHH")
 
 
 class Sender:

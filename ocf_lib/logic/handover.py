@@ -263,9 +263,9 @@ class HandOvers:
 
 
 class HandedOver:
-    """The list handed over to node for resource, asked of attrd in steps that a tickler
-    takes while its start goes on: the header at once (made), the shards it names
-    (ask_shards, once the header is known), then records()."""
+    """The list handed over to node for resource, asked of attrd in steps, so that a
+    tickler does other work while attrd answers: the header at once (made), the shards it
+    names (ask_shards, once the header is known), then records()."""
 
     def __init__(self, resource: str, node: str) -> None:
         self.attribute = handover_attribute(resource)
@@ -273,7 +273,7 @@ class HandedOver:
         self.header = pacemaker.AttributeQuery(self.attribute, node)
         self.shards: dict[str, pacemaker.AttributeQuery] = {}
         self.problems: list[str] = []
-        self.delta: list[codec.Connection] = []
+        self.found: dict[int, set[codec.Record]] = {}  # by address size
 
     def ask_shards(self) -> None:
         """Wait for the header; ask for the shards it names."""
@@ -282,21 +282,21 @@ class HandedOver:
         except ValueError as err:
             self.problems.append(str(err))
             return
-        self.delta = [codec.unpack(record, size) for record in records]
+        self.found.setdefault(size, set()).update(records)
         names = (codec.shard_name(self.attribute, count, i) for i in range(count))
         self.shards = {name: pacemaker.AttributeQuery(name, self.node) for name in names}
 
     def records(self) -> list[codec.Connection]:
-        """Every connection the header and its shards hold; one damaged shard costs its own
-        part only (problems says which)."""
-        found = set(self.delta)
+        """Every connection the header and its shards hold, once each, in no order; one
+        damaged shard costs its own part only (problems says which)."""
         for name, query in self.shards.items():
             try:
                 size, records = codec.decode(query.value() or "")
-                found.update(codec.unpack(record, size) for record in records)
+                self.found.setdefault(size, set()).update(records)
             except ValueError as err:
                 self.problems.append(f"{name}: {err}")
-        return sorted(found)
+        return [codec.unpack(record, size) for size, records in self.found.items()
+                for record in records]
 
     def forget(self) -> None:
         """Delete the header and its shards. Never fails: the next owner writes them anew."""
@@ -310,11 +310,14 @@ class HandedOver:
 TICKLER = "kuth-tickler"  # the take-over's process name
 TICKLER_WAIT = 120.0  # seconds a tickler waits for its start to have announced the address
 TICKLER_TIDY = 5.0  # seconds after its tickles that it forgets the list, once the failover is done
-# Each client is tickled in three rounds, at these seconds after the address was announced:
-# a tickle, or the client's answer, or the announcement before it (the agent's default five
+# Each client is tickled TICKLE_ROUNDS times, TICKLE_SPACING seconds apart at least: a
+# tickle, or the client's answer, or the announcement before it (the agent's default five
 # go out 0.2 s apart) lost once is made good by the next round, as CTDB repeats its tickles
-# with each of its ARPs.
-TICKLE_ROUNDS = (0.0, 0.3, 0.9)
+# with each of its ARPs. A client's kernel answers an out-of-window ACK once per 500 ms of
+# a connection (net.ipv4.tcp_invalid_ratelimit): a tickle sooner after the one it answered
+# would be wasted.
+TICKLE_ROUNDS = 3
+TICKLE_SPACING = 0.55
 # Within a round, batches of at most TICKLE_BATCH every TICKLE_GAP seconds: 200,000 a
 # second, 50,000 clients in 0.25 s. A batch is one default transmit queue (txqueuelen 1000);
 # on 1 Gbit/s it leaves in 0.7 ms (84 bytes a frame on the wire), so the queue is empty again
@@ -325,19 +328,28 @@ TICKLE_BATCH = 1000
 TICKLE_GAP = 0.005
 
 
-def tickle_schedule(count: int) -> list[tuple[float, int, int]]:
-    """When each batch of count tickles is due: (seconds after the announcement, first,
-    end) in order, every round from its offset in TICKLE_ROUNDS. A round that needs more
-    time than its offset leaves starts once the one before is done."""
-    schedule: list[tuple[float, int, int]] = []
-    free = 0.0
-    for offset in TICKLE_ROUNDS:
-        at = max(offset, free)
-        for first in range(0, count, TICKLE_BATCH):
-            schedule.append((at, first, min(first + TICKLE_BATCH, count)))
-            at += TICKLE_GAP
-        free = at
-    return schedule
+def tickle_rounds(batches: int, send: "Callable[[int], int]", clock: "Clock" = time.monotonic,
+                  sleep: "Callable[[float], object]" = time.sleep) -> int:
+    """Call send(batch) for batches 0..batches-1, TICKLE_ROUNDS times each: a batch
+    TICKLE_GAP after the one before at least, and TICKLE_SPACING after its own previous
+    send at least (from when that send was done: a round that took longer than planned
+    delays the next one's batches, never brings a client's tickles closer). Return what
+    the first round's sends returned, summed."""
+    sent_at = [float("-inf")] * batches
+    reached = 0
+    due = clock()
+    for round_ in range(TICKLE_ROUNDS):
+        for batch in range(batches):
+            due = max(due, sent_at[batch] + TICKLE_SPACING)
+            wait = due - clock()
+            if wait > 0:
+                sleep(wait)
+            sent = send(batch)
+            sent_at[batch] = clock()
+            if not round_:
+                reached += sent
+            due += TICKLE_GAP
+    return reached
 
 
 class TakeOver:
@@ -368,60 +380,64 @@ class TakeOver:
 
 
 def _take_over(ip: str, resource: str, node: str, go: int) -> None:
-    """The tickler's life: ask attrd for the list and prepare the tickles while start adds
-    the address (at nice 10: start comes first); once start says the address is announced,
-    send them (tickle_clients) and, once the rest of the failover has run, forget the
-    list. To syslog."""
+    """The tickler's life: ask attrd for the list's header while start adds the address
+    (at nice 10: start comes first); once start says the address is announced, take the
+    priority back (its own and the question's: what follows is on clients' path), end
+    this node's remains on the address while attrd answers for the shards, send the
+    tickles (tickle_clients) and, once the rest of the failover has run, forget the list.
+    To syslog."""
     import syslog
-    from ocf_lib.adapters import tickle
     handed = HandedOver(resource, node)
-    handed.ask_shards()
-    tickles = tickle.prepare(ip, handed.records())
     if not went(go, TICKLER_WAIT):
         return  # start failed, or never got there
-    process.hurry()  # its tickles are on clients' path now
+    process.hurry(*handed.header.pids())
+    handed.ask_shards()
+    end_remains(ip)
+    connections = handed.records()
     for problem in handed.problems:
         syslog.syslog(syslog.LOG_WARNING, f"part of the hand-over of {ip} is lost: {problem}")
-    if not tickles:
+    if not connections:
         return
     try:
-        sent = tickle_clients(ip, tickles)
+        sent = tickle_clients(ip, connections)
     except OSError as err:
         syslog.syslog(syslog.LOG_WARNING, f"cannot tickle the clients of {ip}: {err}")
     else:
         syslog.syslog(syslog.LOG_NOTICE, f"tickled {sent} client(s) of connections handed "
-                                         f"over on {ip}, {len(TICKLE_ROUNDS)} times each")
+                                         f"over on {ip}, {TICKLE_ROUNDS} times each")
     time.sleep(TICKLER_TIDY)
     handed.forget()
 
 
-def tickle_clients(ip: str, tickles: "list[Tickle]") -> int:
-    """Send tickles (ocf_lib.adapters.tickle.prepare) from ip, now here, to the clients of
-    connections another node held on it, as tickle_schedule says; return how many the
-    first round reached. OSError when none can be sent.
-
-    First this node's TIME_WAIT remains on the address go (it may have held the address
-    less than a minute ago; see ocf_lib.adapters.sock_diag.time_waits): a client's answer
-    that met one would get an ACK, not the reset. Linux before 6.0 cannot end them; the
-    tickles go out all the same."""
-    from ocf_lib.adapters import sock_diag, tickle
+def end_remains(ip: str) -> None:
+    """End this node's TIME_WAIT remains on ip before its clients are tickled (it may have
+    held the address less than a minute ago; see ocf_lib.adapters.sock_diag.time_waits): a
+    client's answer that met one would get an ACK, not the reset. Linux before 6.0 cannot
+    end them; the tickles go out all the same. Never fails."""
+    from ocf_lib.adapters import sock_diag
     try:
         sock_diag.destroy(sock_diag.time_waits(ip))
-    except sock_diag.Unsupported:
+    except (sock_diag.Unsupported, OSError):
         pass
+
+
+def tickle_clients(ip: str, connections: "list[codec.Connection]") -> int:
+    """Tickle, from ip (now here), the clients of connections another node held on it,
+    in tickle_rounds; return how many the first round reached. Each batch is prepared
+    just before its first send, so the first tickles leave at once. OSError when none can
+    be sent."""
+    from ocf_lib.adapters import tickle
     sender = tickle.Sender(ip)
-    schedule = tickle_schedule(len(tickles))
-    first_round = len(schedule) // len(TICKLE_ROUNDS)
-    reached = 0
-    began = time.monotonic()
+    preparer = tickle.Preparer(ip)
+    prepared: dict[int, list[Tickle]] = {}
+
+    def send(batch: int) -> int:
+        if batch not in prepared:
+            first = batch * TICKLE_BATCH
+            prepared[batch] = preparer.prepare(connections[first:first + TICKLE_BATCH])
+        return sender.send(prepared[batch])
+
     try:
-        for batch, (at, first, end) in enumerate(schedule):
-            wait = began + at - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            sent = sender.send(tickles[first:end])
-            if batch < first_round:
-                reached += sent
-        return reached
+        return tickle_rounds(-(-len(connections) // TICKLE_BATCH), send)
     finally:
         sender.close()
