@@ -162,7 +162,8 @@ class Holder:
         CPUs the resets are measured on, so each costs little here: a connection fires
         once (EPOLLONESHOT), a reset is read as SO_ERROR (no exception), the reports of
         one look leave in one write, and the sockets are closed once a look finds
-        nothing."""
+        nothing. Each is reported with the time of the look that found it, so the
+        reports of a look are not later than the look itself."""
         if self.ended:
             timeout = 1.0 if timeout is None else min(timeout, 1.0)
         events = self.poll.poll(timeout)
@@ -171,11 +172,12 @@ class Holder:
                 sock.close()
             self.ended.clear()
             return
+        at = f"{time.monotonic():.6f}"  # one time for a look: each ended before it
         lines = []
         for fd, _ in events:
             number, sock = self.by_fd.pop(fd)
             del self.by_number[number]
-            lines.append(f"{_ending(sock)} {number} {time.monotonic():.6f}\n")
+            lines.append(f"{_ending(sock)} {number} {at}\n")
             self.ended.append(sock)
         sys.stdout.write("".join(lines))
         sys.stdout.flush()
@@ -243,10 +245,12 @@ class Held:
             raise ValueError(f"{count} connections need {shares} source addresses, "
                              f"got {len(sources)}")
         self.count = count
-        self.ended: dict[int, tuple[str, float]] = {}
-        self.ready = 0
+        self._ended: dict[int, tuple[str, float]] = {}
+        self._ready = 0
+        self._unread: list[bytes] = []
+        self._partial = b""
         self.lock = threading.Lock()
-        self.procs: list[subprocess.Popen[str]] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
         self.readers: list[threading.Thread] = []
         first = 0
         for index in range(shares):
@@ -254,7 +258,7 @@ class Held:
             proc = subprocess.Popen(
                 exec_argv([sys.executable, "-IS", SCRIPT, "hold", host, str(port), str(share),
                            str(first), sources[index], str(churn)]),
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
             self.procs.append(proc)
             reader = threading.Thread(target=self._read, args=(proc,), daemon=True)
             reader.start()
@@ -267,15 +271,40 @@ class Held:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _read(self, proc: subprocess.Popen[str]) -> None:
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        """Gather what proc says as it comes; parsed when asked (ended): at a node loss the
+        reports of tens of thousands of resets arrive within a second, on the CPUs the
+        resets are measured on."""
         assert proc.stdout is not None
-        for line in proc.stdout:
-            word, *rest = line.split()
+        fd = proc.stdout.fileno()
+        while chunk := os.read(fd, 1 << 16):
             with self.lock:
-                if word == "ready":
-                    self.ready += int(rest[0])
-                else:
-                    self.ended.setdefault(int(rest[0]), (word, float(rest[1])))
+                self._unread.append(chunk)
+
+    @property
+    def ended(self) -> dict[int, tuple[str, float]]:
+        """{number: (kind, monotonic time)} for each connection that ended, as reported."""
+        self._parse()
+        return self._ended
+
+    @property
+    def ready(self) -> int:
+        """How many connections the processes have said are open."""
+        self._parse()
+        return self._ready
+
+    def _parse(self) -> None:
+        """Take in the complete lines gathered so far."""
+        with self.lock:
+            lines = (self._partial + b"".join(self._unread)).split(b"\n")
+            self._unread.clear()
+            self._partial = lines.pop()  # a line not yet complete, or b""
+        for line in lines:
+            word, *rest = line.decode().split()
+            if word == "ready":
+                self._ready += int(rest[0])
+            else:
+                self._ended.setdefault(int(rest[0]), (word, float(rest[1])))
 
     def wait_ready(self, timeout: float) -> None:
         """Until every connection is open; OSError if a process died or time ran out."""
@@ -291,14 +320,12 @@ class Held:
 
     def ends(self, since: float, until: float, kinds: tuple[str, ...] | None = None) -> int:
         """How many connections ended in [since, until] (of kinds, if given)."""
-        with self.lock:
-            return sum(1 for kind, at in self.ended.values()
-                       if since <= at <= until and (kinds is None or kind in kinds))
+        return sum(1 for kind, at in self.ended.values()
+                   if since <= at <= until and (kinds is None or kind in kinds))
 
     def still_open(self) -> int:
         """How many connections no end was reported of."""
-        with self.lock:
-            return self.count - len(self.ended)
+        return self.count - len(self.ended)
 
     def close(self) -> None:
         """End every holder process (the kernel closes their connections)."""
