@@ -100,7 +100,7 @@ def _flag(value: bool) -> str:
     return "1" if value else "0"
 
 
-def registry() -> str:
+def registry_prefix() -> str:
     """The prefix of this node's registry files (see the module's docstring)."""
     netns = os.stat("/proc/self/ns/net").st_ino
     return os.path.join(os.environ.get("HA_RSCTMP") or "/run/resource-agents",
@@ -148,7 +148,7 @@ def keep(state: "StateDir", *, enabled: bool, resource: str, node: str, target: 
     if not enabled:  # watch=false set on a running resource (through a reload)
         end(state)
         return
-    prefix = registry()
+    prefix = registry_prefix()
     body = Watch(resource, node, state.path("lock"), target).text()
     path = f"{prefix}.{state.stem}"
     try:
@@ -165,9 +165,7 @@ def keep(state: "StateDir", *, enabled: bool, resource: str, node: str, target: 
         register(prefix, path, body if current.partition("\n")[2] != body else None)
     except (OSError, StateError, ValueError) as err:
         log.warning(f"cannot start the {MARK}: {err}")
-    from ocf_lib.helpers import registry as helpers
-    helpers.end(state, "watcher")  # a watcher of its own, from a version before this one
-    state.remove("watcher-of")
+    _end_own_watcher(state)
 
 
 def register(prefix: str, path: str, body: str | None) -> None:
@@ -233,7 +231,7 @@ def end(state: "StateDir") -> None:
     watcher also stands back while the resource's stop holds its lock, and reports nothing
     for a registration gone."""
     from ocf_lib.ocf.state import StateError, remove_file
-    prefix = registry()
+    prefix = registry_prefix()
     path = f"{prefix}.{state.stem}"
     if os.path.exists(path):
         found = running_watcher(prefix)
@@ -249,6 +247,12 @@ def end(state: "StateDir") -> None:
                 os.kill(found[0], 1)
             except ProcessLookupError:
                 pass
-    from ocf_lib.helpers import registry as helpers
-    helpers.end(state, "watcher")  # a watcher of its own, from a version before this one
+    _end_own_watcher(state)
+
+
+def _end_own_watcher(state: "StateDir") -> None:
+    """End the watcher of this resource alone that a version before one watcher per node
+    left running, and its record."""
+    from ocf_lib.helpers import registry
+    registry.end(state, "watcher")
     state.remove("watcher-of")
