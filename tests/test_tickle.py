@@ -47,6 +47,26 @@ def test_the_segment_is_a_bare_ack_with_a_valid_checksum() -> None:
     assert inet.transport_checksum(local, client, 6, segment) == 0, "the checksum checks"
 
 
+@pytest.mark.parametrize("vip, clients", [
+    ("198.18.3.10", [f"198.18.{i}.{i * 37 % 256}" for i in range(1, 9)]),
+    ("2001:2:3::10", [f"2001:2:3::{i:x}:{i * 4099:x}" for i in range(1, 9)])])
+def test_each_prepared_tickle_is_the_bare_ack_for_its_connection(vip, clients) -> None:
+    """The Preparer sums the checksum's fixed part once: byte for byte what ack_segment
+    builds, for any ports; a client of the other family is left out."""
+    import random
+    rng = random.Random(25)
+    packed = [inet.parse_ip(client)[1] for client in clients]
+    connections = [(rng.choice(packed), rng.randrange(65536), rng.choice([0, 1, 6443, 65535]))
+                   for _ in range(5_000)]
+    other = inet.parse_ip("2001:2::1" if "." in vip else "198.18.0.1")[1]
+    tickles = tickle.Preparer(vip).prepare([(other, 40000, 6443), *connections])
+    local = inet.parse_ip(vip)[1]
+    assert [segment for segment, _ in tickles] == [
+        tickle.ack_segment(local, port, client, client_port)
+        for client, client_port, port in connections]
+    assert {client for _, client in tickles} == set(clients)
+
+
 # Serves one connection and closes it first: the TIME_WAIT remain stays on the server's side.
 CLOSER = """
 import socket, sys

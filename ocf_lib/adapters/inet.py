@@ -130,7 +130,7 @@ def transport_checksum(source: bytes, destination: bytes, protocol: int, segment
     return checksum(pseudo + segment)
 
 
-_TCP_HEADER = _struct.Struct("!HHIIBBHHH")  # ports, seq, ack, offset, flags, window, sum, urg
+TCP_HEADER = _struct.Struct("!HHIIBBHHH")  # ports, seq, ack, offset, flags, window, sum, urg
 TCP_SYN, TCP_RST, TCP_ACK = 0x02, 0x04, 0x10
 
 
@@ -139,7 +139,7 @@ def tcp_segment(source: bytes, source_port: int, destination: bytes, destination
     """A bare TCP header (20 bytes, no options, no data) from source to destination (packed
     addresses of one family), with its checksum: what a node sends for connections it has
     no socket for (a tickle ACK, a reset)."""
-    header = _TCP_HEADER.pack(source_port, destination_port, seq, ack, 5 << 4, flags, window,
+    header = TCP_HEADER.pack(source_port, destination_port, seq, ack, 5 << 4, flags, window,
                               0, 0)
     checksum = transport_checksum(source, destination, _socket.IPPROTO_TCP, header)
     return header[:16] + _struct.pack("!H", checksum) + header[18:]

@@ -12,10 +12,9 @@ the client reconnects, to the new owner, at once.
 The ACKs go out through a raw IP socket bound to the address (the kernel adds the IP
 header and routes it), one datagram per connection. Their timing is the caller's
 (ocf_lib.logic.handover paces and repeats them): a Preparer builds the segments (about
-1 µs each), a Sender sends them, a batch at a time (about 2.5 µs each).
+0.5 µs each), a Sender sends them, a batch at a time (about 2.5 µs each).
 """
 import _socket
-import _struct
 
 from ocf_lib.adapters import inet
 
@@ -45,10 +44,10 @@ class Preparer:
 
     def __init__(self, address: str) -> None:
         self.family, self.local = inet.parse_ip(address)
-        fixed = inet.tcp_segment(bytes(len(self.local)), 0, bytes(len(self.local)), 0, seq=0,
-                                 ack=0, flags=inet.TCP_ACK, window=_WINDOW)
-        # The checksum of that segment between zero addresses and ports is the complement
-        # of everything but the addresses and the ports.
+        zero = bytes(len(self.local))
+        # The checksum of a tickle between zero addresses and ports is the complement of
+        # everything but the addresses and the ports.
+        fixed = ack_segment(zero, 0, zero, 0)
         self._fixed = (~int.from_bytes(fixed[16:18], "big") & 0xFFFF) + _word_sum(self.local)
         self._clients: dict[bytes, tuple[int, str]] = {}
 
@@ -66,12 +65,9 @@ class Preparer:
             total = known[0] + port + client_port
             total = (total & 0xFFFF) + (total >> 16)
             total = (total & 0xFFFF) + (total >> 16)
-            tickles.append((_ACK.pack(port, client_port, 0, 0, 5 << 4, inet.TCP_ACK, _WINDOW,
-                                      ~total & 0xFFFF, 0), known[1]))
+            tickles.append((inet.TCP_HEADER.pack(port, client_port, 0, 0, 5 << 4, inet.TCP_ACK,
+                                                 _WINDOW, ~total & 0xFFFF, 0), known[1]))
         return tickles
-
-
-_ACK = _struct.Struct("!HHIIBBHHH")
 
 
 class Sender:
