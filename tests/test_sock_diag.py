@@ -132,11 +132,14 @@ import socket, time
 listener = socket.socket(socket.AF_INET6)
 listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
 listener.bind(("::", 6443)); listener.listen(100)
+print("listening", flush=True)
 held = []
 while True:
     held.append(listener.accept()[0])
-""")
-    client = peer.popen("/usr/bin/python3", "-c", f"""
+""", stdout=subprocess.PIPE)
+    try:
+        assert server.stdout.readline().strip() == b"listening", "clients connect only then"
+        client = peer.popen("/usr/bin/python3", "-c", f"""
 import socket, sys, time
 held = []
 for n, ip in enumerate({ips + ["198.18.0.1"]!r}):
@@ -144,17 +147,18 @@ for n, ip in enumerate({ips + ["198.18.0.1"]!r}):
         held.append(socket.create_connection((ip, 6443), timeout=5))
 print("ok", flush=True); time.sleep(60)
 """, stdout=subprocess.PIPE)
-    try:
-        assert client.stdout.readline().strip() == b"ok"
-        found = node.run("/usr/bin/python3", "-c", f"""
+        try:
+            assert client.stdout.readline().strip() == b"ok"
+            found = node.run("/usr/bin/python3", "-c", f"""
 import sys; sys.path.insert(0, {REPO!r})
 from ocf_lib.adapters import sock_diag
 found = sock_diag.on_addresses({ips[1:]!r})
 print(" ".join(f"{{ip}}={{len(c)}}:{{len({{x.local[0] for x in c}})}}" for ip, c in found.items()))
 """).stdout.split()
-        assert found == [f"{ip}={n + 2}:1" for n, ip in enumerate(ips[1:])]
+            assert found == [f"{ip}={n + 2}:1" for n, ip in enumerate(ips[1:])]
+        finally:
+            client.kill()
+            client.wait()
     finally:
-        client.kill()
         server.kill()
-        client.wait()
         server.wait()
