@@ -72,11 +72,11 @@ class Attrd:
 
     def handed_to(self, node: str, attribute: str) -> set[Record]:
         """What a tickler on node would read."""
-        shards, _, records = codec.parse_header(self.values.get((attribute, node)))
+        shards, connections = codec.parse_header(self.values.get((attribute, node)))
         for index in range(shards):
-            records += codec.decode(self.values[codec.shard_name(attribute, shards, index),
-                                                node])[1]
-        return set(records)
+            connections += codec.decode(self.values[codec.shard_name(attribute, shards, index),
+                                                    node])
+        return {codec.pack(*connection) for connection in connections}
 
 
 def sizes(count: int, per_client: int, ipv6: bool) -> tuple[int, int, float, float]:

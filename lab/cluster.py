@@ -464,12 +464,11 @@ class Cluster:
         from ocf_lib.logic import handover_codec as codec
         from ocf_lib.logic.handover import handover_attribute
         attribute = handover_attribute(resource)
-        shards, size, records = codec.parse_header(self._attribute(attribute, name))
-        found = {codec.unpack(record, size) for record in records}
+        shards, delta = codec.parse_header(self._attribute(attribute, name))
+        found = set(delta)
         for index in range(shards):
-            size, records = codec.decode(self._attribute(codec.shard_name(attribute, shards,
-                                                                          index), name) or "")
-            found.update(codec.unpack(record, size) for record in records)
+            found.update(codec.decode(self._attribute(codec.shard_name(attribute, shards,
+                                                                       index), name) or ""))
         family = {4: inet.AF_INET, 16: inet.AF_INET6}
         return [f"{inet.canonical(family[len(client)], client)},{client_port},{port}"
                 for client, client_port, port in sorted(found)]

@@ -22,15 +22,16 @@ V4 = bytes([198, 18, 1, 100])
 def test_a_list_comes_back_from_its_text_whole(size):
     edges = {codec.pack(bytes(size), 1, 443), codec.pack(b"\xff" * size, 65535, 65535)}
     records = clients(3000, ipv6=size == 16) | edges
-    assert codec.decode(codec.encode(records, size))[0] == size
-    assert sorted(codec.decode(codec.encode(records, size))[1]) == sorted(records)
-    assert codec.unpack(codec.pack(V4, 40001, 6443), 4) == (V4, 40001, 6443)
+    decoded = codec.decode(codec.encode(records, size))
+    assert {len(client) for client, _, _ in decoded} == {size}
+    assert sorted(codec.pack(*connection) for connection in decoded) == sorted(records)
+    assert codec.decode(codec.encode([codec.pack(V4, 40001, 6443)], 4)) == [(V4, 40001, 6443)]
 
 
 def test_no_connection_is_an_empty_text_and_a_header_without_shards():
-    assert codec.encode([], 4) == "" and codec.decode("") == (0, [])
+    assert codec.encode([], 4) == "" and codec.decode("") == []
     assert codec.header(0, [], 4) == "1:0:"
-    assert codec.parse_header("1:0:") == codec.parse_header(None) == (0, 0, [])
+    assert codec.parse_header("1:0:") == codec.parse_header(None) == (0, [])
 
 
 def test_the_text_passes_through_attrd_updater_and_xml_unchanged():
@@ -66,7 +67,7 @@ def test_every_list_up_to_the_maximum_fits_in_bounded_shards(count, ipv6):
     texts = codec.split(records, shards, size)
     assert 1 <= shards <= codec.MAX_SHARDS
     assert max(map(len, texts)) <= codec.SHARD_MAX
-    assert sorted(r for text in texts for r in codec.decode(text)[1]) == sorted(records)
+    assert sorted(codec.pack(*c) for text in texts for c in codec.decode(text)) == sorted(records)
 
 
 def test_a_connection_keeps_its_shard_while_others_come_and_go():
@@ -74,8 +75,8 @@ def test_a_connection_keeps_its_shard_while_others_come_and_go():
     its part of the list."""
     before = clients(20_000, seed=1)
     after = set(sorted(before)[:15_000]) | clients(5_000, seed=2)
-    shards_before = [set(codec.decode(t)[1]) for t in codec.split(before, 8, 4)]
-    shards_after = [set(codec.decode(t)[1]) for t in codec.split(after, 8, 4)]
+    shards_before = [{codec.pack(*c) for c in codec.decode(t)} for t in codec.split(before, 8, 4)]
+    shards_after = [{codec.pack(*c) for c in codec.decode(t)} for t in codec.split(after, 8, 4)]
     for old, new in zip(shards_before, shards_after):
         assert old & after <= new
 
@@ -380,7 +381,7 @@ def test_a_takeover_asks_attrd_at_once_and_tickles_once_the_address_is_announced
     take_over.announced()
     assert time.monotonic() - began < 0.25, "start waits for neither attrd nor the tickles"
     _wait_for(lambda: "-D" in (tmp_path / "argv").read_text(), "the list forgotten", 10)
-    assert tickled.read_text() == f"198.18.1.20 {len(codec.decode(parts[0])[1]) + 1}"
+    assert tickled.read_text() == f"198.18.1.20 {len(codec.decode(parts[0])) + 1}"
     asked = (tmp_path / "argv").read_text().splitlines()
     assert asked[0] == "-Q -n kuth-vip-connections -N node2"
     assert sorted(asked[1:3]) == [f"-Q -n kuth-vip-connections-2-{i} -N node2" for i in (0, 1)]

@@ -265,7 +265,7 @@ class HandOvers:
 class HandedOver:
     """The list handed over to node for resource, asked of attrd in steps, so that a
     tickler does other work while attrd answers: the header at once (made), the shards it
-    names (ask_shards, once the header is known), then records()."""
+    names (ask_shards, once the header is known), then connections()."""
 
     def __init__(self, resource: str, node: str) -> None:
         self.attribute = handover_attribute(resource)
@@ -273,30 +273,30 @@ class HandedOver:
         self.header = pacemaker.AttributeQuery(self.attribute, node)
         self.shards: dict[str, pacemaker.AttributeQuery] = {}
         self.problems: list[str] = []
-        self.found: dict[int, set[codec.Record]] = {}  # by address size
+        self.delta: list[codec.Connection] = []
 
     def ask_shards(self) -> None:
         """Wait for the header; ask for the shards it names."""
         try:
-            count, size, records = codec.parse_header(self.header.value())
+            count, self.delta = codec.parse_header(self.header.value())
         except ValueError as err:
             self.problems.append(str(err))
             return
-        self.found.setdefault(size, set()).update(records)
         names = (codec.shard_name(self.attribute, count, i) for i in range(count))
         self.shards = {name: pacemaker.AttributeQuery(name, self.node) for name in names}
 
-    def records(self) -> list[codec.Connection]:
-        """Every connection the header and its shards hold, once each, in no order; one
-        damaged shard costs its own part only (problems says which)."""
+    def connections(self) -> list[codec.Connection]:
+        """Every connection the shards and the header hold, in no order; one damaged shard
+        costs its own part only (problems says which). A connection that is in the header
+        as well as in a shard (it was gone and came back since the shards were written) is
+        there twice: its second tickle costs its client one answer, no more."""
+        found: list[codec.Connection] = []
         for name, query in self.shards.items():
             try:
-                size, records = codec.decode(query.value() or "")
-                self.found.setdefault(size, set()).update(records)
+                found += codec.decode(query.value() or "")
             except ValueError as err:
                 self.problems.append(f"{name}: {err}")
-        return [codec.unpack(record, size) for size, records in self.found.items()
-                for record in records]
+        return found + self.delta
 
     def forget(self) -> None:
         """Delete the header and its shards. Never fails: the next owner writes them anew."""
@@ -393,7 +393,7 @@ def _take_over(ip: str, resource: str, node: str, go: int) -> None:
     process.hurry(*handed.header.pids())
     handed.ask_shards()
     end_remains(ip)
-    connections = handed.records()
+    connections = handed.connections()
     for problem in handed.problems:
         syslog.syslog(syslog.LOG_WARNING, f"part of the hand-over of {ip} is lost: {problem}")
     if not connections:
