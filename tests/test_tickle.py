@@ -4,7 +4,11 @@ address's new owner at once. Three hosts on a switch: `old` holds a connection f
 it and tickles the client, which gets a reset instead of waiting on a dead connection.
 Also when `new` held the address a moment before and keeps a TIME_WAIT remain of the very
 client port (ocf_lib.logic.handover.tickle_clients)."""
+import contextlib
+import os
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -167,3 +171,80 @@ def lose_a_stream(old, new, client, switch, family: str, tickle_code: str,
 def mac(ns) -> str:
     import json
     return json.loads(ns.ip("-j", "link", "show", "dev", "lan0"))[0]["address"]
+
+
+MANY = 2_500  # three batches: two senders, one of them a process of its own
+# Formatted with vip and client; the client's ports are its arguments.
+TICKLE_MANY = ("import sys\n"
+               "from ocf_lib.adapters import inet\n"
+               "from ocf_lib.logic import handover\n"
+               "client = inet.parse_ip({client!r})[1]\n"
+               "print(handover.tickle_clients({vip!r}, [(client, int(port), 7000)\n"
+               "                                         for port in sys.argv[1:]]))")
+
+
+def test_the_clients_of_thousands_of_connections_are_tickled_by_all_the_senders(
+        netns_pool: NetnsPool) -> None:
+    """tickle_clients shares the batches among TICKLE_SENDERS processes: every client is
+    reset, and what the first round reached is counted from all of them, once."""
+    from ocf_lib.logic import handover
+    assert -(-MANY // handover.TICKLE_BATCH) > handover.TICKLE_SENDERS > 1
+    with many_lost(netns_pool) as (new, held, argv):
+        assert new.run(*argv).stdout.strip() == str(MANY)
+        assert wait_until_ended(held) == {"reset"}
+
+
+def test_a_tickler_ended_by_a_stop_takes_its_other_senders_along(netns_pool: NetnsPool) -> None:
+    """A stop SIGKILLs the tickler it recorded (the first sender): the others end at their
+    next batch instead of tickling from an address that is gone (here rounds would go on
+    for half a minute)."""
+    with many_lost(netns_pool) as (new, held, argv):
+        python, dash_c, code, *ports = argv
+        code = f"from ocf_lib.logic import handover\nhandover.TICKLE_ROUNDS = 50\n{code}"
+        tickler = new.popen(python, dash_c, code, *ports, stdout=subprocess.DEVNULL)
+        try:
+            assert wait_until_ended(held) == {"reset"}, "the first round went out"
+            assert len(new.pids()) == 2, "the tickler and its other sender"
+            os.kill(tickler.pid, signal.SIGKILL)  # ip netns exec became the tickler
+            deadline = time.monotonic() + 10
+            while new.pids() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not new.pids(), "the other sender ended at its next batch"
+        finally:
+            tickler.kill()
+            tickler.wait()
+
+
+@contextlib.contextmanager
+def many_lost(netns_pool: NetnsPool):
+    """MANY connections from client to old on the VIP; old gone, new holding the address:
+    (new, the lab.holders.Held, the argv that tickles them all from new and prints what
+    the first round reached)."""
+    from lab import holders
+    vip, old_ip, new_ip, client_ip, prefix = FAMILIES["ipv4"]
+    old, new, client, switch = hosts(netns_pool, "ipv4")
+    old.ip("addr", "add", f"{vip}/{prefix}", "dev", "lan0", "nodad")
+    server = old.popen(*holders.serve_command(7000), stdin=subprocess.DEVNULL)
+    try:
+        with holders.Held(client.exec_argv, vip, 7000, MANY, [client_ip]) as held:
+            held.wait_ready(60)
+            switch.ip("link", "set", "port0", "down")
+            new.ip("addr", "add", f"{vip}/{prefix}", "dev", "lan0", "nodad")
+            client.ip("neigh", "replace", vip, "lladdr", mac(new), "dev", "lan0")
+            ports = [line.split()[-2].rsplit(":", 1)[1] for line in client.run(
+                "ss", "-Htn", "state", "established", "dst", vip).stdout.splitlines()]
+            assert len(ports) == MANY
+            yield new, held, [PYTHON, "-c", TICKLE_MANY.format(vip=vip, client=client_ip),
+                              *ports]
+    finally:
+        server.kill()
+        server.wait()
+
+
+def wait_until_ended(held, seconds: float = 10) -> set[str]:
+    """Until every connection held ended (seconds at most): how they ended."""
+    deadline = time.monotonic() + seconds
+    while held.still_open() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert held.still_open() == 0
+    return {kind for kind, _ in held.ended.values()}

@@ -326,12 +326,19 @@ TICKLE_SPACING = 0.55
 # that overflows its accept queue (somaxconn 4096).
 TICKLE_BATCH = 1000
 TICKLE_GAP = 0.005
+# A tickle's send costs the sender what the kernel does for it on the sending CPU: 2.5 µs
+# where the answers come back on other CPUs (a NIC that spreads its receive work), about
+# 10 µs where the whole exchange runs within the send (the lab, whose hosts are namespaces of
+# one machine: the tickle, the client's answer and this node's reset). One process then
+# needs half a second for 50,000; TICKLE_SENDERS share the batches, one a CPU.
+TICKLE_SENDERS = 2
 
 
 def tickle_rounds(batches: int, send: "Callable[[int], int]", clock: "Clock" = time.monotonic,
-                  sleep: "Callable[[float], object]" = time.sleep) -> int:
+                  sleep: "Callable[[float], object]" = time.sleep, gap: float = TICKLE_GAP
+                  ) -> int:
     """Call send(batch) for batches 0..batches-1, TICKLE_ROUNDS times each: a batch
-    TICKLE_GAP after the one before at least, and TICKLE_SPACING after its own previous
+    gap after the one before at least, and TICKLE_SPACING after its own previous
     send at least (from when that send was done: a round that took longer than planned
     delays the next one's batches, never brings a client's tickles closer). Return what
     the first round's sends returned, summed."""
@@ -348,7 +355,7 @@ def tickle_rounds(batches: int, send: "Callable[[int], int]", clock: "Clock" = t
             sent_at[batch] = clock()
             if not round_:
                 reached += sent
-            due += TICKLE_GAP
+            due += gap
     return reached
 
 
@@ -423,21 +430,75 @@ def end_remains(ip: str) -> None:
 
 def tickle_clients(ip: str, connections: "list[codec.Connection]") -> int:
     """Tickle, from ip (now here), the clients of connections another node held on it,
-    in tickle_rounds; return how many the first round reached. Each batch is prepared
-    just before its first send, so the first tickles leave at once. OSError when none can
-    be sent."""
+    in tickle_rounds, from TICKLE_SENDERS processes at most (one a CPU), each with its share
+    of the batches at its share of the pace; return how many the first round reached.
+    OSError when none can be sent from this process."""
+    batches = -(-len(connections) // TICKLE_BATCH)
+    senders = max(1, min(TICKLE_SENDERS, len(os.sched_getaffinity(0)), batches))
+    others = [_fork_sender(ip, connections, share, senders) for share in range(1, senders)]
+    try:
+        return _send_share(ip, connections, 0, senders) + sum(map(_reached, others))
+    except OSError:
+        for child in others:
+            _reached(child)
+        raise
+
+
+def _send_share(ip: str, connections: "list[codec.Connection]", share: int, senders: int,
+                parent: int | None = None) -> int:
+    """Send batches share, share + senders, ... of connections in tickle_rounds, each
+    prepared just before its first send (so the first tickles leave at once); return how
+    many the first round reached. With parent, end (without a word) once that process is
+    gone: a stop that ended the tickler ends its other senders too."""
     from ocf_lib.adapters import tickle
     sender = tickle.Sender(ip)
     preparer = tickle.Preparer(ip)
+    mine = range(share, -(-len(connections) // TICKLE_BATCH), senders)
     prepared: dict[int, list[Tickle]] = {}
 
-    def send(batch: int) -> int:
-        if batch not in prepared:
-            first = batch * TICKLE_BATCH
-            prepared[batch] = preparer.prepare(connections[first:first + TICKLE_BATCH])
-        return sender.send(prepared[batch])
+    def send(index: int) -> int:
+        if parent is not None and os.getppid() != parent:
+            os._exit(0)
+        if index not in prepared:
+            first = mine[index] * TICKLE_BATCH
+            prepared[index] = preparer.prepare(connections[first:first + TICKLE_BATCH])
+        return sender.send(prepared[index])
 
     try:
-        return tickle_rounds(-(-len(connections) // TICKLE_BATCH), send)
+        return tickle_rounds(len(mine), send, gap=TICKLE_GAP * senders)
     finally:
         sender.close()
+
+
+def _fork_sender(ip: str, connections: "list[codec.Connection]", share: int,
+                 senders: int) -> tuple[int, int]:
+    """A process that sends share of the tickles (_send_share) and writes how many its
+    first round reached to a pipe: (its pid, the pipe's read end)."""
+    parent = os.getpid()
+    readable, writable = os.pipe()
+    pid = os.fork()
+    if not pid:
+        reached = 0
+        try:
+            os.close(readable)
+            reached = _send_share(ip, connections, share, senders, parent)
+        except Exception:  # nothing to report but its count
+            pass
+        finally:
+            try:
+                os.write(writable, str(reached).encode())
+            finally:
+                os._exit(0)
+    os.close(writable)
+    return pid, readable
+
+
+def _reached(child: tuple[int, int]) -> int:
+    """Wait for a sender _fork_sender made; what its first round reached (0 when it
+    failed)."""
+    pid, readable = child
+    try:
+        os.waitpid(pid, 0)
+        return int(os.read(readable, 32) or b"0")
+    finally:
+        os.close(readable)
