@@ -255,7 +255,7 @@ class Bench:
             old = self.cluster.node(driver.active())
             asked = time.monotonic()
             done = driver.move()
-            self.cluster.wait_for(done, 60, interval=0.1, what="move done")
+            self.cluster.wait_for(done, 60, interval=0.5, what="move done")
             while held.still_open() and time.monotonic() < asked + MOVE_WAIT_S:
                 time.sleep(0.1)
             time.sleep(0.2)  # the last reports on their way
@@ -269,7 +269,7 @@ class Bench:
             done = driver.crash()
             event = driver.lost_at
             row.handed_over = driver.handed
-            self.cluster.wait_for(done, 90, interval=0.1, what="the survivor took over")
+            self.cluster.wait_for(done, 90, interval=1.0, what="the survivor took over")
             self.served(time.monotonic())
             time.sleep(1 + failover.REQUEST_TIMEOUT)  # the requests until now have answers
             row.loss_outage = self.traffic.outage(event, time.monotonic() - 1).longest_gap

@@ -45,6 +45,7 @@ from collections.abc import Callable
 PER_PROCESS = 8_000  # connections one process holds (below 20,000 open files, with margin)
 BACKLOG = 4_096
 CONNECT_TIMEOUT = 5.0
+LOOK_PAUSE = 0.01  # seconds a holder waits after a look that found connections ended
 ANSWER = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nheld\n"
 IP_BIND_ADDRESS_NO_PORT = 24  # linux/in.h: the port is chosen at connect, per destination
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -161,9 +162,10 @@ class Holder:
         does). The clients of a node loss end tens of thousands within a second, on the
         CPUs the resets are measured on, so each costs little here: a connection fires
         once (EPOLLONESHOT), a reset is read as SO_ERROR (no exception), the reports of
-        one look leave in one write, and the sockets are closed once a look finds
-        nothing. Each is reported with the time of the look that found it, so the
-        reports of a look are not later than the look itself."""
+        one look leave in one write, a look that found some is followed by LOOK_PAUSE (a
+        burst gathers into few looks, and a reset wakes no one), and the sockets are
+        closed once a look finds nothing. Each is reported with the time of the look that
+        found it: never before it ended, LOOK_PAUSE after it at most on an idle CPU."""
         if self.ended:
             timeout = 1.0 if timeout is None else min(timeout, 1.0)
         events = self.poll.poll(timeout)
@@ -181,6 +183,7 @@ class Holder:
             self.ended.append(sock)
         sys.stdout.write("".join(lines))
         sys.stdout.flush()
+        time.sleep(LOOK_PAUSE)
 
 
 def _ending(sock: socket.socket) -> str:
