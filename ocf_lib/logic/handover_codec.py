@@ -34,7 +34,7 @@ Connection = tuple[bytes, int, int]  # the same unpacked: (client's packed addre
 
 VERSION = "1"  # the first field of a header: a reader skips a form it does not know
 INLINE_MAX = 4_000  # characters of a list that stays whole in its header (no base)
-SHARD_TARGET = 48_000  # characters a shard or a header aims at
+SHARD_TARGET = 64_000  # characters a shard or a header aims at
 SHARD_MAX = 96_000  # characters a value never exceeds: under 128 KiB with attrd's XML around
 MAX_SHARDS = 32
 EXPECTED_CHARS = {4: 4, 16: 15}  # characters a connection takes, by address size: the sizing
