@@ -10,4 +10,4 @@ them. For the same reason those modules do without `from __future__ import annot
 type imported only for type checkers.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.3.1"
