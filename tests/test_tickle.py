@@ -154,11 +154,7 @@ def lose_a_stream(old, new, client, switch, family: str, tickle_code: str,
                           text=True)
     try:
         port = int(reader.stdout.readline())
-        switch.ip("link", "set", "port0", "down")  # old is gone, its connection with it
-        new.ip("addr", "add", f"{vip}/{prefix}", "dev", "lan0", "nodad")
-        # What the agent's start does: tell the link the address moved (the client's
-        # neighbour entry for the VIP points at new now), then tickle.
-        client.ip("neigh", "replace", vip, "lladdr", mac(new), "dev", "lan0")
+        old_is_lost(new, client, switch, family)
         sent = new.run(PYTHON, "-c", tickle_code.format(vip=vip, client=client_ip, port=port)
                        ).stdout.strip()
         assert sent == "1"
@@ -166,6 +162,16 @@ def lose_a_stream(old, new, client, switch, family: str, tickle_code: str,
     finally:
         server.kill()
         reader.kill()
+
+
+def old_is_lost(new, client, switch, family: str) -> None:
+    """old goes silent (its link down), its connections with it; new takes the VIP and, as
+    the agent's start does, tells the link the address moved (the client's neighbour entry
+    for the VIP points at new now)."""
+    vip, old_ip, new_ip, client_ip, prefix = FAMILIES[family]
+    switch.ip("link", "set", "port0", "down")
+    new.ip("addr", "add", f"{vip}/{prefix}", "dev", "lan0", "nodad")
+    client.ip("neigh", "replace", vip, "lladdr", mac(new), "dev", "lan0")
 
 
 def mac(ns) -> str:
@@ -228,9 +234,7 @@ def many_lost(netns_pool: NetnsPool):
     try:
         with holders.Held(client.exec_argv, vip, 7000, MANY, [client_ip]) as held:
             held.wait_ready(60)
-            switch.ip("link", "set", "port0", "down")
-            new.ip("addr", "add", f"{vip}/{prefix}", "dev", "lan0", "nodad")
-            client.ip("neigh", "replace", vip, "lladdr", mac(new), "dev", "lan0")
+            old_is_lost(new, client, switch, "ipv4")
             ports = [line.split()[-2].rsplit(":", 1)[1] for line in client.run(
                 "ss", "-Htn", "state", "established", "dst", vip).stdout.splitlines()]
             assert len(ports) == MANY

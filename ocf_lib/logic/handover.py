@@ -435,25 +435,27 @@ def tickle_clients(ip: str, connections: "list[codec.Connection]") -> int:
     OSError when none can be sent from this process."""
     batches = -(-len(connections) // TICKLE_BATCH)
     senders = max(1, min(TICKLE_SENDERS, len(os.sched_getaffinity(0)), batches))
-    others = [_fork_sender(ip, connections, share, senders) for share in range(1, senders)]
+    gap = TICKLE_GAP * senders
+    others = [_fork_sender(ip, connections, range(share, batches, senders), gap)
+              for share in range(1, senders)]
     try:
-        return _send_share(ip, connections, 0, senders) + sum(map(_reached, others))
+        return (_send_share(ip, connections, range(0, batches, senders), gap)
+                + sum(map(_reached, others)))
     except OSError:
         for child in others:
             _reached(child)
         raise
 
 
-def _send_share(ip: str, connections: "list[codec.Connection]", share: int, senders: int,
+def _send_share(ip: str, connections: "list[codec.Connection]", mine: range, gap: float,
                 parent: int | None = None) -> int:
-    """Send batches share, share + senders, ... of connections in tickle_rounds, each
+    """Send the batches mine of connections in tickle_rounds, gap apart at least, each
     prepared just before its first send (so the first tickles leave at once); return how
     many the first round reached. With parent, end (without a word) once that process is
     gone: a stop that ended the tickler ends its other senders too."""
     from ocf_lib.adapters import tickle
     sender = tickle.Sender(ip)
     preparer = tickle.Preparer(ip)
-    mine = range(share, -(-len(connections) // TICKLE_BATCH), senders)
     prepared: dict[int, list[Tickle]] = {}
 
     def send(index: int) -> int:
@@ -465,15 +467,15 @@ def _send_share(ip: str, connections: "list[codec.Connection]", share: int, send
         return sender.send(prepared[index])
 
     try:
-        return tickle_rounds(len(mine), send, gap=TICKLE_GAP * senders)
+        return tickle_rounds(len(mine), send, gap=gap)
     finally:
         sender.close()
 
 
-def _fork_sender(ip: str, connections: "list[codec.Connection]", share: int,
-                 senders: int) -> tuple[int, int]:
-    """A process that sends share of the tickles (_send_share) and writes how many its
-    first round reached to a pipe: (its pid, the pipe's read end)."""
+def _fork_sender(ip: str, connections: "list[codec.Connection]", mine: range,
+                 gap: float) -> tuple[int, int]:
+    """A process that sends the batches mine (_send_share) and writes how many its first
+    round reached to a pipe: (its pid, the pipe's read end)."""
     parent = os.getpid()
     readable, writable = os.pipe()
     pid = os.fork()
@@ -481,7 +483,7 @@ def _fork_sender(ip: str, connections: "list[codec.Connection]", share: int,
         reached = 0
         try:
             os.close(readable)
-            reached = _send_share(ip, connections, share, senders, parent)
+            reached = _send_share(ip, connections, mine, gap, parent)
         except Exception:  # nothing to report but its count
             pass
         finally:
